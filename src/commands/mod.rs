@@ -1,0 +1,26 @@
+//! One module per subcommand; each takes its parsed arguments and does the whole job.
+
+pub mod data;
+
+use anyhow::{bail, Result};
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let global = &cli.global;
+    crate::device::set_threads(global.threads)?;
+    crate::device::seed_everything(global.seed);
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd, global),
+        Command::Train => not_yet("train"),
+        Command::Embed => not_yet("embed"),
+        Command::Extract => not_yet("extract"),
+        Command::Evaluate => not_yet("evaluate"),
+        Command::Export => not_yet("export"),
+        Command::Bench => not_yet("bench"),
+    }
+}
+
+fn not_yet(name: &str) -> Result<()> {
+    bail!("`wmae {name}` is not implemented yet")
+}

@@ -1,0 +1,5 @@
+//! Data sets: the IDX format, data set folders and the embedded MNIST digits.
+
+pub mod dataset;
+pub mod idx;
+pub mod mnist_json;

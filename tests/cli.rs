@@ -1,0 +1,131 @@
+//! The binary as users run it: help, device errors, data errors, the rpath.
+
+mod common;
+
+use common::{stderr, stdout, wmae};
+
+#[test]
+fn help_lists_every_subcommand_and_global_option() {
+    let out = wmae(&["--help"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for word in [
+        "train", "embed", "extract", "evaluate", "export", "bench", "data",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+    for opt in ["--device", "--threads", "--seed", "--verbose"] {
+        assert!(text.contains(opt), "--help lacks {opt}: {text}");
+    }
+}
+
+/// Runs without LD_LIBRARY_PATH (see common::wmae): libtorch is found through the rpath alone.
+#[test]
+fn data_info_runs_on_the_embedded_digits_through_the_rpath() {
+    let dir = common::embedded_mnist();
+    let out = wmae(&[
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "data",
+        "info",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("8000 images [8000, 1, 28, 28]"), "{text}");
+    assert!(text.contains("2000 images [2000, 1, 28, 28]"), "{text}");
+    assert!(text.contains("cpu (1 threads)"), "{text}");
+}
+
+#[test]
+fn cuda_without_a_usable_gpu_fails_at_once_naming_the_fix() {
+    if wmae::device::cuda_usable() {
+        eprintln!("a GPU is usable here; the CPU-only failure path cannot be exercised");
+        return;
+    }
+    let out = wmae(&["--device", "cuda", "data", "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--device cuda"), "{err}");
+    assert!(
+        err.contains("scripts/setup-libtorch cuda") || err.contains("sees no GPU"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auto_device_falls_back_to_cpu_without_a_gpu() {
+    if wmae::device::cuda_usable() {
+        return;
+    }
+    let dir = common::embedded_mnist();
+    let out = wmae(&[
+        "--device",
+        "auto",
+        "data",
+        "info",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("device   cpu"));
+}
+
+#[test]
+fn missing_data_folder_is_named() {
+    let out = wmae(&[
+        "--device",
+        "cpu",
+        "data",
+        "info",
+        "--data-dir",
+        "/nonexistent/wmae-data",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/wmae-data") && err.contains("scripts/fetch-data"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_option_values_are_rejected() {
+    let out = wmae(&["--device", "tpu", "data", "info"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("possible values: cpu, cuda, auto"));
+    let out = wmae(&["--threads", "0", "data", "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--threads 0"));
+}
+
+#[test]
+fn corrupt_data_file_gives_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(dir.path().join(name), b"garbage!").unwrap();
+    }
+    let out = wmae(&[
+        "--device",
+        "cpu",
+        "data",
+        "info",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("wrong magic number"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

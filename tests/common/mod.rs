@@ -1,0 +1,27 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the wmae binary with `args`, without LD_LIBRARY_PATH (the rpath must be enough).
+pub fn wmae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wmae"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("cannot start the wmae binary")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The project's embedded digits folder (made by scripts/fetch-data, which scripts/test runs).
+pub fn embedded_mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+}
