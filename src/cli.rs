@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceChoice;
+use crate::model::Head;
+use crate::watermark::Mode;
 
 /// The folder `scripts/fetch-data` writes the embedded MNIST digits to.
 pub const DEFAULT_DATA_DIR: &str = "data/mnist";
@@ -50,8 +52,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train the watermark autoencoder (not implemented yet).
-    Train,
+    /// Train the watermark autoencoder (Adadelta, MSE or BCE on both heads) and write a run folder:
+    /// config.toml, metrics.csv, TensorBoard events, last.ot and best.ot with their metadata.
+    Train(TrainArgs),
     /// Watermark images with given or random bits (not implemented yet).
     Embed,
     /// Read the watermark bits back from watermarked images (not implemented yet).
@@ -93,4 +96,56 @@ pub struct ImportNpmDigitsArgs {
     /// Folder to write the four .gz IDX files to.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// TOML config of the run (configs/seed.toml is the Keras seed exactly).
+    #[arg(long, value_name = "FILE", default_value = "configs/default.toml")]
+    pub config: PathBuf,
+
+    /// Replaces train.epochs.
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+
+    /// Replaces train.batch_size.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Replaces optimizer.lr (Adadelta's learning rate).
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+
+    /// Replaces data.dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Replaces watermark.mode: fixed (one block for all images, as the seed) or random.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub watermark: Option<Mode>,
+
+    /// Replaces model.head: sigmoid (seed) or hard (exact 0/1 forward, straight-through backward).
+    #[arg(long, value_enum, value_name = "HEAD")]
+    pub head: Option<Head>,
+
+    /// Replaces the run name (the folder under runs/).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Run folder (default: runs/NAME).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in the run folder from last.ot (weights and optimizer state), with the
+    /// config saved there; --epochs may extend it.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Stop after this many epochs in total, as an interrupted run would (continue with --resume).
+    #[arg(long, value_name = "K")]
+    pub stop_after: Option<usize>,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

@@ -1,8 +1,18 @@
 //! wmae: a watermark autoencoder on libtorch. An encoder CNN, a binary watermark map added to its
 //! output, a decoder CNN giving the watermarked image and an extractor CNN recovering the map.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod fsutil;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod splitmix;
+pub mod tensorboard;
+pub mod train;
+pub mod watermark;

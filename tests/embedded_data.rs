@@ -112,8 +112,8 @@ fn conversion_is_deterministic_and_a_partition() {
 fn splitmix64_matches_published_vectors() {
     // First outputs of the SplitMix64 generator seeded with 0 are splitmix64(k * golden gamma).
     let gamma = 0x9E37_79B9_7F4A_7C15u64;
-    assert_eq!(mnist_json::splitmix64(0), 0xE220_A839_7B1D_CDAF);
-    assert_eq!(mnist_json::splitmix64(gamma), 0x6E78_9E6A_A1B9_65F4);
+    assert_eq!(wmae::splitmix::splitmix64(0), 0xE220_A839_7B1D_CDAF);
+    assert_eq!(wmae::splitmix::splitmix64(gamma), 0x6E78_9E6A_A1B9_65F4);
 }
 
 #[test]

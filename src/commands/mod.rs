@@ -1,6 +1,7 @@
 //! One module per subcommand; each takes its parsed arguments and does the whole job.
 
 pub mod data;
+pub mod train;
 
 use anyhow::{bail, Result};
 
@@ -12,7 +13,7 @@ pub fn run(cli: Cli) -> Result<()> {
     crate::device::seed_everything(global.seed);
     match cli.command {
         Command::Data(cmd) => data::run(cmd, global),
-        Command::Train => not_yet("train"),
+        Command::Train(args) => train::run(&args, global),
         Command::Embed => not_yet("embed"),
         Command::Extract => not_yet("extract"),
         Command::Evaluate => not_yet("evaluate"),

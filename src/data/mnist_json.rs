@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::dataset::IMAGE_SIDE;
 use super::idx::{self, IdxArray};
+use crate::splitmix::splitmix64;
 
 const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 /// One fifth of the digits (2,000 of 10,000) form the test split.
@@ -69,14 +70,6 @@ fn read_class(path: &Path, label: u8) -> Result<ClassImages> {
 pub struct Converted {
     pub train: (IdxArray, IdxArray),
     pub test: (IdxArray, IdxArray),
-}
-
-/// SplitMix64's output function (Steele, Lea, Flood 2014): a fixed, well-mixed hash of `x`.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn split_classes(classes: &[ClassImages]) -> Result<Converted> {

@@ -1,0 +1,48 @@
+//! `wmae train`: resolves the config (file, or the run folder's on --resume, plus CLI
+//! overrides) and runs the training loop.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cli::{GlobalArgs, TrainArgs};
+use crate::config::{Config, Overrides};
+use crate::train::{self, RunOptions};
+
+pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
+    let overrides = Overrides {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        data_dir: args.data_dir.clone(),
+        name: args.name.clone(),
+        watermark_mode: args.watermark,
+        head: args.head,
+    };
+    let mut config = Config::load(&args.config)?;
+    config.apply(&overrides)?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    if args.resume {
+        // The run's own config wins, so a resumed run is the run it continues; only the epoch
+        // count may be extended.
+        config = Config::load(&dir.join("config.toml"))?;
+        config.apply(&Overrides {
+            epochs: args.epochs,
+            ..Overrides::default()
+        })?;
+    }
+    let device = global.device.resolve()?;
+    let opts = RunOptions {
+        dir,
+        device,
+        seed: global.seed,
+        resume: args.resume,
+        stop_after: args.stop_after,
+        quiet: args.quiet,
+    };
+    train::run(config, &opts)?;
+    Ok(())
+}

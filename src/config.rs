@@ -1,0 +1,221 @@
+//! The TOML schema of a training run, its defaults, CLI overrides and validation. Unknown keys
+//! and bad values are refused with the key and the allowed values named.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::loss::{LossKind, Region};
+use crate::model::Head;
+use crate::optim::AdadeltaConfig;
+use crate::watermark::{Layout, Mode};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of the run folder under `runs/`.
+    pub name: String,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub optimizer: AdadeltaConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder in the MNIST IDX layout.
+    pub dir: PathBuf,
+    /// Training images: `[start, end)` of the data set's training split (Python slice).
+    pub train_range: [usize; 2],
+    /// Validation images: `[start, end)` of the training split.
+    pub validation_range: [usize; 2],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatermarkConfig {
+    pub mode: Mode,
+    pub rows: i64,
+    pub cols: i64,
+    pub top: i64,
+    pub left: i64,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        let l = Layout::default();
+        Self {
+            mode: Mode::Random,
+            rows: l.rows,
+            cols: l.cols,
+            top: l.top,
+            left: l.left,
+        }
+    }
+}
+
+impl WatermarkConfig {
+    pub fn layout(&self) -> Layout {
+        Layout {
+            rows: self.rows,
+            cols: self.cols,
+            top: self.top,
+            left: self.left,
+            ..Layout::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub head: Head,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    pub image: LossKind,
+    pub watermark: LossKind,
+    #[serde(default = "one")]
+    pub image_weight: f64,
+    #[serde(default = "one")]
+    pub watermark_weight: f64,
+    /// Where the watermark loss is taken: the whole map (seed) or the bit block.
+    #[serde(default)]
+    pub watermark_region: Region,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Epochs over which lr decays by a cosine to `final_lr_fraction * lr`; 1.0 keeps it constant.
+    #[serde(default = "one")]
+    pub final_lr_fraction: f64,
+}
+
+/// Values given on the command line that replace the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub data_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub watermark_mode: Option<Mode>,
+    pub head: Option<Head>,
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) -> Result<()> {
+        if let Some(v) = o.epochs {
+            self.train.epochs = v;
+        }
+        if let Some(v) = o.batch_size {
+            self.train.batch_size = v;
+        }
+        if let Some(v) = o.lr {
+            self.optimizer.lr = v;
+        }
+        if let Some(v) = &o.data_dir {
+            self.data.dir = v.clone();
+        }
+        if let Some(v) = &o.name {
+            self.name = v.clone();
+        }
+        if let Some(v) = o.watermark_mode {
+            self.watermark.mode = v;
+        }
+        if let Some(v) = o.head {
+            self.model.head = v;
+        }
+        self.validate()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            bail!(
+                "name = {:?}: a run name must be a non-empty folder name without '/'",
+                self.name
+            );
+        }
+        for (key, [start, end]) in [
+            ("data.train_range", self.data.train_range),
+            ("data.validation_range", self.data.validation_range),
+        ] {
+            if start >= end {
+                bail!("{key} = [{start}, {end}]: start must be below end");
+            }
+        }
+        self.watermark.layout().validate("watermark")?;
+        for (key, w) in [
+            ("loss.image_weight", self.loss.image_weight),
+            ("loss.watermark_weight", self.loss.watermark_weight),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                bail!("{key} = {w}: a loss weight must be a number >= 0");
+            }
+        }
+        if self.loss.watermark == LossKind::Bce && self.model.head == Head::Hard {
+            bail!(
+                "loss.watermark = \"bce\" with model.head = \"hard\": BCE clips the head's exact 0/1 \
+                 outputs to [1e-7, 1-1e-7], where no gradient flows; use loss.watermark = \"mse\" \
+                 or model.head = \"sigmoid\""
+            );
+        }
+        self.optimizer.validate("optimizer")?;
+        if self.train.epochs == 0 {
+            bail!("train.epochs = 0: at least one epoch is needed");
+        }
+        if self.train.batch_size == 0 {
+            bail!("train.batch_size = 0: a batch needs at least one image");
+        }
+        let f = self.train.final_lr_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            bail!("train.final_lr_fraction = {f}: must lie in (0, 1]");
+        }
+        Ok(())
+    }
+
+    /// The learning rate of `epoch` (0-based): cosine decay from lr to final_lr_fraction * lr.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let lr = self.optimizer.lr;
+        let f = self.train.final_lr_fraction;
+        if self.train.epochs <= 1 || f >= 1.0 {
+            return lr;
+        }
+        let t = epoch as f64 / (self.train.epochs - 1) as f64;
+        lr * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("cannot serialise the config")
+    }
+}

@@ -1,0 +1,56 @@
+//! Per-head losses with Keras semantics: mean squared error, or binary cross-entropy with the
+//! predictions clipped to [1e-7, 1 - 1e-7] (Keras' epsilon) before the logarithm.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Keras' `epsilon()`, the clip margin of its binary cross-entropy.
+pub const KERAS_EPSILON: f64 = 1e-7;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    Mse,
+    Bce,
+}
+
+/// Where the watermark head's loss is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// The whole map, as the seed does: 16 bits among 784 pixels, so "all zeros" scores well.
+    #[default]
+    Map,
+    /// Only the watermark block: the loss sees nothing but the bits.
+    Block,
+}
+
+/// Element-wise loss, not yet reduced.
+fn elementwise(kind: LossKind, prediction: &Tensor, target: &Tensor) -> Tensor {
+    match kind {
+        LossKind::Mse => (prediction - target).square(),
+        LossKind::Bce => {
+            let p = prediction.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON);
+            let log_not_p = p.neg().log1p();
+            let not_target = target.neg() + 1.0;
+            (target * p.log() + not_target * log_not_p).neg()
+        }
+    }
+}
+
+/// Mean loss over all elements.
+pub fn mean_loss(kind: LossKind, prediction: &Tensor, target: &Tensor) -> Tensor {
+    elementwise(kind, prediction, target).mean(Kind::Float)
+}
+
+/// Mean loss over the elements where `mask` (broadcastable, 0/1) is 1.
+pub fn masked_mean_loss(
+    kind: LossKind,
+    prediction: &Tensor,
+    target: &Tensor,
+    mask: &Tensor,
+) -> Tensor {
+    let per_element = elementwise(kind, prediction, target) * mask;
+    let count = mask.expand_as(prediction).sum(Kind::Float);
+    per_element.sum(Kind::Float) / count
+}

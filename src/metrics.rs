@@ -1,0 +1,171 @@
+//! Metrics of one pass over a data set: losses and MAE per head, PSNR of the watermarked image,
+//! and the binarized watermark figures the seed's answers asked for (threshold 0.5): bit
+//! accuracy over the block, pixel accuracy over the whole map, Dice of the binarized map.
+//!
+//! Sums are accumulated per batch on the device as tensors and read back once per pass, so the
+//! training loop never waits on a host copy per batch.
+
+use tch::{Kind, Tensor};
+
+use crate::watermark::Layout;
+
+/// The binarization threshold of the seed's answer.
+pub const THRESHOLD: f64 = 0.5;
+/// Dice smoothing term, as in the seed's answer.
+const DICE_EPS: f64 = 1e-7;
+/// PSNR of an image identical to its original is infinite; cap it for averaging.
+pub const PSNR_CAP_DB: f64 = 100.0;
+
+/// Figures of one pass (train or validation).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub loss: f64,
+    pub image_loss: f64,
+    pub watermark_loss: f64,
+    pub image_mae: f64,
+    pub watermark_mae: f64,
+    /// Mean over images of 10*log10(1/MSE), pixel range 1.
+    pub psnr: f64,
+    pub bit_accuracy: f64,
+    pub pixel_accuracy: f64,
+    pub dice: f64,
+    /// Share of images whose every bit is right.
+    pub exact_rate: f64,
+    pub images: i64,
+}
+
+impl Summary {
+    /// Names and values in CSV column order.
+    pub fn fields(&self) -> [(&'static str, f64); 10] {
+        [
+            ("loss", self.loss),
+            ("image_loss", self.image_loss),
+            ("watermark_loss", self.watermark_loss),
+            ("image_mae", self.image_mae),
+            ("watermark_mae", self.watermark_mae),
+            ("psnr", self.psnr),
+            ("bit_accuracy", self.bit_accuracy),
+            ("pixel_accuracy", self.pixel_accuracy),
+            ("dice", self.dice),
+            ("exact_rate", self.exact_rate),
+        ]
+    }
+}
+
+/// Per-image PSNR in dB `(N,)` of `image` against `original`, range 1, capped at PSNR_CAP_DB.
+pub fn psnr_per_image(image: &Tensor, original: &Tensor) -> Tensor {
+    let mse = (image - original)
+        .square()
+        .flatten(1, -1)
+        .mean_dim(1, false, Kind::Float);
+    (mse.clamp_min(1e-30).log10() * -10.0).clamp_max(PSNR_CAP_DB)
+}
+
+/// Running sums over the batches of one pass, kept as device tensors.
+pub struct Accumulator {
+    layout: Layout,
+    sums: Option<Tensor>,
+    images: i64,
+    pixels_per_image: i64,
+}
+
+/// Index of each running sum in the accumulator tensor.
+const LOSS: usize = 0;
+const IMAGE_LOSS: usize = 1;
+const WATERMARK_LOSS: usize = 2;
+const IMAGE_ABS: usize = 3;
+const WATERMARK_ABS: usize = 4;
+const PSNR: usize = 5;
+const BITS_RIGHT: usize = 6;
+const PIXELS_RIGHT: usize = 7;
+const INTERSECTION: usize = 8;
+const PRED_ONES: usize = 9;
+const TRUE_ONES: usize = 10;
+const EXACT: usize = 11;
+
+impl Accumulator {
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            sums: None,
+            images: 0,
+            pixels_per_image: layout.height * layout.width,
+        }
+    }
+
+    /// Adds one batch. Losses are batch means; they are weighted by the batch size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        original: &Tensor,
+        watermarked: &Tensor,
+        true_map: &Tensor,
+        predicted_map: &Tensor,
+        loss: &Tensor,
+        image_loss: &Tensor,
+        watermark_loss: &Tensor,
+    ) {
+        let n = original.size()[0];
+        let binary = predicted_map.gt(THRESHOLD).to_kind(Kind::Float);
+        let true_bits = self.layout.block(true_map);
+        let bits_right = self.layout.block(&binary).eq_tensor(&true_bits);
+        let f = |t: Tensor| t.to_kind(Kind::Float).reshape([1]);
+        let batch = Tensor::cat(
+            &[
+                f(loss.detach() * n as f64),
+                f(image_loss.detach() * n as f64),
+                f(watermark_loss.detach() * n as f64),
+                f((watermarked - original).abs().sum(Kind::Float) / self.pixels_per_image as f64),
+                f(
+                    (predicted_map - true_map).abs().sum(Kind::Float)
+                        / self.pixels_per_image as f64,
+                ),
+                f(psnr_per_image(watermarked, original).sum(Kind::Float)),
+                f(bits_right.to_kind(Kind::Float).sum(Kind::Float)
+                    / self.layout.bit_count() as f64),
+                f(binary
+                    .eq_tensor(true_map)
+                    .to_kind(Kind::Float)
+                    .sum(Kind::Float)
+                    / self.pixels_per_image as f64),
+                f((&binary * true_map).sum(Kind::Float)),
+                f(binary.sum(Kind::Float)),
+                f(true_map.sum(Kind::Float)),
+                f(bits_right
+                    .all_dim(1, false)
+                    .to_kind(Kind::Float)
+                    .sum(Kind::Float)),
+            ],
+            0,
+        )
+        .detach()
+        .to_kind(Kind::Double);
+        self.sums = Some(match self.sums.take() {
+            Some(s) => s + batch,
+            None => batch,
+        });
+        self.images += n;
+    }
+
+    /// The pass's figures (one host copy).
+    pub fn summary(&self) -> Summary {
+        let Some(sums) = &self.sums else {
+            return Summary::default();
+        };
+        let s = Vec::<f64>::try_from(sums.to_device(tch::Device::Cpu)).unwrap_or_default();
+        let n = self.images as f64;
+        Summary {
+            loss: s[LOSS] / n,
+            image_loss: s[IMAGE_LOSS] / n,
+            watermark_loss: s[WATERMARK_LOSS] / n,
+            image_mae: s[IMAGE_ABS] / n,
+            watermark_mae: s[WATERMARK_ABS] / n,
+            psnr: s[PSNR] / n,
+            bit_accuracy: s[BITS_RIGHT] / n,
+            pixel_accuracy: s[PIXELS_RIGHT] / n,
+            dice: (2.0 * s[INTERSECTION] + DICE_EPS) / (s[PRED_ONES] + s[TRUE_ONES] + DICE_EPS),
+            exact_rate: s[EXACT] / n,
+            images: self.images,
+        }
+    }
+}

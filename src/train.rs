@@ -1,0 +1,445 @@
+//! The training loop: batches taken on the device, Adadelta on both heads' losses, a Keras-like
+//! progress bar, validation every epoch, `metrics.csv`, TensorBoard events, `last.ot` (with the
+//! optimizer state, for `--resume`) and `best.ot` (lowest validation loss).
+//!
+//! Reproducibility: libtorch's generator is reseeded from (seed, epoch) at the start of every
+//! epoch, so shuffling, dropout and random watermarks of epoch k do not depend on whether the run
+//! was resumed before it; validation and test draw their watermarks from their own seeds.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::checkpoint::{self, Metadata};
+use crate::config::Config;
+use crate::data::dataset::Dataset;
+use crate::loss::{self, Region};
+use crate::metrics::{Accumulator, Summary};
+use crate::model::{self, WatermarkAutoencoder};
+use crate::optim::Adadelta;
+use crate::watermark::{self, Layout, Mode, Purpose};
+
+/// Batch size of validation and test passes (no gradients, so larger batches are cheap).
+const EVAL_BATCH: i64 = 1000;
+
+/// How a run is placed and started.
+pub struct RunOptions {
+    pub dir: PathBuf,
+    pub device: Device,
+    pub seed: u64,
+    pub resume: bool,
+    /// Stop after this many epochs in total, as if interrupted (to test `--resume`).
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+/// The model, its variables and how its losses are taken: what a pass over data needs.
+pub struct Trainee {
+    pub vs: VarStore,
+    pub model: WatermarkAutoencoder,
+    pub config: Config,
+    block_mask: Tensor,
+}
+
+impl Trainee {
+    pub fn new(config: Config, device: Device) -> Self {
+        let vs = VarStore::new(device);
+        let model = WatermarkAutoencoder::new(&vs.root(), config.model.head);
+        let block_mask = config.watermark.layout().block_mask(Kind::Float, device);
+        Self {
+            vs,
+            model,
+            config,
+            block_mask,
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.config.watermark.layout()
+    }
+
+    /// Forward pass and the weighted losses: (total, image, watermark).
+    fn losses(
+        &self,
+        out: &model::Output,
+        images: &Tensor,
+        map: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let c = &self.config.loss;
+        let image_loss = loss::mean_loss(c.image, &out.watermarked, images);
+        let watermark_loss = match c.watermark_region {
+            Region::Map => loss::mean_loss(c.watermark, &out.watermark_map, map),
+            Region::Block => {
+                loss::masked_mean_loss(c.watermark, &out.watermark_map, map, &self.block_mask)
+            }
+        };
+        let total = &image_loss * c.image_weight + &watermark_loss * c.watermark_weight;
+        (total, image_loss, watermark_loss)
+    }
+
+    /// Evaluation pass (no dropout, no gradients) over `images` with watermarks for `purpose`.
+    /// With `quantize`, the watermarked image is rounded to 8 bits before extraction, exactly
+    /// what saving it as an 8-bit PNG and reading it back does.
+    pub fn evaluate(
+        &self,
+        images: &Tensor,
+        purpose: Purpose,
+        seed: u64,
+        quantize: bool,
+    ) -> Summary {
+        let layout = self.layout();
+        let mode = self.config.watermark.mode;
+        let n = images.size()[0];
+        let mut acc = Accumulator::new(layout);
+        tch::no_grad(|| {
+            // Random watermarks for evaluation come from their own seed, the same every epoch.
+            tch::manual_seed(eval_seed(seed, purpose));
+            let mut start = 0;
+            while start < n {
+                let len = EVAL_BATCH.min(n - start);
+                let batch = images.narrow(0, start, len);
+                let bits = watermark::draw_bits(&layout, mode, len, seed, purpose, images.device());
+                let map = layout.map_from_bits(&bits);
+                let mut watermarked = self.model.embed_t(&batch, &map, false);
+                if quantize {
+                    watermarked = quantize_8bit(&watermarked);
+                }
+                let predicted = self.model.extractor.forward_t(&watermarked, false);
+                let out = model::Output {
+                    watermarked,
+                    watermark_map: predicted,
+                };
+                let (total, il, wl) = self.losses(&out, &batch, &map);
+                acc.add(
+                    &batch,
+                    &out.watermarked,
+                    &map,
+                    &out.watermark_map,
+                    &total,
+                    &il,
+                    &wl,
+                );
+                start += len;
+            }
+        });
+        acc.summary()
+    }
+}
+
+/// An image in [0,1] as an 8-bit image file stores it: clipped, rounded to k/255.
+pub fn quantize_8bit(image: &Tensor) -> Tensor {
+    (image.clamp(0.0, 1.0) * 255.0).round() / 255.0
+}
+
+fn eval_seed(seed: u64, purpose: Purpose) -> i64 {
+    (crate::splitmix::splitmix64(seed ^ (0xE7A1 << 16) ^ purpose as u64) >> 1) as i64
+}
+
+fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+    (crate::splitmix::splitmix64(seed.wrapping_mul(0x1_0000_0001).wrapping_add(epoch as u64)) >> 1)
+        as i64
+}
+
+/// The images of `range` of a split, checked against its size.
+fn slice_images(all: &Tensor, range: [usize; 2], key: &str) -> Result<Tensor> {
+    let n = all.size()[0] as usize;
+    let [start, end] = range;
+    if end > n {
+        bail!("{key} = [{start}, {end}]: the training split has only {n} images");
+    }
+    Ok(all.narrow(0, start as i64, (end - start) as i64))
+}
+
+const CSV_HEADER_PREFIX: &str = "epoch,lr";
+
+fn csv_header() -> String {
+    let names: Vec<&str> = Summary::default()
+        .fields()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    let mut cols = vec![CSV_HEADER_PREFIX.to_string()];
+    for split in ["train", "val"] {
+        cols.extend(names.iter().map(|n| format!("{split}_{n}")));
+    }
+    cols.join(",")
+}
+
+fn csv_row(epoch: usize, lr: f64, train: &Summary, val: &Summary) -> String {
+    let mut cols = vec![epoch.to_string(), format!("{lr:.9}")];
+    for s in [train, val] {
+        cols.extend(s.fields().iter().map(|(_, v)| format!("{v:.9}")));
+    }
+    cols.join(",")
+}
+
+/// Keeps the header and the rows of epochs 1..=`epochs` of an existing metrics.csv.
+fn truncate_csv(path: &Path, epochs: usize) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut kept: Vec<&str> = text.lines().take(1 + epochs).collect();
+    if kept.first().copied() != Some(csv_header().as_str()) || kept.len() != 1 + epochs {
+        bail!(
+            "{}: does not hold the {epochs} epochs that last.ot has; cannot resume",
+            path.display()
+        );
+    }
+    kept.push("");
+    Ok(kept.join("\n"))
+}
+
+fn print_summary(label: &str, s: &Summary) {
+    println!(
+        "  {label:<5} loss {:.5} (image {:.5}, watermark {:.5})  MAE {:.4}/{:.4}  PSNR {:.2} dB  \
+         bits {:.2}%  exact {:.1}%  pixels {:.2}%  Dice {:.4}",
+        s.loss,
+        s.image_loss,
+        s.watermark_loss,
+        s.image_mae,
+        s.watermark_mae,
+        s.psnr,
+        100.0 * s.bit_accuracy,
+        100.0 * s.exact_rate,
+        100.0 * s.pixel_accuracy,
+        s.dice
+    );
+}
+
+/// Trains per `config`; returns the folder of the run.
+pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
+    let device = opts.device;
+    let dataset = Dataset::load(&config.data.dir)?;
+    let all_train = dataset.train.images_tensor(device);
+    let train_images = slice_images(&all_train, config.data.train_range, "data.train_range")?;
+    let val_images = slice_images(
+        &all_train,
+        config.data.validation_range,
+        "data.validation_range",
+    )?;
+    let test_images = dataset.test.images_tensor(device);
+
+    let mut trainee = Trainee::new(config.clone(), device);
+    let layout = trainee.layout();
+    let mut optimizer = Adadelta::new(&trainee.vs, config.optimizer);
+    let parameters = model::parameter_count(&trainee.vs);
+
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    let csv_path = opts.dir.join("metrics.csv");
+    let last_path = opts.dir.join("last.ot");
+    let best_path = opts.dir.join("best.ot");
+    let config_toml = config.to_toml()?;
+
+    let (start_epoch, mut best_loss, mut csv) = if opts.resume {
+        let meta = checkpoint::load_metadata(&last_path)?;
+        let named = checkpoint::load_tensors(&last_path)?;
+        checkpoint::load_model(&last_path, &mut trainee.vs, &named)?;
+        optimizer
+            .load_state(&named)
+            .with_context(|| format!("{}", last_path.display()))?;
+        (
+            meta.epoch,
+            meta.best_validation_loss,
+            truncate_csv(&csv_path, meta.epoch)?,
+        )
+    } else {
+        (0, f64::INFINITY, format!("{}\n", csv_header()))
+    };
+    crate::fsutil::write_atomically(&opts.dir.join("config.toml"), |f| {
+        f.write_all(config_toml.as_bytes())
+    })?;
+    let mut events = crate::tensorboard::EventWriter::create(&opts.dir.join("tensorboard"))?;
+
+    let c = &config;
+    println!(
+        "wmae train: run {} | device {} | {} parameters | watermark {}x{} at ({}, {}), {} mode | head {:?}",
+        opts.dir.display(),
+        crate::device::describe(device),
+        parameters,
+        layout.rows,
+        layout.cols,
+        layout.top,
+        layout.left,
+        match c.watermark.mode {
+            Mode::Fixed => "fixed",
+            Mode::Random => "random",
+        },
+        c.model.head,
+    );
+    println!(
+        "  data {} ({} train, {} validation, {} test) | loss image {:?} x{} + watermark {:?} x{} on the {:?} | \
+         Adadelta lr {} rho {} eps {:e} | batch {} | epochs {}",
+        c.data.dir.display(),
+        train_images.size()[0],
+        val_images.size()[0],
+        test_images.size()[0],
+        c.loss.image,
+        c.loss.image_weight,
+        c.loss.watermark,
+        c.loss.watermark_weight,
+        c.loss.watermark_region,
+        c.optimizer.lr,
+        c.optimizer.rho,
+        c.optimizer.eps,
+        c.train.batch_size,
+        c.train.epochs
+    );
+    if start_epoch > 0 {
+        println!(
+            "  resumed from {} after epoch {start_epoch}",
+            last_path.display()
+        );
+    }
+
+    let end_epoch = opts
+        .stop_after
+        .map_or(c.train.epochs, |k| k.min(c.train.epochs));
+    let n_train = train_images.size()[0];
+    let batch_size = c.train.batch_size as i64;
+    let batches = (n_train + batch_size - 1) / batch_size;
+    for epoch in start_epoch..end_epoch {
+        let started = Instant::now();
+        tch::manual_seed(epoch_seed(opts.seed, epoch));
+        let lr = c.lr_at(epoch);
+        optimizer.config.lr = lr;
+        let bar = progress_bar(batches as u64, epoch + 1, c.train.epochs, opts.quiet);
+        let order = Tensor::randperm(n_train, (Kind::Int64, device));
+        let mut acc = Accumulator::new(layout);
+        for b in 0..batches {
+            let start = b * batch_size;
+            let len = batch_size.min(n_train - start);
+            let idx = order.narrow(0, start, len);
+            let images = train_images.index_select(0, &idx);
+            let bits = watermark::draw_bits(
+                &layout,
+                c.watermark.mode,
+                len,
+                opts.seed,
+                Purpose::Train,
+                device,
+            );
+            let map = layout.map_from_bits(&bits);
+            let out = trainee.model.forward_t(&images, &map, true);
+            let (total, il, wl) = trainee.losses(&out, &images, &map);
+            optimizer.zero_grad();
+            total.backward();
+            optimizer.step();
+            acc.add(
+                &images,
+                &out.watermarked,
+                &map,
+                &out.watermark_map,
+                &total,
+                &il,
+                &wl,
+            );
+            if b % 8 == 7 || b + 1 == batches {
+                let s = acc.summary();
+                bar.set_message(format!(
+                    "loss {:.5}  bits {:.2}%",
+                    s.loss,
+                    100.0 * s.bit_accuracy
+                ));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train = acc.summary();
+        let val = trainee.evaluate(&val_images, Purpose::Validation, opts.seed, false);
+        if !train.loss.is_finite() {
+            bail!(
+                "epoch {}: the training loss is {}; lower optimizer.lr",
+                epoch + 1,
+                train.loss
+            );
+        }
+        println!(
+            "epoch {}/{} ({:.1} s, lr {:.4})",
+            epoch + 1,
+            c.train.epochs,
+            started.elapsed().as_secs_f64(),
+            lr
+        );
+        print_summary("train", &train);
+        print_summary("val", &val);
+
+        csv.push_str(&csv_row(epoch + 1, lr, &train, &val));
+        csv.push('\n');
+        crate::fsutil::write_atomically(&csv_path, |f| f.write_all(csv.as_bytes()))?;
+        let mut scalars = vec![("lr".to_string(), lr)];
+        for (split, s) in [("train", &train), ("val", &val)] {
+            scalars.extend(s.fields().iter().map(|(n, v)| (format!("{split}/{n}"), *v)));
+        }
+        events.scalars((epoch + 1) as i64, &scalars)?;
+
+        let improved = val.loss < best_loss;
+        if improved {
+            best_loss = val.loss;
+        }
+        let meta = Metadata {
+            format: checkpoint::FORMAT.to_string(),
+            architecture: "seed".to_string(),
+            layout,
+            head: c.model.head,
+            parameters,
+            epoch: epoch + 1,
+            best_validation_loss: best_loss,
+            config: config_toml.clone(),
+        };
+        if improved {
+            checkpoint::save(&best_path, &trainee.vs, None, &meta)?;
+        }
+        checkpoint::save(&last_path, &trainee.vs, Some(&optimizer), &meta)?;
+    }
+    if end_epoch < c.train.epochs {
+        println!("stopped after epoch {end_epoch} as asked; continue with --resume");
+        return Ok(opts.dir.clone());
+    }
+
+    // Test figures of the best checkpoint, float and after the 8-bit round trip.
+    let named = checkpoint::load_tensors(&best_path)?;
+    checkpoint::load_model(&best_path, &mut trainee.vs, &named)?;
+    let test = trainee.evaluate(&test_images, Purpose::Test, opts.seed, false);
+    let test_8bit = trainee.evaluate(&test_images, Purpose::Test, opts.seed, true);
+    println!("test split, best checkpoint ({}):", best_path.display());
+    print_summary("float", &test);
+    print_summary("8-bit", &test_8bit);
+    let report = serde_json::json!({
+        "checkpoint": best_path,
+        "float": summary_json(&test),
+        "png_8bit": summary_json(&test_8bit),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    crate::fsutil::write_atomically(&opts.dir.join("test_metrics.json"), |f| {
+        f.write_all(text.as_bytes())
+    })?;
+    Ok(opts.dir.clone())
+}
+
+pub fn summary_json(s: &Summary) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (name, v) in s.fields() {
+        map.insert(name.to_string(), serde_json::json!(v));
+    }
+    map.insert("images".to_string(), serde_json::json!(s.images));
+    serde_json::Value::Object(map)
+}
+
+fn progress_bar(len: u64, epoch: usize, epochs: usize, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}
