@@ -1,0 +1,134 @@
+//! Adadelta against values computed independently: by hand for the first step, and by a plain
+//! f64 scalar implementation of Zeiler's update for several steps.
+
+use tch::{nn, Device, Kind, Tensor};
+use wmae::optim::{Adadelta, AdadeltaConfig};
+
+/// A VarStore with one parameter vector and the loss sum(c * p^2) (gradient 2 c p).
+fn setup(p0: &[f32]) -> (nn::VarStore, Tensor) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let p = vs.root().var_copy("p", &Tensor::from_slice(p0));
+    (vs, p)
+}
+
+const C: [f64; 3] = [1.0, 2.0, 0.5];
+
+fn loss(p: &Tensor) -> Tensor {
+    (Tensor::from_slice(&C.map(|c| c as f32)) * p.square()).sum(Kind::Float)
+}
+
+/// Zeiler's Adadelta on scalars, in f64.
+fn reference(p0: [f64; 3], cfg: AdadeltaConfig, steps: usize) -> [f64; 3] {
+    let (mut p, mut acc_g, mut acc_d) = (p0, [0.0; 3], [0.0; 3]);
+    for _ in 0..steps {
+        for i in 0..3 {
+            let g = 2.0 * C[i] * p[i];
+            acc_g[i] = cfg.rho * acc_g[i] + (1.0 - cfg.rho) * g * g;
+            let delta = g * (acc_d[i] + cfg.eps).sqrt() / (acc_g[i] + cfg.eps).sqrt();
+            p[i] -= cfg.lr * delta;
+            acc_d[i] = cfg.rho * acc_d[i] + (1.0 - cfg.rho) * delta * delta;
+        }
+    }
+    p
+}
+
+fn run(cfg: AdadeltaConfig, steps: usize) -> Vec<f32> {
+    let (vs, p) = setup(&[0.5, -1.2, 3.0]);
+    let mut opt = Adadelta::new(&vs, cfg);
+    for _ in 0..steps {
+        opt.zero_grad();
+        loss(&p).backward();
+        opt.step();
+    }
+    Vec::<f32>::try_from(p.detach()).unwrap()
+}
+
+#[test]
+fn first_step_by_hand() {
+    // p = 0.5, c = 1: g = 1; acc_g = 0.05; delta = sqrt(1e-7) / sqrt(0.05 + 1e-7) = 0.00141421...
+    let p = run(AdadeltaConfig::default(), 1);
+    assert!(
+        (p[0] as f64 - (0.5 - 0.001_414_212_1)).abs() < 1e-7,
+        "{}",
+        p[0]
+    );
+    // Every coordinate moves by about sqrt(eps / (1 - rho)) = 0.0014142 against its gradient.
+    assert!(
+        (p[1] as f64 - (-1.2 + 0.001_414_213)).abs() < 1e-6,
+        "{}",
+        p[1]
+    );
+}
+
+#[test]
+fn many_steps_match_the_scalar_reference() {
+    for cfg in [
+        AdadeltaConfig::default(),
+        AdadeltaConfig {
+            lr: 0.5,
+            rho: 0.9,
+            eps: 1e-6,
+        },
+    ] {
+        let got = run(cfg, 25);
+        let want = reference([0.5, -1.2, 3.0], cfg, 25);
+        for i in 0..3 {
+            assert!(
+                (got[i] as f64 - want[i]).abs() < 1e-5,
+                "{cfg:?} coord {i}: {} vs {}",
+                got[i],
+                want[i]
+            );
+        }
+        // And it did move: 25 steps of ~1e-3 each at least.
+        assert!((got[2] as f64 - 3.0).abs() > 0.01);
+    }
+}
+
+#[test]
+fn state_round_trip_continues_identically() {
+    let cfg = AdadeltaConfig::default();
+    let (vs, p) = setup(&[0.5, -1.2, 3.0]);
+    let mut opt = Adadelta::new(&vs, cfg);
+    for _ in 0..5 {
+        opt.zero_grad();
+        loss(&p).backward();
+        opt.step();
+    }
+    let state: Vec<(String, Tensor)> = opt
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
+    let (vs2, p2) = setup(&Vec::<f32>::try_from(p.detach()).unwrap());
+    let mut opt2 = Adadelta::new(&vs2, cfg);
+    opt2.load_state(&state).unwrap();
+    for (o, q) in [(&mut opt, &p), (&mut opt2, &p2)] {
+        for _ in 0..5 {
+            o.zero_grad();
+            loss(q).backward();
+            o.step();
+        }
+    }
+    assert!(p.equal(&p2));
+    let err = format!("{:#}", opt2.load_state(&state[1..]).unwrap_err());
+    assert!(err.contains("adadelta.acc_grad.p is missing"), "{err}");
+}
+
+#[test]
+fn bad_hyperparameters_name_the_key() {
+    let err = AdadeltaConfig {
+        rho: 1.5,
+        ..Default::default()
+    }
+    .validate("optimizer")
+    .unwrap_err();
+    assert!(err.to_string().contains("optimizer.rho = 1.5"));
+    let err = AdadeltaConfig {
+        lr: -1.0,
+        ..Default::default()
+    }
+    .validate("optimizer")
+    .unwrap_err();
+    assert!(err.to_string().contains("optimizer.lr = -1"));
+}

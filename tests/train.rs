@@ -1,0 +1,228 @@
+//! End-to-end training runs on a slice of the embedded digits: the run folder, reproducibility,
+//! resume, TensorBoard files read by TensorBoard itself, and config errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{stderr, wmae};
+
+/// A small run: 256 training and 128 validation digits, batch 64.
+fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
+    let text = format!(
+        r#"name = "tiny"
+[data]
+dir = "{}"
+train_range = [0, 256]
+validation_range = [256, 384]
+[watermark]
+mode = "random"
+[loss]
+image = "mse"
+watermark = "bce"
+image_weight = 10.0
+watermark_region = "block"
+[train]
+epochs = {epochs}
+batch_size = 64
+final_lr_fraction = 0.5
+"#,
+        common::embedded_mnist().display()
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train(config: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "--device",
+        "cpu",
+        "--seed",
+        "11",
+        "train",
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = wmae(&args);
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+}
+
+fn tensors(path: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut t = tch::Tensor::load_multi(path).unwrap();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+#[test]
+fn run_folder_holds_config_metrics_events_and_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 2);
+    let run = tmp.path().join("run");
+    train(&config, &run, &[]);
+    for f in [
+        "config.toml",
+        "metrics.csv",
+        "last.ot",
+        "last.json",
+        "best.ot",
+        "best.json",
+        "test_metrics.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(".tmp")),
+        "temporary files left: {names:?}"
+    );
+
+    // The resolved config reloads; metrics.csv has a header and one row per epoch.
+    wmae::config::Config::load(&run.join("config.toml")).unwrap();
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].starts_with("epoch,lr,train_loss,"));
+    assert!(lines[0].contains("val_bit_accuracy") && lines[0].contains("val_psnr"));
+
+    // Metadata rebuilds the model; best.ot holds exactly the 24 model tensors, last.ot adds
+    // Adadelta's two accumulators per variable.
+    let meta = wmae::checkpoint::load_metadata(&run.join("best.ot")).unwrap();
+    assert_eq!(meta.parameters, 21_491);
+    assert_eq!((meta.layout.rows, meta.layout.cols), (4, 4));
+    assert_eq!(tensors(&run.join("best.ot")).len(), 24);
+    assert_eq!(tensors(&run.join("last.ot")).len(), 72);
+    assert_eq!(
+        wmae::checkpoint::load_metadata(&run.join("last.ot"))
+            .unwrap()
+            .epoch,
+        2
+    );
+}
+
+#[test]
+fn same_seed_gives_identical_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 2);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    train(&config, &a, &[]);
+    train(&config, &b, &[]);
+    let csv_a = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
+    assert_eq!(
+        csv_a,
+        std::fs::read_to_string(b.join("metrics.csv")).unwrap()
+    );
+    // And the run learned something: validation loss fell.
+    let rows: Vec<Vec<f64>> = csv_a
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let val_loss = 2 + 10; // epoch, lr, 10 train columns, then val_loss
+    assert!(rows[1][val_loss] < rows[0][val_loss], "{rows:?}");
+}
+
+#[test]
+fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 3);
+    let (whole, resumed) = (tmp.path().join("whole"), tmp.path().join("resumed"));
+    train(&config, &whole, &[]);
+    train(&config, &resumed, &["--stop-after", "1"]);
+    assert_eq!(
+        wmae::checkpoint::load_metadata(&resumed.join("last.ot"))
+            .unwrap()
+            .epoch,
+        1
+    );
+    train(&config, &resumed, &["--resume"]);
+    let (a, b) = (
+        tensors(&whole.join("last.ot")),
+        tensors(&resumed.join("last.ot")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resume");
+    }
+    assert_eq!(
+        std::fs::read_to_string(whole.join("metrics.csv")).unwrap(),
+        std::fs::read_to_string(resumed.join("metrics.csv")).unwrap()
+    );
+}
+
+#[test]
+fn tensorboard_reads_the_event_files() {
+    let python = std::env::var("WMAE_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    assert!(
+        Path::new(&python).exists(),
+        "{python} is missing: scripts/test installs TensorBoard's reader there (scripts/setup-python)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 2);
+    let run = tmp.path().join("run");
+    train(&config, &run, &[]);
+    let script = format!(
+        "{}/scripts/check_tensorboard.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("tensorboard ok: 21 scalar tags, 42 values"),
+        "{text}"
+    );
+}
+
+#[test]
+fn config_errors_exit_non_zero_naming_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 2);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("batch_size = 64", "batch_sise = 64");
+    std::fs::write(&config, text).unwrap();
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("tiny.toml") && e.contains("unknown field `batch_sise`"),
+        "{e}"
+    );
+
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "train",
+        "--config",
+        tiny_config(tmp.path(), 2).to_str().unwrap(),
+        "--lr",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("optimizer.lr = 0"), "{}", stderr(&o));
+}
