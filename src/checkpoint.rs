@@ -144,3 +144,21 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[(String, Tensor)]) ->
         Ok(())
     })
 }
+
+/// A model rebuilt from a checkpoint for inference: architecture from the metadata, weights
+/// from the `.ot` file.
+pub struct Loaded {
+    pub vs: VarStore,
+    pub model: crate::model::WatermarkAutoencoder,
+    pub meta: Metadata,
+}
+
+pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
+    let meta = load_metadata(path)?;
+    let named = load_tensors(path)?;
+    let mut vs = VarStore::new(device);
+    let model = crate::model::WatermarkAutoencoder::new(&vs.root(), meta.head);
+    load_model(path, &mut vs, &named)?;
+    vs.freeze();
+    Ok(Loaded { vs, model, meta })
+}

@@ -9,6 +9,9 @@ use crate::device::DeviceChoice;
 use crate::model::Head;
 use crate::watermark::Mode;
 
+/// The model shipped in checkpoints/, used when no --checkpoint is given.
+pub const DEFAULT_CHECKPOINT: &str = "checkpoints/default.ot";
+
 /// The folder `scripts/fetch-data` writes the embedded MNIST digits to.
 pub const DEFAULT_DATA_DIR: &str = "data/mnist";
 
@@ -55,12 +58,13 @@ pub enum Command {
     /// Train the watermark autoencoder (Adadelta, MSE or BCE on both heads) and write a run folder:
     /// config.toml, metrics.csv, TensorBoard events, last.ot and best.ot with their metadata.
     Train(TrainArgs),
-    /// Watermark images with given or random bits (not implemented yet).
-    Embed,
-    /// Read the watermark bits back from watermarked images (not implemented yet).
-    Extract,
-    /// Image quality and watermark recovery on a test split (not implemented yet).
-    Evaluate,
+    /// Watermark images with given or random bits: 8-bit PNG files and a manifest of the bits.
+    Embed(EmbedArgs),
+    /// Read the watermark back as exact 0/1 bits (threshold 0.5 or Otsu) from watermarked images;
+    /// without inputs, watermarks the embedded test digits with random bits and reads them back.
+    Extract(ExtractArgs),
+    /// Image quality and watermark recovery on a data set's test split, as a table and a PNG grid.
+    Evaluate(EvaluateArgs),
     /// Export a checkpoint to .ot or .safetensors (not implemented yet).
     Export,
     /// Training and inference throughput (not implemented yet).
@@ -148,4 +152,96 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Images to watermark: PNG/JPEG files or folders of them (28x28, grayscale; colour is
+    /// converted to luma), IDX files, or .npy arrays (N,28,28) / (N,1,28,28) of floats in [0,1] or u8.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// The bits to embed in every image, e.g. 0110100111000101 (as many as the block holds).
+    #[arg(
+        long,
+        value_name = "BITS",
+        conflicts_with = "random",
+        required_unless_present = "random"
+    )]
+    pub bits: Option<String>,
+
+    /// Fresh random bits for each image (reproducible with --seed).
+    #[arg(long)]
+    pub random: bool,
+
+    /// Folder for the watermarked PNG files and manifest.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Model checkpoint (.ot, with its .json metadata beside it).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Watermarked images (as for embed). None: watermark the embedded test digits with random
+    /// bits, save them as 8-bit images in memory, and read them back.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Model checkpoint (.ot, with its .json metadata beside it).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
+    pub checkpoint: PathBuf,
+
+    /// Binarize at this threshold: a pixel is 1 when its map value is above it.
+    #[arg(long, value_name = "T", default_value_t = 0.5, conflicts_with = "otsu")]
+    pub threshold: f64,
+
+    /// Binarize each map at its own Otsu threshold instead.
+    #[arg(long)]
+    pub otsu: bool,
+
+    /// The bits every image should carry, to score the result.
+    #[arg(long, value_name = "BITS", conflicts_with = "manifest")]
+    pub expect: Option<String>,
+
+    /// The manifest.json that `wmae embed` wrote: expected bits per image.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    /// One JSON object per image and one for the totals, instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write each binarized map as a PNG into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Data set folder for the run without inputs.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Model checkpoint (.ot, with its .json metadata beside it).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
+    pub checkpoint: PathBuf,
+
+    /// Data set folder; its test split is evaluated.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// PNG grid of samples: original | watermarked | |difference| x10 | true map | extracted map | binarized map.
+    #[arg(long, value_name = "FILE", default_value = "evaluate-grid.png")]
+    pub grid: PathBuf,
+
+    /// Rows (test images) in the grid.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub samples: usize,
 }

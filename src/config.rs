@@ -91,6 +91,10 @@ pub struct LossConfig {
     /// Where the watermark loss is taken: the whole map (seed) or the bit block.
     #[serde(default)]
     pub watermark_region: Region,
+    /// With `watermark_region = "map"`: how much more a block pixel counts than a background
+    /// pixel (1: the seed's plain mean; 49 = 784/16: block and background weigh the same).
+    #[serde(default = "one")]
+    pub block_weight: f64,
 }
 
 fn one() -> f64 {

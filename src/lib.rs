@@ -1,6 +1,7 @@
 //! wmae: a watermark autoencoder on libtorch. An encoder CNN, a binary watermark map added to its
 //! output, a decoder CNN giving the watermarked image and an extractor CNN recovering the map.
 
+pub mod binarize;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod recovery;
 pub mod splitmix;
 pub mod tensorboard;
 pub mod train;

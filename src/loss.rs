@@ -43,14 +43,15 @@ pub fn mean_loss(kind: LossKind, prediction: &Tensor, target: &Tensor) -> Tensor
     elementwise(kind, prediction, target).mean(Kind::Float)
 }
 
-/// Mean loss over the elements where `mask` (broadcastable, 0/1) is 1.
-pub fn masked_mean_loss(
+/// Weighted mean loss: sum(w * loss) / sum(w), `weights` broadcastable to the prediction. With
+/// 0/1 weights this is the mean over the elements where the weight is 1.
+pub fn weighted_mean_loss(
     kind: LossKind,
     prediction: &Tensor,
     target: &Tensor,
-    mask: &Tensor,
+    weights: &Tensor,
 ) -> Tensor {
-    let per_element = elementwise(kind, prediction, target) * mask;
-    let count = mask.expand_as(prediction).sum(Kind::Float);
-    per_element.sum(Kind::Float) / count
+    let per_element = elementwise(kind, prediction, target) * weights;
+    let total_weight = weights.expand_as(prediction).sum(Kind::Float);
+    per_element.sum(Kind::Float) / total_weight
 }

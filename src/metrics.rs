@@ -169,3 +169,62 @@ impl Accumulator {
         }
     }
 }
+
+/// Mean SSIM (Wang et al. 2004) per image `(N,)` of `image` against `original` (range 1):
+/// 11x11 Gaussian window with sigma 1.5, K1 0.01, K2 0.03, over the valid window positions.
+pub fn ssim_per_image(image: &Tensor, original: &Tensor) -> Tensor {
+    const SIZE: i64 = 11;
+    const SIGMA: f64 = 1.5;
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let opts = (Kind::Float, image.device());
+    let coords = Tensor::arange(SIZE, opts) - (SIZE / 2) as f64;
+    let g = (coords.square() / (-2.0 * SIGMA * SIGMA)).exp();
+    let g = &g / g.sum(Kind::Float);
+    let window = g
+        .unsqueeze(1)
+        .matmul(&g.unsqueeze(0))
+        .reshape([1, 1, SIZE, SIZE]);
+    let blur = |t: &Tensor| t.conv2d(&window, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    let (x, y) = (image.to_kind(Kind::Float), original.to_kind(Kind::Float));
+    let (mx, my) = (blur(&x), blur(&y));
+    let sxx = blur(&(&x * &x)) - &mx * &mx;
+    let syy = blur(&(&y * &y)) - &my * &my;
+    let sxy = blur(&(&x * &y)) - &mx * &my;
+    let num = (&mx * &my * 2.0 + c1) * (sxy * 2.0 + c2);
+    let den = (mx.square() + my.square() + c1) * (sxx + syy + c2);
+    (num / den).flatten(1, -1).mean_dim(1, false, Kind::Float)
+}
+
+/// Area under the ROC curve of `scores` for the binary `labels` (the probability that a random
+/// 1 scores above a random 0, ties counting half): the Mann-Whitney U statistic over n1 * n0.
+/// None when one class is absent.
+pub fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Average ranks (1-based) over runs of equal scores.
+    let mut ranks = vec![0f64; scores.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            ranks[k] = rank;
+        }
+        i = j + 1;
+    }
+    let n1 = labels.iter().filter(|&&l| l == 1.0).count() as f64;
+    let n0 = labels.len() as f64 - n1;
+    if n1 == 0.0 || n0 == 0.0 {
+        return None;
+    }
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(labels)
+        .filter(|(_, &l)| l == 1.0)
+        .map(|(r, _)| r)
+        .sum();
+    Some((rank_sum - n1 * (n1 + 1.0) / 2.0) / (n1 * n0))
+}

@@ -21,7 +21,7 @@ use crate::loss::{self, Region};
 use crate::metrics::{Accumulator, Summary};
 use crate::model::{self, WatermarkAutoencoder};
 use crate::optim::Adadelta;
-use crate::watermark::{self, Layout, Mode, Purpose};
+use crate::watermark::{BitSource, Layout, Mode, Purpose};
 
 /// Batch size of validation and test passes (no gradients, so larger batches are cheap).
 const EVAL_BATCH: i64 = 1000;
@@ -42,19 +42,25 @@ pub struct Trainee {
     pub vs: VarStore,
     pub model: WatermarkAutoencoder,
     pub config: Config,
-    block_mask: Tensor,
+    /// Per-pixel weights of the watermark loss: 1 on the background, `block_weight` on the block
+    /// (Region::Map), or 1 on the block only (Region::Block).
+    watermark_weights: Tensor,
 }
 
 impl Trainee {
     pub fn new(config: Config, device: Device) -> Self {
         let vs = VarStore::new(device);
         let model = WatermarkAutoencoder::new(&vs.root(), config.model.head);
-        let block_mask = config.watermark.layout().block_mask(Kind::Float, device);
+        let block = config.watermark.layout().block_mask(Kind::Float, device);
+        let watermark_weights = match config.loss.watermark_region {
+            Region::Map => block * (config.loss.block_weight - 1.0) + 1.0,
+            Region::Block => block,
+        };
         Self {
             vs,
             model,
             config,
-            block_mask,
+            watermark_weights,
         }
     }
 
@@ -71,11 +77,15 @@ impl Trainee {
     ) -> (Tensor, Tensor, Tensor) {
         let c = &self.config.loss;
         let image_loss = loss::mean_loss(c.image, &out.watermarked, images);
-        let watermark_loss = match c.watermark_region {
-            Region::Map => loss::mean_loss(c.watermark, &out.watermark_map, map),
-            Region::Block => {
-                loss::masked_mean_loss(c.watermark, &out.watermark_map, map, &self.block_mask)
-            }
+        let watermark_loss = match (c.watermark_region, c.block_weight) {
+            // The seed's plain mean, computed as Keras does.
+            (Region::Map, w) if w == 1.0 => loss::mean_loss(c.watermark, &out.watermark_map, map),
+            _ => loss::weighted_mean_loss(
+                c.watermark,
+                &out.watermark_map,
+                map,
+                &self.watermark_weights,
+            ),
         };
         let total = &image_loss * c.image_weight + &watermark_loss * c.watermark_weight;
         (total, image_loss, watermark_loss)
@@ -92,7 +102,13 @@ impl Trainee {
         quantize: bool,
     ) -> Summary {
         let layout = self.layout();
-        let mode = self.config.watermark.mode;
+        let source = BitSource::new(
+            layout,
+            self.config.watermark.mode,
+            seed,
+            purpose,
+            images.device(),
+        );
         let n = images.size()[0];
         let mut acc = Accumulator::new(layout);
         tch::no_grad(|| {
@@ -102,8 +118,7 @@ impl Trainee {
             while start < n {
                 let len = EVAL_BATCH.min(n - start);
                 let batch = images.narrow(0, start, len);
-                let bits = watermark::draw_bits(&layout, mode, len, seed, purpose, images.device());
-                let map = layout.map_from_bits(&bits);
+                let map = layout.map_from_bits(&source.draw(len));
                 let mut watermarked = self.model.embed_t(&batch, &map, false);
                 if quantize {
                     watermarked = quantize_8bit(&watermarked);
@@ -301,6 +316,7 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
     let n_train = train_images.size()[0];
     let batch_size = c.train.batch_size as i64;
     let batches = (n_train + batch_size - 1) / batch_size;
+    let source = BitSource::new(layout, c.watermark.mode, opts.seed, Purpose::Train, device);
     for epoch in start_epoch..end_epoch {
         let started = Instant::now();
         tch::manual_seed(epoch_seed(opts.seed, epoch));
@@ -314,15 +330,7 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
             let len = batch_size.min(n_train - start);
             let idx = order.narrow(0, start, len);
             let images = train_images.index_select(0, &idx);
-            let bits = watermark::draw_bits(
-                &layout,
-                c.watermark.mode,
-                len,
-                opts.seed,
-                Purpose::Train,
-                device,
-            );
-            let map = layout.map_from_bits(&bits);
+            let map = layout.map_from_bits(&source.draw(len));
             let out = trainee.model.forward_t(&images, &map, true);
             let (total, il, wl) = trainee.losses(&out, &images, &map);
             optimizer.zero_grad();

@@ -117,22 +117,37 @@ pub fn fixed_bits(layout: &Layout, seed: u64, purpose: Purpose) -> Vec<f32> {
         .collect()
 }
 
-/// Draws the bits of `n` images `(n, rows*cols)` as 0./1. floats on `device`: the fixed block
-/// repeated, or fresh bits from libtorch's (seeded) generator.
-pub fn draw_bits(
-    layout: &Layout,
+/// Draws watermark bits for one purpose on one device. The fixed block is made once and lives
+/// on the device, so drawing a batch never copies from the host.
+pub struct BitSource {
+    layout: Layout,
     mode: Mode,
-    n: i64,
-    seed: u64,
-    purpose: Purpose,
-    device: Device,
-) -> Tensor {
-    match mode {
-        Mode::Fixed => Tensor::from_slice(&fixed_bits(layout, seed, purpose))
-            .to_device(device)
+    fixed: Tensor,
+}
+
+impl BitSource {
+    pub fn new(layout: Layout, mode: Mode, seed: u64, purpose: Purpose, device: Device) -> Self {
+        let fixed = Tensor::from_slice(&fixed_bits(&layout, seed, purpose))
             .reshape([1, layout.bit_count()])
-            .repeat([n, 1]),
-        Mode::Random => Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device)),
+            .to_device(device);
+        Self {
+            layout,
+            mode,
+            fixed,
+        }
+    }
+
+    /// Bits of `n` images `(n, rows*cols)` as 0./1. floats: the fixed block repeated, or fresh
+    /// bits from libtorch's (seeded) generator.
+    pub fn draw(&self, n: i64) -> Tensor {
+        match self.mode {
+            Mode::Fixed => self.fixed.repeat([n, 1]),
+            Mode::Random => Tensor::randint(
+                2,
+                [n, self.layout.bit_count()],
+                (Kind::Float, self.fixed.device()),
+            ),
+        }
     }
 }
 

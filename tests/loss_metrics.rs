@@ -1,7 +1,7 @@
 //! Losses and metrics against hand-computed values.
 
 use tch::{Device, Kind, Tensor};
-use wmae::loss::{masked_mean_loss, mean_loss, LossKind};
+use wmae::loss::{mean_loss, weighted_mean_loss, LossKind};
 use wmae::metrics::{psnr_per_image, Accumulator};
 use wmae::watermark::Layout;
 
@@ -50,8 +50,13 @@ fn masked_loss_only_counts_the_block() {
     let mask = layout.block_mask(Kind::Float, Device::Cpu);
     let pred = t(&[1.0, 0.0, 0.3, 0.3]).reshape([1, 1, 2, 2]);
     let target = t(&[1.0, 1.0, 0.0, 0.0]).reshape([1, 1, 2, 2]);
-    let got = scalar(&masked_mean_loss(LossKind::Mse, &pred, &target, &mask));
+    let got = scalar(&weighted_mean_loss(LossKind::Mse, &pred, &target, &mask));
     assert!((got - 0.5).abs() < 1e-7, "{got}"); // (0 + 1) / 2, the bottom row ignored
+
+    // Block weight 3 on the map: (3*0 + 3*1 + 0.09 + 0.09) / (3 + 3 + 1 + 1).
+    let weights = &mask * 2.0 + 1.0;
+    let got = scalar(&weighted_mean_loss(LossKind::Mse, &pred, &target, &weights));
+    assert!((got - 3.18 / 8.0).abs() < 1e-6, "{got}");
 }
 
 #[test]

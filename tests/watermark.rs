@@ -1,7 +1,7 @@
 //! Watermark layout: bits to map and back, validation, fixed and random bits, bit strings.
 
 use tch::{Device, Kind, Tensor};
-use wmae::watermark::{self, draw_bits, fixed_bits, parse_bits, Layout, Mode, Purpose};
+use wmae::watermark::{self, fixed_bits, parse_bits, BitSource, Layout, Mode, Purpose};
 
 #[test]
 fn bits_land_in_the_block_and_read_back() {
@@ -59,7 +59,7 @@ fn fixed_bits_depend_on_seed_and_purpose_only() {
     assert_ne!(a, fixed_bits(&l, 3, Purpose::Validation));
     assert_ne!(a, fixed_bits(&l, 4, Purpose::Train));
     assert!(a.iter().all(|&b| b == 0.0 || b == 1.0));
-    let drawn = draw_bits(&l, Mode::Fixed, 5, 3, Purpose::Train, Device::Cpu);
+    let drawn = BitSource::new(l, Mode::Fixed, 3, Purpose::Train, Device::Cpu).draw(5);
     assert_eq!(drawn.size(), vec![5, 16]);
     assert!(drawn.get(4).equal(&Tensor::from_slice(&a)));
 }
@@ -68,8 +68,8 @@ fn fixed_bits_depend_on_seed_and_purpose_only() {
 fn random_bits_are_fresh_and_balanced() {
     let l = Layout::default();
     tch::manual_seed(1);
-    let a = draw_bits(&l, Mode::Random, 1000, 0, Purpose::Train, Device::Cpu);
-    let b = draw_bits(&l, Mode::Random, 1000, 0, Purpose::Train, Device::Cpu);
+    let source = BitSource::new(l, Mode::Random, 0, Purpose::Train, Device::Cpu);
+    let (a, b) = (source.draw(1000), source.draw(1000));
     assert!(!a.equal(&b));
     let ones = a.mean(Kind::Float).double_value(&[]);
     assert!((ones - 0.5).abs() < 0.02, "{ones}");

@@ -1,6 +1,9 @@
 //! One module per subcommand; each takes its parsed arguments and does the whole job.
 
 pub mod data;
+pub mod embed;
+pub mod evaluate;
+pub mod extract;
 pub mod train;
 
 use anyhow::{bail, Result};
@@ -14,9 +17,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd, global),
         Command::Train(args) => train::run(&args, global),
-        Command::Embed => not_yet("embed"),
-        Command::Extract => not_yet("extract"),
-        Command::Evaluate => not_yet("evaluate"),
+        Command::Embed(args) => embed::run(&args, global),
+        Command::Extract(args) => extract::run(&args, global),
+        Command::Evaluate(args) => evaluate::run(&args, global),
         Command::Export => not_yet("export"),
         Command::Bench => not_yet("bench"),
     }

@@ -2,4 +2,5 @@
 
 pub mod dataset;
 pub mod idx;
+pub mod images;
 pub mod mnist_json;

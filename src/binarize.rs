@@ -1,0 +1,110 @@
+//! Turning an extracted watermark map into exact 0/1: a fixed threshold (0.5, the seed's
+//! answer) or Otsu's threshold computed per image on its map.
+//!
+//! Otsu always splits a map in two, even one with no signal, so each split comes with its
+//! separability: the between-class variance over the total variance (0: no separation, 1: two
+//! perfectly distinct values). A low value means the split is not to be trusted.
+
+use image::GrayImage;
+use tch::{Kind, Tensor};
+
+/// Below this separability Otsu's split is reported as untrustworthy.
+pub const MIN_SEPARABILITY: f64 = 0.5;
+
+/// How a map is binarized.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    Threshold(f64),
+    Otsu,
+}
+
+/// The result for one map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binarized {
+    /// 0/1 per pixel, row-major, as many as the map has.
+    pub pixels: Vec<u8>,
+    /// Threshold in map units: a pixel is 1 when its value is above it.
+    pub threshold: f64,
+    /// Otsu's between-class over total variance (computed for every method, as a diagnostic).
+    pub separability: f64,
+}
+
+/// A map in [0,1] as an 8-bit image (value * 255, rounded), the form Otsu's histogram needs.
+pub fn map_to_gray(values: &[f32], width: u32, height: u32) -> GrayImage {
+    let bytes = values
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    GrayImage::from_raw(width, height, bytes).expect("map size matches its values")
+}
+
+/// Otsu's separability of a 256-bin histogram when split into `<= level` and `> level`.
+pub fn separability(gray: &GrayImage, level: u8) -> f64 {
+    let mut hist = [0f64; 256];
+    for p in gray.pixels() {
+        hist[p.0[0] as usize] += 1.0;
+    }
+    let n: f64 = hist.iter().sum();
+    let mean: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, c)| i as f64 * c)
+        .sum::<f64>()
+        / n;
+    let total_var: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c * (i as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    if total_var == 0.0 {
+        return 0.0;
+    }
+    let (mut w0, mut s0) = (0.0, 0.0);
+    for (i, c) in hist.iter().enumerate().take(level as usize + 1) {
+        w0 += c;
+        s0 += i as f64 * c;
+    }
+    let w1 = n - w0;
+    if w0 == 0.0 || w1 == 0.0 {
+        return 0.0;
+    }
+    let (m0, m1) = (s0 / w0, (mean * n - s0) / w1);
+    let between = (w0 / n) * (w1 / n) * (m0 - m1).powi(2);
+    between / total_var
+}
+
+/// Binarizes one map of `width x height` values in [0,1].
+pub fn binarize(values: &[f32], width: u32, height: u32, method: Method) -> Binarized {
+    let gray = map_to_gray(values, width, height);
+    let otsu = imageproc::contrast::otsu_level(&gray);
+    let separability = separability(&gray, otsu);
+    match method {
+        Method::Threshold(t) => Binarized {
+            pixels: values.iter().map(|&v| u8::from(v as f64 > t)).collect(),
+            threshold: t,
+            separability,
+        },
+        // imageproc's convention: pixels above the level are foreground.
+        Method::Otsu => Binarized {
+            pixels: gray.pixels().map(|p| u8::from(p.0[0] > otsu)).collect(),
+            threshold: (otsu as f64 + 0.5) / 255.0,
+            separability,
+        },
+    }
+}
+
+/// Binarizes each map of a `(N,1,H,W)` tensor.
+pub fn binarize_maps(maps: &Tensor, method: Method) -> Vec<Binarized> {
+    let size = maps.size();
+    let (h, w) = (size[2] as u32, size[3] as u32);
+    let flat = Vec::<f32>::try_from(
+        maps.to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .flatten(0, -1),
+    )
+    .expect("a float tensor converts to Vec<f32>");
+    flat.chunks((h * w) as usize)
+        .map(|m| binarize(m, w, h, method))
+        .collect()
+}

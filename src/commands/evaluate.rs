@@ -1,0 +1,256 @@
+//! `wmae evaluate`: on a data set's test split, the image quality of the watermarked images and
+//! how well the watermark comes back, for fixed and random watermarks, at threshold 0.5 and
+//! with Otsu; plus a PNG grid of samples. Watermarked images are rounded to 8 bits first, as a
+//! PNG file stores them: the figures are those of files a user would save.
+
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
+use image::GrayImage;
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::binarize::Method;
+use crate::checkpoint::{self, Loaded};
+use crate::cli::{EvaluateArgs, GlobalArgs};
+use crate::data::dataset::{load_split, Split};
+use crate::data::images;
+use crate::metrics::{psnr_per_image, roc_auc, ssim_per_image};
+use crate::recovery::{self, ImageResult};
+use crate::train::quantize_8bit;
+use crate::watermark::{fixed_bits, Layout, Mode, Purpose};
+
+#[derive(Debug, Serialize)]
+struct Quality {
+    mse: f64,
+    mae: f64,
+    psnr: f64,
+    ssim: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Recovery {
+    watermark: &'static str,
+    method: &'static str,
+    bit_accuracy: f64,
+    all_zeros_accuracy: f64,
+    exact_rate: f64,
+    bit_error_rate: f64,
+    dice: f64,
+    pixel_accuracy: f64,
+    low_separability: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    watermark: &'static str,
+    quality: Quality,
+    /// Threshold-free: ROC AUC of the block's map values against the true bits.
+    roc_auc: Option<f64>,
+    recovery: Vec<Recovery>,
+}
+
+fn mean(t: Tensor) -> f64 {
+    t.mean(Kind::Float).double_value(&[])
+}
+
+/// The watermark bits of `n` test images in `mode`: the fixed test block, or random bits.
+fn test_bits(layout: &Layout, mode: Mode, n: i64, seed: u64, device: tch::Device) -> Tensor {
+    match mode {
+        Mode::Fixed => Tensor::from_slice(&fixed_bits(layout, seed, Purpose::Test))
+            .reshape([1, layout.bit_count()])
+            .repeat([n, 1])
+            .to_device(device),
+        Mode::Random => Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device)),
+    }
+}
+
+/// Pixel accuracy of binarized maps against the true maps.
+fn pixel_accuracy(results: &[ImageResult], true_maps: &Tensor) -> Result<f64> {
+    let truth = Vec::<f32>::try_from(true_maps.to_device(tch::Device::Cpu).flatten(0, -1))
+        .context("maps to host")?;
+    let predicted = results.iter().flat_map(|r| r.binary_map.iter());
+    let right = predicted
+        .zip(&truth)
+        .filter(|(&p, &t)| p as f32 == t)
+        .count();
+    Ok(right as f64 / truth.len() as f64)
+}
+
+pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
+    let device = global.device.resolve()?;
+    let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
+    let layout = loaded.meta.layout;
+    let split = load_split(&args.data_dir, Split::Test)?;
+    let originals = split.images_tensor(device);
+    let n = originals.size()[0];
+
+    let mut rows = Vec::new();
+    for (mode, mode_name) in [(Mode::Fixed, "fixed"), (Mode::Random, "random")] {
+        let bits = test_bits(&layout, mode, n, global.seed, device);
+        let true_maps = layout.map_from_bits(&bits);
+        let (watermarked, maps) = tch::no_grad(|| {
+            let w = quantize_8bit(&loaded.model.embed_t(&originals, &true_maps, false));
+            let m = loaded.model.extractor.forward_t(&w, false);
+            (w, m)
+        });
+        let quality = Quality {
+            mse: mean((&watermarked - &originals).square()),
+            mae: mean((&watermarked - &originals).abs()),
+            psnr: mean(psnr_per_image(&watermarked, &originals)),
+            ssim: mean(ssim_per_image(&watermarked, &originals)),
+        };
+        let scores = Vec::<f32>::try_from(
+            layout
+                .block(&maps)
+                .to_device(tch::Device::Cpu)
+                .flatten(0, -1),
+        )?;
+        let labels = Vec::<f32>::try_from(bits.to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let expected = Vec::<Vec<f32>>::try_from(bits.to_device(tch::Device::Cpu))?;
+        let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
+        let mut recovery = Vec::new();
+        for (method, method_name) in [(Method::Threshold(0.5), "0.5"), (Method::Otsu, "otsu")] {
+            let (results, totals) =
+                recovery::read_back(&maps, &layout, method, &names, Some(&expected));
+            let s = totals.scored.clone().unwrap_or_default();
+            recovery.push(Recovery {
+                watermark: mode_name,
+                method: method_name,
+                bit_accuracy: s.bit_accuracy,
+                all_zeros_accuracy: s.all_zeros_accuracy,
+                exact_rate: s.exact_rate,
+                bit_error_rate: s.bit_error_rate,
+                dice: s.dice,
+                pixel_accuracy: pixel_accuracy(&results, &true_maps)?,
+                low_separability: totals.low_separability,
+            });
+            if mode == Mode::Random && method == Method::Threshold(0.5) {
+                write_grid(
+                    args,
+                    &loaded,
+                    &originals,
+                    &watermarked,
+                    &true_maps,
+                    &maps,
+                    &results,
+                )?;
+            }
+        }
+        rows.push(Row {
+            watermark: mode_name,
+            quality,
+            roc_auc: roc_auc(&scores, &labels),
+            recovery,
+        });
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "checkpoint": args.checkpoint, "data_dir": args.data_dir, "images": n, "rows": rows,
+            }))?
+        );
+    } else {
+        print_table(args, n, &rows);
+    }
+    Ok(())
+}
+
+fn print_table(args: &EvaluateArgs, n: i64, rows: &[Row]) {
+    println!(
+        "{} on the {n} test images of {} (watermarked images rounded to 8 bits)",
+        args.checkpoint.display(),
+        args.data_dir.display()
+    );
+    println!(
+        "image quality      MSE        MAE      PSNR dB   SSIM    | ROC AUC (bits, no threshold)"
+    );
+    for r in rows {
+        println!(
+            "  {:<8} {:>10.6} {:>10.6} {:>9.2} {:>7.4}   | {}",
+            r.watermark,
+            r.quality.mse,
+            r.quality.mae,
+            r.quality.psnr,
+            r.quality.ssim,
+            r.roc_auc
+                .map_or("n/a (one class)".to_string(), |a| format!("{a:.4}"))
+        );
+    }
+    println!(
+        "watermark recovery  threshold  bit acc   all-0 acc  exact    BER       Dice     pixel acc  low-separability maps"
+    );
+    for rec in rows.iter().flat_map(|r| &r.recovery) {
+        println!(
+            "  {:<8}          {:<6} {:>8.2}% {:>8.2}% {:>7.2}%  {:.5}  {:.4}   {:>7.2}%   {}",
+            rec.watermark,
+            rec.method,
+            100.0 * rec.bit_accuracy,
+            100.0 * rec.all_zeros_accuracy,
+            100.0 * rec.exact_rate,
+            rec.bit_error_rate,
+            rec.dice,
+            100.0 * rec.pixel_accuracy,
+            rec.low_separability
+        );
+    }
+    println!("sample grid: {}", args.grid.display());
+}
+
+/// Rows of: original | watermarked | |difference| x10 | true map | extracted map | binarized map.
+fn write_grid(
+    args: &EvaluateArgs,
+    loaded: &Loaded,
+    originals: &Tensor,
+    watermarked: &Tensor,
+    true_maps: &Tensor,
+    maps: &Tensor,
+    results: &[ImageResult],
+) -> Result<()> {
+    let layout = loaded.meta.layout;
+    let (h, w) = (layout.height as u32, layout.width as u32);
+    let samples = args.samples.clamp(1, results.len()) as u32;
+    const GAP: u32 = 2;
+    let columns = 6u32;
+    let mut grid = GrayImage::from_pixel(
+        columns * (w + GAP) + GAP,
+        samples * (h + GAP) + GAP,
+        image::Luma([128]),
+    );
+    for row in 0..samples {
+        let i = row as i64;
+        let binary: Vec<f32> = results[row as usize]
+            .binary_map
+            .iter()
+            .map(|&p| p as f32)
+            .collect();
+        let tiles = [
+            originals.get(i),
+            watermarked.get(i),
+            ((watermarked.get(i) - originals.get(i)).abs() * 10.0).clamp(0.0, 1.0),
+            true_maps.get(i),
+            maps.get(i),
+            Tensor::from_slice(&binary).reshape([1, h as i64, w as i64]),
+        ];
+        for (col, tile) in tiles.iter().enumerate() {
+            let gray = images::to_gray(tile);
+            image::imageops::replace(
+                &mut grid,
+                &gray,
+                (GAP + col as u32 * (w + GAP)) as i64,
+                (GAP + row * (h + GAP)) as i64,
+            );
+        }
+    }
+    // Scaled up 4x so the 28-pixel tiles are visible.
+    let big = image::imageops::resize(
+        &grid,
+        grid.width() * 4,
+        grid.height() * 4,
+        image::imageops::FilterType::Nearest,
+    );
+    images::write_png(&args.grid, &big)?;
+    std::io::stdout().flush().ok();
+    Ok(())
+}

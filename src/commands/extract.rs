@@ -1,0 +1,180 @@
+//! `wmae extract`: runs the extractor on watermarked images and binarizes each map at 0.5 (or
+//! --threshold) or at its Otsu threshold; prints the bits per image and, when the expected bits
+//! are known, honest scores beside the all-zeros baseline.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::binarize::Method;
+use crate::checkpoint::{self, Loaded};
+use crate::cli::{ExtractArgs, GlobalArgs};
+use crate::commands::embed::Manifest;
+use crate::data::dataset::{load_split, Split};
+use crate::data::images;
+use crate::recovery::{self, ImageResult, Totals};
+use crate::train::quantize_8bit;
+use crate::watermark::{self, Layout};
+
+pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!("--threshold {}: must lie in [0, 1]", args.threshold);
+    }
+    let method = if args.otsu {
+        Method::Otsu
+    } else {
+        Method::Threshold(args.threshold)
+    };
+    let device = global.device.resolve()?;
+    let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
+    let layout = loaded.meta.layout;
+
+    let (names, watermarked, expected) = if args.inputs.is_empty() {
+        demo_inputs(args, &loaded)?
+    } else {
+        let inputs = images::read_inputs(&args.inputs)?;
+        let expected = expected_bits(args, &layout, &inputs.names)?;
+        (inputs.names.clone(), inputs.tensor(), expected)
+    };
+    let maps = tch::no_grad(|| {
+        loaded
+            .model
+            .extractor
+            .forward_t(&watermarked.to_device(device), false)
+    });
+    let (results, totals) =
+        recovery::read_back(&maps, &layout, method, &names, expected.as_deref());
+
+    if let Some(dir) = &args.out {
+        write_maps(dir, &results, &layout)?;
+    }
+    report(args, method, &results, &totals)
+}
+
+/// Without inputs: the embedded test digits, watermarked with random bits by the checkpoint and
+/// rounded to 8 bits as a PNG would store them.
+fn demo_inputs(
+    args: &ExtractArgs,
+    loaded: &Loaded,
+) -> Result<(Vec<String>, Tensor, Option<Vec<Vec<f32>>>)> {
+    let layout = loaded.meta.layout;
+    let split = load_split(&args.data_dir, Split::Test)?;
+    let device = loaded.vs.device();
+    let images = split.images_tensor(device);
+    let n = images.size()[0];
+    let bits = Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device));
+    let watermarked = tch::no_grad(|| {
+        quantize_8bit(
+            &loaded
+                .model
+                .embed_t(&images, &layout.map_from_bits(&bits), false),
+        )
+    });
+    let names = (0..n)
+        .map(|i| format!("{}/t10k#{i}", args.data_dir.display()))
+        .collect();
+    let expected =
+        Vec::<Vec<f32>>::try_from(bits.to_device(tch::Device::Cpu)).context("bits to host")?;
+    if !args.json {
+        println!(
+            "no input given: watermarked the {n} test digits of {} with random {}-bit watermarks using {}, \
+             rounded to 8 bits (as PNG files store them), and read them back",
+            args.data_dir.display(),
+            layout.bit_count(),
+            args.checkpoint.display()
+        );
+    }
+    Ok((names, watermarked, Some(expected)))
+}
+
+/// Expected bits per image from --expect or --manifest (matched by file name).
+fn expected_bits(
+    args: &ExtractArgs,
+    layout: &Layout,
+    names: &[String],
+) -> Result<Option<Vec<Vec<f32>>>> {
+    if let Some(bits) = &args.expect {
+        let b = watermark::parse_bits(bits, layout)?;
+        return Ok(Some(vec![b; names.len()]));
+    }
+    let Some(path) = &args.manifest else {
+        return Ok(None);
+    };
+    let manifest = Manifest::load(path)?;
+    if manifest.layout != *layout {
+        bail!(
+            "{}: its watermark layout differs from the checkpoint's",
+            path.display()
+        );
+    }
+    let by_file: HashMap<&str, &str> = manifest
+        .images
+        .iter()
+        .map(|e| (e.file.as_str(), e.bits.as_str()))
+        .collect();
+    names
+        .iter()
+        .map(|name| {
+            let file = Path::new(name)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let bits = by_file.get(file.as_str()).with_context(|| {
+                format!("{name}: not listed in the manifest {}", path.display())
+            })?;
+            watermark::parse_bits(bits, layout)
+                .with_context(|| format!("{}: entry {file}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+fn write_maps(dir: &Path, results: &[ImageResult], layout: &Layout) -> Result<()> {
+    for (i, r) in results.iter().enumerate() {
+        let pixels: Vec<u8> = r.binary_map.iter().map(|&p| p * 255).collect();
+        let image = image::GrayImage::from_raw(layout.width as u32, layout.height as u32, pixels)
+            .context("binarized map size")?;
+        images::write_png(&dir.join(format!("map-{i:05}.png")), &image)?;
+    }
+    Ok(())
+}
+
+fn method_name(method: Method) -> String {
+    match method {
+        Method::Threshold(t) => format!("threshold {t}"),
+        Method::Otsu => "Otsu (per image)".to_string(),
+    }
+}
+
+fn report(
+    args: &ExtractArgs,
+    method: Method,
+    results: &[ImageResult],
+    totals: &Totals,
+) -> Result<()> {
+    if args.json {
+        for r in results {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        let total = serde_json::json!({ "totals": totals, "method": method_name(method) });
+        println!("{total}");
+        return Ok(());
+    }
+    // Per image lines for small inputs; a summary always.
+    if results.len() <= 50 {
+        for r in results {
+            let mut line = format!(
+                "{}  bits {}  threshold {:.3}  confidence {:.3}  separability {:.2}",
+                r.name, r.bits, r.threshold, r.confidence, r.separability
+            );
+            if let (Some(e), Some(exp), Some(d)) = (r.bit_errors, &r.expected, r.dice) {
+                line.push_str(&format!("  expected {exp}  errors {e}  Dice {d:.3}"));
+            }
+            println!("{line}");
+        }
+    }
+    recovery::print_totals(&format!("binarized with {}", method_name(method)), totals);
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Images in and out of wmae: PNG/JPEG files or folders of them, IDX files and `.npy` arrays
+//! read into one `(N,1,28,28)` float tensor in [0,1]; 8-bit grayscale PNG files written.
+//!
+//! Colour images are converted to grayscale with the `image` crate's luma conversion
+//! (Rec. 709 weights: 0.2126 R + 0.7152 G + 0.0722 B).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::{GrayImage, ImageFormat};
+use tch::{Kind, Tensor};
+
+use super::dataset::IMAGE_SIDE;
+use super::idx;
+
+const SIDE: usize = IMAGE_SIDE;
+
+/// Images read from the inputs, in order, each with a name that says where it came from.
+pub struct Inputs {
+    /// `file.png`, or `file.npy#12` for the 13th image of an array file.
+    pub names: Vec<String>,
+    /// 784 bytes per image (8-bit) or floats, see `pixels`.
+    pixels: Vec<f32>,
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The images as a `(N,1,28,28)` float tensor in [0,1].
+    pub fn tensor(&self) -> Tensor {
+        Tensor::from_slice(&self.pixels).reshape([self.len() as i64, 1, SIDE as i64, SIDE as i64])
+    }
+}
+
+fn is_image_file(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+/// Reads every input: image files, folders (their PNG/JPEG files, sorted by name), IDX files
+/// (rank 3, 28x28) and `.npy` arrays.
+pub fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
+    let mut inputs = Inputs {
+        names: Vec::new(),
+        pixels: Vec::new(),
+    };
+    for path in paths {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image_file(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("{}: no PNG or JPEG files in this folder", path.display());
+            }
+            for file in files {
+                read_image_file(&file, &mut inputs)?;
+            }
+        } else if is_image_file(path) {
+            read_image_file(path, &mut inputs)?;
+        } else if path.extension().is_some_and(|e| e == "npy") {
+            read_npy(path, &mut inputs)?;
+        } else if path.exists() {
+            let array = idx::read(path, Some(3))?;
+            check_side(path, array.dims[1], array.dims[2])?;
+            push_u8(&mut inputs, path, array.len(), &array.data);
+        } else {
+            bail!("input {} does not exist", path.display());
+        }
+    }
+    if inputs.is_empty() {
+        bail!("no input images");
+    }
+    Ok(inputs)
+}
+
+fn check_side(path: &Path, height: usize, width: usize) -> Result<()> {
+    if height != SIDE || width != SIDE {
+        bail!(
+            "{}: image is {width}x{height} (width x height), the model expects {SIDE}x{SIDE}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn push_u8(inputs: &mut Inputs, path: &Path, n: usize, bytes: &[u8]) {
+    for i in 0..n {
+        inputs.names.push(format!("{}#{i}", path.display()));
+    }
+    inputs
+        .pixels
+        .extend(bytes.iter().map(|&b| b as f32 / 255.0));
+}
+
+fn read_image_file(path: &Path, inputs: &mut Inputs) -> Result<()> {
+    let image = image::open(path)
+        .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
+    check_side(path, image.height() as usize, image.width() as usize)?;
+    let gray = image.to_luma8();
+    inputs.names.push(path.display().to_string());
+    inputs
+        .pixels
+        .extend(gray.as_raw().iter().map(|&b| b as f32 / 255.0));
+    Ok(())
+}
+
+fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let n = match shape.as_slice() {
+        [n, h, w] | [n, 1, h, w] => {
+            check_side(path, *h, *w)?;
+            *n
+        }
+        _ => bail!(
+            "{}: array shape {shape:?}, expected (N,28,28) or (N,1,28,28)",
+            path.display()
+        ),
+    };
+    if npy.order() != npyz::Order::C {
+        bail!(
+            "{}: Fortran-ordered arrays are not supported; save it with C order",
+            path.display()
+        );
+    }
+    let descr = npy.dtype().descr();
+    let values: Vec<f32> = match descr.trim_start_matches(['<', '|', '=']) {
+        "u1" => {
+            let v: Vec<u8> = npy
+                .into_vec()
+                .with_context(|| format!("{}: truncated data", path.display()))?;
+            push_u8(inputs, path, n, &v);
+            return Ok(());
+        }
+        "f4" => npy
+            .into_vec::<f32>()
+            .with_context(|| format!("{}: truncated data", path.display()))?,
+        "f8" => npy
+            .into_vec::<f64>()
+            .with_context(|| format!("{}: truncated data", path.display()))?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        _ => bail!(
+            "{}: dtype {descr} is not supported: use float32, float64 in [0,1] or uint8",
+            path.display()
+        ),
+    };
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(0.0..=1.0).contains(*v))
+    {
+        bail!("{}: value {v} at flat index {i} is outside [0, 1] (float arrays must be scaled to [0,1])", path.display());
+    }
+    for i in 0..n {
+        inputs.names.push(format!("{}#{i}", path.display()));
+    }
+    inputs.pixels.extend(values);
+    Ok(())
+}
+
+/// A `(1,H,W)` or `(H,W)` tensor in [0,1] as an 8-bit grayscale image (rounded).
+pub fn to_gray(image: &Tensor) -> GrayImage {
+    let size = image.size();
+    let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+    let bytes = Vec::<u8>::try_from(
+        (image.clamp(0.0, 1.0) * 255.0)
+            .round()
+            .to_kind(Kind::Uint8)
+            .to_device(tch::Device::Cpu)
+            .flatten(0, -1),
+    )
+    .expect("a u8 tensor converts to Vec<u8>");
+    GrayImage::from_raw(w as u32, h as u32, bytes).expect("size matches")
+}
+
+/// PNG-encodes and writes an image atomically.
+pub fn write_png(path: &Path, image: &GrayImage) -> Result<()> {
+    let mut encoded = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut encoded), ImageFormat::Png)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, &encoded))
+}
