@@ -49,6 +49,7 @@ fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::save_multi(&refs, tmp.path())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::fsutil::publish_permissions(tmp.as_file())?;
     tmp.persist(path).with_context(|| {
         format!(
             "cannot move the checkpoint into place at {}",

@@ -26,6 +26,7 @@ pub fn write_atomically(
             .and_then(|_| std::io::Write::flush(&mut writer))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    publish_permissions(tmp.as_file())?;
     tmp.persist(path).with_context(|| {
         format!(
             "cannot move the finished file into place at {}",
@@ -33,4 +34,11 @@ pub fn write_atomically(
         )
     })?;
     Ok(())
+}
+
+/// Temporary files are created private (0600); a finished output gets the usual 0644.
+pub fn publish_permissions(file: &File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .context("cannot set the permissions of an output file")
 }

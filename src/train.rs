@@ -79,7 +79,7 @@ impl Trainee {
         let image_loss = loss::mean_loss(c.image, &out.watermarked, images);
         let watermark_loss = match (c.watermark_region, c.block_weight) {
             // The seed's plain mean, computed as Keras does.
-            (Region::Map, w) if w == 1.0 => loss::mean_loss(c.watermark, &out.watermark_map, map),
+            (Region::Map, 1.0) => loss::mean_loss(c.watermark, &out.watermark_map, map),
             _ => loss::weighted_mean_loss(
                 c.watermark,
                 &out.watermark_map,

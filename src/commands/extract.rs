@@ -18,6 +18,9 @@ use crate::recovery::{self, ImageResult, Totals};
 use crate::train::quantize_8bit;
 use crate::watermark::{self, Layout};
 
+/// The bits each image should carry, when known.
+type ExpectedBits = Option<Vec<Vec<f32>>>;
+
 pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold {}: must lie in [0, 1]", args.threshold);
@@ -55,10 +58,7 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
 
 /// Without inputs: the embedded test digits, watermarked with random bits by the checkpoint and
 /// rounded to 8 bits as a PNG would store them.
-fn demo_inputs(
-    args: &ExtractArgs,
-    loaded: &Loaded,
-) -> Result<(Vec<String>, Tensor, Option<Vec<Vec<f32>>>)> {
+fn demo_inputs(args: &ExtractArgs, loaded: &Loaded) -> Result<(Vec<String>, Tensor, ExpectedBits)> {
     let layout = loaded.meta.layout;
     let split = load_split(&args.data_dir, Split::Test)?;
     let device = loaded.vs.device();
@@ -90,11 +90,7 @@ fn demo_inputs(
 }
 
 /// Expected bits per image from --expect or --manifest (matched by file name).
-fn expected_bits(
-    args: &ExtractArgs,
-    layout: &Layout,
-    names: &[String],
-) -> Result<Option<Vec<Vec<f32>>>> {
+fn expected_bits(args: &ExtractArgs, layout: &Layout, names: &[String]) -> Result<ExpectedBits> {
     if let Some(bits) = &args.expect {
         let b = watermark::parse_bits(bits, layout)?;
         return Ok(Some(vec![b; names.len()]));

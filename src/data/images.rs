@@ -141,7 +141,7 @@ fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
         );
     }
     let descr = npy.dtype().descr();
-    let values: Vec<f32> = match descr.trim_start_matches(['<', '|', '=']) {
+    let values: Vec<f32> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "u1" => {
             let v: Vec<u8> = npy
                 .into_vec()

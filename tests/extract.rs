@@ -1,0 +1,447 @@
+//! embed -> PNG files -> extract with the shipped checkpoint, the bare `extract` demo, evaluate,
+//! and one clear error per kind of bad input, with no partial output left behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{stderr, stdout, wmae};
+use wmae::data::dataset::{load_split, Split};
+use wmae::data::images;
+
+fn checkpoint() -> String {
+    format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes the first `n` embedded test digits as 8-bit PNG files into `dir`.
+fn digit_pngs(dir: &Path, n: i64) -> PathBuf {
+    let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
+    let images = split.images_tensor(tch::Device::Cpu);
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        images::write_png(
+            &dir.join(format!("digit{i:02}.png")),
+            &images::to_gray(&images.get(i)),
+        )
+        .unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = wmae(args);
+    assert!(
+        out.status.success(),
+        "wmae {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn embed_png_extract_round_trip_recovers_the_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = digit_pngs(&tmp.path().join("in"), 40);
+    let marked = tmp.path().join("marked");
+    let ck = checkpoint();
+    run_ok(&[
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "embed",
+        inputs.to_str().unwrap(),
+        "--random",
+        "--out",
+        marked.to_str().unwrap(),
+        "--checkpoint",
+        &ck,
+    ]);
+    let files = files_in(&marked);
+    assert_eq!(files.len(), 41, "{files:?}");
+    assert!(
+        files.contains(&"manifest.json".to_string()) && files.contains(&"digit07.png".to_string())
+    );
+    // The PNG files are 8-bit grayscale 28x28 for any image reader.
+    let png = image::open(marked.join("digit07.png")).unwrap();
+    assert_eq!(
+        (png.width(), png.height(), png.color()),
+        (28, 28, image::ColorType::L8)
+    );
+
+    let manifest = marked.join("manifest.json");
+    for method in [&[][..], &["--otsu"][..]] {
+        let mut args = vec![
+            "--device",
+            "cpu",
+            "extract",
+            marked.to_str().unwrap(),
+            "--json",
+            "--checkpoint",
+            &ck,
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(method);
+        let text = run_ok(&args);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 41);
+        let totals = &lines[40]["totals"]["scored"];
+        let acc = totals["bit_accuracy"].as_f64().unwrap();
+        assert!(
+            acc >= 0.99,
+            "{method:?}: bit accuracy after the PNG round trip {acc}"
+        );
+        let zeros = totals["all_zeros_accuracy"].as_f64().unwrap();
+        assert!(
+            zeros > 0.3 && zeros < 0.7,
+            "random bits are about half zeros: {zeros}"
+        );
+        assert_eq!(lines[7]["bits"].as_str().unwrap().len(), 16);
+        assert!(lines[7]["name"].as_str().unwrap().ends_with("digit07.png"));
+    }
+}
+
+#[test]
+fn fixed_bits_and_expect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = digit_pngs(&tmp.path().join("in"), 5);
+    let marked = tmp.path().join("marked");
+    let bits = "1011001110001101";
+    let ck = checkpoint();
+    run_ok(&[
+        "--device",
+        "cpu",
+        "embed",
+        inputs.to_str().unwrap(),
+        "--bits",
+        bits,
+        "--out",
+        marked.to_str().unwrap(),
+        "--checkpoint",
+        &ck,
+    ]);
+    let text = run_ok(&[
+        "--device",
+        "cpu",
+        "extract",
+        marked.to_str().unwrap(),
+        "--expect",
+        bits,
+        "--checkpoint",
+        &ck,
+        "--out",
+        tmp.path().join("maps").to_str().unwrap(),
+    ]);
+    assert!(text.contains(&format!("bits {bits}")), "{text}");
+    assert!(text.contains("exact watermarks 100.00%"), "{text}");
+    // --out wrote each binarized map as a 0/255 PNG.
+    let map = image::open(tmp.path().join("maps/map-00000.png"))
+        .unwrap()
+        .to_luma8();
+    assert!(map.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+    assert_eq!(map.get_pixel(0, 0).0[0], 255); // the first bit is 1
+}
+
+#[test]
+fn bare_extract_is_the_demo_on_the_embedded_test_set() {
+    let ck = checkpoint();
+    let dir = common::embedded_mnist();
+    let text = run_ok(&[
+        "--device",
+        "cpu",
+        "extract",
+        "--otsu",
+        "--checkpoint",
+        &ck,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(text.contains("watermarked the 2000 test digits"), "{text}");
+    assert!(text.contains("always answering 0 would score"), "{text}");
+    let acc: f64 = text
+        .split("bit accuracy ")
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc >= 99.0, "{text}");
+}
+
+#[test]
+fn evaluate_prints_the_table_and_writes_the_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.png");
+    let ck = checkpoint();
+    let dir = common::embedded_mnist();
+    let text = run_ok(&[
+        "--device",
+        "cpu",
+        "evaluate",
+        "--json",
+        "--checkpoint",
+        &ck,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--grid",
+        grid.to_str().unwrap(),
+        "--samples",
+        "3",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(row["quality"]["psnr"].as_f64().unwrap() > 20.0);
+        assert!(row["quality"]["ssim"].as_f64().unwrap() > 0.5);
+        assert_eq!(row["recovery"].as_array().unwrap().len(), 2);
+    }
+    assert!(rows[1]["roc_auc"].as_f64().unwrap() > 0.99);
+    let png = image::open(&grid).unwrap();
+    // 6 tiles of 28 + gaps of 2, scaled 4x.
+    assert_eq!(
+        (png.width(), png.height()),
+        ((6 * 30 + 2) * 4, (3 * 30 + 2) * 4)
+    );
+}
+
+#[test]
+fn wrong_image_size_names_the_file_and_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = digit_pngs(&tmp.path().join("in"), 3);
+    image::GrayImage::new(32, 32)
+        .save(inputs.join("big.png"))
+        .unwrap();
+    let out_dir = tmp.path().join("marked");
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "embed",
+        inputs.to_str().unwrap(),
+        "--random",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--checkpoint",
+        &checkpoint(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("big.png") && e.contains("32x32") && e.contains("expects 28x28"),
+        "{e}"
+    );
+    assert!(!out_dir.exists(), "no partial output");
+    assert!(
+        !files_in(tmp.path()).iter().any(|f| f.starts_with(".wmae")),
+        "{:?}",
+        files_in(tmp.path())
+    );
+}
+
+#[test]
+fn bad_bits_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = digit_pngs(&tmp.path().join("in"), 1);
+    let out_dir = tmp.path().join("marked");
+    for (bits, want) in [
+        ("0101", "4 bits given"),
+        ("01010101010101x1", "character 15 is 'x'"),
+    ] {
+        let o = wmae(&[
+            "--device",
+            "cpu",
+            "embed",
+            inputs.to_str().unwrap(),
+            "--bits",
+            bits,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--checkpoint",
+            &checkpoint(),
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert!(!out_dir.exists());
+    }
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "extract",
+        inputs.to_str().unwrap(),
+        "--expect",
+        "2",
+        "--checkpoint",
+        &checkpoint(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("only 0 and 1 are allowed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn unreadable_image_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("broken.png");
+    std::fs::write(&bad, b"not a png at all").unwrap();
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "extract",
+        bad.to_str().unwrap(),
+        "--checkpoint",
+        &checkpoint(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("broken.png: not a readable PNG or JPEG image"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn missing_and_mismatched_checkpoints_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = digit_pngs(&tmp.path().join("in"), 1);
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "extract",
+        inputs.to_str().unwrap(),
+        "--checkpoint",
+        "/nonexistent/model.ot",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/model"), "{}", stderr(&o));
+
+    // A checkpoint with one layer renamed and one dropped.
+    let mut named = tch::Tensor::load_multi(checkpoint()).unwrap();
+    named.retain(|(n, _)| n != "conl3w.bias");
+    for (n, _) in named.iter_mut() {
+        if n == "convl1e.weight" {
+            *n = "conv1.weight".into();
+        }
+    }
+    let bad = tmp.path().join("bad.ot");
+    let refs: Vec<(&str, &tch::Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tch::Tensor::save_multi(&refs, &bad).unwrap();
+    std::fs::copy(
+        checkpoint().replace(".ot", ".json"),
+        tmp.path().join("bad.json"),
+    )
+    .unwrap();
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "extract",
+        inputs.to_str().unwrap(),
+        "--checkpoint",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("missing variables [\"conl3w.bias\", \"convl1e.weight\"]"),
+        "{e}"
+    );
+    assert!(e.contains("unexpected variables [\"conv1.weight\"]"), "{e}");
+}
+
+#[test]
+fn npy_and_rgb_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
+    // A float32 (3,28,28) .npy with the first three digits, written by hand in NPY format 1.0.
+    let pixels: Vec<f32> = split.images.data[..3 * 784]
+        .iter()
+        .map(|&b| b as f32 / 255.0)
+        .collect();
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 28, 28), }";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let full = format!("{header}{}\n", " ".repeat(pad));
+    bytes.extend_from_slice(&(full.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(full.as_bytes());
+    for p in &pixels {
+        bytes.extend_from_slice(&p.to_le_bytes());
+    }
+    let npy = tmp.path().join("digits.npy");
+    std::fs::write(&npy, bytes).unwrap();
+    let marked = tmp.path().join("marked");
+    run_ok(&[
+        "--device",
+        "cpu",
+        "embed",
+        npy.to_str().unwrap(),
+        "--bits",
+        "1111000011110000",
+        "--out",
+        marked.to_str().unwrap(),
+        "--checkpoint",
+        &checkpoint(),
+    ]);
+    assert_eq!(
+        files_in(&marked),
+        vec![
+            "digits-00000.png",
+            "digits-00001.png",
+            "digits-00002.png",
+            "manifest.json"
+        ]
+    );
+
+    // An RGB copy of a watermarked digit reads as the same gray image.
+    let gray = image::open(marked.join("digits-00001.png"))
+        .unwrap()
+        .to_luma8();
+    let rgb = image::DynamicImage::ImageLuma8(gray).to_rgb8();
+    let rgb_path = tmp.path().join("rgb.png");
+    rgb.save(&rgb_path).unwrap();
+    let text = run_ok(&[
+        "--device",
+        "cpu",
+        "extract",
+        rgb_path.to_str().unwrap(),
+        "--expect",
+        "1111000011110000",
+        "--checkpoint",
+        &checkpoint(),
+    ]);
+    assert!(text.contains("exact watermarks 100.00%"), "{text}");
+
+    // Floats outside [0,1] are refused, naming the file.
+    let bad = tmp.path().join("bad.npy");
+    let mut b = std::fs::read(&npy).unwrap();
+    let n = b.len();
+    b[n - 4..].copy_from_slice(&2.5f32.to_le_bytes());
+    std::fs::write(&bad, b).unwrap();
+    let o = wmae(&[
+        "--device",
+        "cpu",
+        "extract",
+        bad.to_str().unwrap(),
+        "--checkpoint",
+        &checkpoint(),
+    ]);
+    assert!(stderr(&o).contains("bad.npy: value 2.5"), "{}", stderr(&o));
+}
