@@ -65,8 +65,9 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Image quality and watermark recovery on a data set's test split, as a table and a PNG grid.
     Evaluate(EvaluateArgs),
-    /// Export a checkpoint to .ot or .safetensors (not implemented yet).
-    Export,
+    /// Export a checkpoint's model to .ot (with a .json sidecar) or .safetensors (metadata in its
+    /// header), chosen by the output's extension; .safetensors state dicts from PyTorch load too.
+    Export(ExportArgs),
     /// Training and inference throughput (not implemented yet).
     Bench,
     /// Inspect and prepare data sets.
@@ -244,4 +245,15 @@ pub struct EvaluateArgs {
     /// Rows (test images) in the grid.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub samples: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint to export (.ot with its .json, or .safetensors).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
+    pub checkpoint: PathBuf,
+
+    /// Output file: NAME.ot or NAME.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }

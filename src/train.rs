@@ -286,8 +286,8 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
         c.model.head,
     );
     println!(
-        "  data {} ({} train, {} validation, {} test) | loss image {:?} x{} + watermark {:?} x{} on the {:?} | \
-         Adadelta lr {} rho {} eps {:e} | batch {} | epochs {}",
+        "  data {} ({} train, {} validation, {} test) | loss image {:?} x{} + watermark {:?} x{} on the {:?} (block weight {}) | \
+         Adadelta lr {} rho {} eps {:e} | batch {} | epochs {} (lr decays to x{})",
         c.data.dir.display(),
         train_images.size()[0],
         val_images.size()[0],
@@ -297,11 +297,13 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
         c.loss.watermark,
         c.loss.watermark_weight,
         c.loss.watermark_region,
+        c.loss.block_weight,
         c.optimizer.lr,
         c.optimizer.rho,
         c.optimizer.eps,
         c.train.batch_size,
-        c.train.epochs
+        c.train.epochs,
+        c.train.final_lr_fraction
     );
     if start_epoch > 0 {
         println!(

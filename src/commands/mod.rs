@@ -3,6 +3,7 @@
 pub mod data;
 pub mod embed;
 pub mod evaluate;
+pub mod export;
 pub mod extract;
 pub mod train;
 
@@ -20,7 +21,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed::run(&args, global),
         Command::Extract(args) => extract::run(&args, global),
         Command::Evaluate(args) => evaluate::run(&args, global),
-        Command::Export => not_yet("export"),
+        Command::Export(args) => export::run(&args, global),
         Command::Bench => not_yet("bench"),
     }
 }

@@ -1,0 +1,33 @@
+//! `wmae export`: the model's variables (no optimizer state) as `.ot` with a `.json` sidecar,
+//! or as `.safetensors` with the metadata in its header.
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use crate::checkpoint;
+use crate::cli::{ExportArgs, GlobalArgs};
+
+pub fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
+    let loaded = checkpoint::load_for_inference(&args.checkpoint, tch::Device::Cpu)?;
+    let mut named: Vec<(String, Tensor)> = loaded.vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let extension = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match extension {
+        "safetensors" => checkpoint::save_safetensors(&args.out, &named, &loaded.meta)?,
+        "ot" => checkpoint::save(&args.out, &loaded.vs, None, &loaded.meta)?,
+        _ => bail!("--out {}: the extension must be .ot or .safetensors", args.out.display()),
+    }
+    println!(
+        "exported {} tensors ({} parameters, {}x{} watermark at ({}, {}), {:?} head, config sha256 {}) to {}",
+        named.len(),
+        loaded.meta.parameters,
+        loaded.meta.layout.rows,
+        loaded.meta.layout.cols,
+        loaded.meta.layout.top,
+        loaded.meta.layout.left,
+        loaded.meta.head,
+        &checkpoint::config_sha256(&loaded.meta.config)[..12],
+        args.out.display()
+    );
+    Ok(())
+}
