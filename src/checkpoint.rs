@@ -25,7 +25,8 @@ pub struct Metadata {
     pub parameters: i64,
     /// Epochs completed when this checkpoint was written.
     pub epoch: usize,
-    pub best_validation_loss: f64,
+    /// None for weights that were not trained by wmae (imported).
+    pub best_validation_loss: Option<f64>,
     /// The run's resolved config, as TOML.
     pub config: String,
 }
@@ -41,7 +42,7 @@ impl Metadata {
             head: Head::Sigmoid,
             parameters: 21_491,
             epoch: 0,
-            best_validation_loss: f64::NAN,
+            best_validation_loss: None,
             config: String::new(),
         }
     }
@@ -226,16 +227,37 @@ fn is_safetensors(path: &Path) -> bool {
 /// SHA-256 (hex) of a run's config text, to tell exported models of different runs apart.
 pub fn config_sha256(config: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(config.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(config.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
-/// Writes float32 tensors to a .safetensors file (atomically), with `meta` as JSON under the
-/// header's `__metadata__["wmae"]` and the config hash under `["config_sha256"]`.
+/// Writes the model to a .safetensors file, with `meta` as JSON under the header's
+/// `__metadata__["wmae"]` and the config hash under `["config_sha256"]`.
 pub fn save_safetensors(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
+    let mut info = std::collections::HashMap::new();
+    info.insert(
+        SAFETENSORS_META_KEY.to_string(),
+        serde_json::to_string(meta)?,
+    );
+    info.insert("config_sha256".to_string(), config_sha256(&meta.config));
+    write_safetensors(path, named, info)
+}
+
+/// Writes tensors as float32 to a .safetensors file (atomically) with `info` as its metadata.
+pub fn write_safetensors(
+    path: &Path,
+    named: &[(String, Tensor)],
+    info: std::collections::HashMap<String, String>,
+) -> Result<()> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .iter()
         .map(|(name, t)| {
-            let t = t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+            let t = t
+                .to_device(tch::Device::Cpu)
+                .to_kind(tch::Kind::Float)
+                .contiguous();
             let shape = t.size().iter().map(|&d| d as usize).collect();
             let values = Vec::<f32>::try_from(t.flatten(0, -1)).context("tensor to host")?;
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -250,9 +272,6 @@ pub fn save_safetensors(path: &Path, named: &[(String, Tensor)], meta: &Metadata
                 .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut info = std::collections::HashMap::new();
-    info.insert(SAFETENSORS_META_KEY.to_string(), serde_json::to_string(meta)?);
-    info.insert("config_sha256".to_string(), config_sha256(&meta.config));
     let bytes = safetensors::tensor::serialize(views, &Some(info))
         .map_err(|e| anyhow::anyhow!("cannot serialise {}: {e:?}", path.display()))?;
     crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, &bytes))
@@ -266,19 +285,31 @@ pub fn load_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Me
     let mut named = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            bail!("{}: tensor {name} is {:?}; wmae loads float32 weights", path.display(), view.dtype());
+            bail!(
+                "{}: tensor {name} is {:?}; wmae loads float32 weights",
+                path.display(),
+                view.dtype()
+            );
         }
-        let values: Vec<f32> =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         named.push((name, Tensor::from_slice(&values).reshape(shape)));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: bad safetensors header ({e:?})", path.display()))?;
-    let meta = match header.metadata().as_ref().and_then(|m| m.get(SAFETENSORS_META_KEY)) {
+    let meta = match header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(SAFETENSORS_META_KEY))
+    {
         Some(json) => Some(
-            serde_json::from_str(json).with_context(|| format!("{}: bad wmae metadata in the header", path.display()))?,
+            serde_json::from_str(json)
+                .with_context(|| format!("{}: bad wmae metadata in the header", path.display()))?,
         ),
         None => None,
     };

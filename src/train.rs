@@ -258,7 +258,7 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
             .with_context(|| format!("{}", last_path.display()))?;
         (
             meta.epoch,
-            meta.best_validation_loss,
+            meta.best_validation_loss.unwrap_or(f64::INFINITY),
             truncate_csv(&csv_path, meta.epoch)?,
         )
     } else {
@@ -397,7 +397,7 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
             head: c.model.head,
             parameters,
             epoch: epoch + 1,
-            best_validation_loss: best_loss,
+            best_validation_loss: Some(best_loss),
             config: config_toml.clone(),
         };
         if improved {

@@ -99,7 +99,11 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
             let m = loaded.model.extractor.forward_t(&w, false);
             (w, m, float_maps)
         });
-        let float_bits_right = layout.block(&float_maps).gt(0.5).to_kind(Kind::Float).eq_tensor(&bits);
+        let float_bits_right = layout
+            .block(&float_maps)
+            .gt(0.5)
+            .to_kind(Kind::Float)
+            .eq_tensor(&bits);
         let float_bit_accuracy = mean(float_bits_right);
         let quality = Quality {
             mse: mean((&watermarked - &originals).square()),

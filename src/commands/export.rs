@@ -15,7 +15,10 @@ pub fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
     match extension {
         "safetensors" => checkpoint::save_safetensors(&args.out, &named, &loaded.meta)?,
         "ot" => checkpoint::save(&args.out, &loaded.vs, None, &loaded.meta)?,
-        _ => bail!("--out {}: the extension must be .ot or .safetensors", args.out.display()),
+        _ => bail!(
+            "--out {}: the extension must be .ot or .safetensors",
+            args.out.display()
+        ),
     }
     println!(
         "exported {} tensors ({} parameters, {}x{} watermark at ({}, {}), {:?} head, config sha256 {}) to {}",

@@ -1,0 +1,112 @@
+//! wmae against an independent PyTorch implementation of the seed model
+//! (scripts/reference_model.py, on the torch 2.13.0 that scripts/setup-python installs):
+//! exported weights give the same outputs in PyTorch, and a PyTorch state dict gives the same
+//! outputs in wmae, to 1e-5.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use tch::{Device, Kind, Tensor};
+use wmae::checkpoint;
+use wmae::watermark::Layout;
+
+fn python() -> String {
+    let python = std::env::var("WMAE_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    assert!(
+        Path::new(&python).exists(),
+        "{python} is missing: run scripts/setup-python (scripts/test does)"
+    );
+    python
+}
+
+fn reference(args: &[&str]) -> String {
+    let script = format!("{}/scripts/reference_model.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "reference_model.py {args:?} failed:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn exported_weights_give_the_same_outputs_in_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_path = tmp.path().join("model.safetensors");
+    let o = common::wmae(&[
+        "export",
+        "--checkpoint",
+        &format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR")),
+        "--out",
+        model_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+
+    let loaded = checkpoint::load_for_inference(&model_path, Device::Cpu).unwrap();
+    tch::manual_seed(5);
+    let image = Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let bits = Tensor::randint(2, [6, 16], (Kind::Float, Device::Cpu));
+    let map = Layout::default().map_from_bits(&bits);
+    let out = tch::no_grad(|| loaded.model.forward_t(&image, &map, false));
+    let io = [
+        ("image".to_string(), image),
+        ("watermark_map".to_string(), map),
+        ("watermarked".to_string(), out.watermarked),
+        ("extracted".to_string(), out.watermark_map),
+    ];
+    let io_path = tmp.path().join("io.safetensors");
+    checkpoint::write_safetensors(&io_path, &io, HashMap::new()).unwrap();
+    let text = reference(&[
+        "compare",
+        model_path.to_str().unwrap(),
+        io_path.to_str().unwrap(),
+    ]);
+    assert!(text.contains("interop ok"), "{text}");
+}
+
+#[test]
+fn a_pytorch_state_dict_loads_into_wmae_and_gives_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_path = tmp.path().join("torch.safetensors");
+    let io_path = tmp.path().join("io.safetensors");
+    reference(&[
+        "make",
+        model_path.to_str().unwrap(),
+        io_path.to_str().unwrap(),
+        "7",
+    ]);
+    let loaded = checkpoint::load_for_inference(&model_path, Device::Cpu).unwrap();
+    let (io, _) = checkpoint::load_safetensors(&io_path).unwrap();
+    let get = |name: &str| {
+        io.iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .shallow_clone()
+    };
+    let out = tch::no_grad(|| {
+        loaded
+            .model
+            .forward_t(&get("image"), &get("watermark_map"), false)
+    });
+    for (name, ours) in [
+        ("watermarked", out.watermarked),
+        ("extracted", out.watermark_map),
+    ] {
+        let diff = (ours - get(name)).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "{name}: wmae and PyTorch differ by {diff}");
+    }
+}
