@@ -68,8 +68,8 @@ pub enum Command {
     /// Export a checkpoint's model to .ot (with a .json sidecar) or .safetensors (metadata in its
     /// header), chosen by the output's extension; .safetensors state dicts from PyTorch load too.
     Export(ExportArgs),
-    /// Training and inference throughput (not implemented yet).
-    Bench,
+    /// Training and inference throughput (images/s) of the seed model on synthetic batches.
+    Bench(BenchArgs),
     /// Inspect and prepare data sets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -256,4 +256,31 @@ pub struct ExportArgs {
     /// Output file: NAME.ot or NAME.safetensors.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Batch sizes for training throughput (comma-separated).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "128")]
+    pub train_batch: Vec<i64>,
+
+    /// Batch sizes for inference throughput (embed + extract, eval mode, no autograd).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "128,1000")]
+    pub infer_batch: Vec<i64>,
+
+    /// Timed steps per run.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub steps: usize,
+
+    /// Untimed steps before timing.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub warmup: usize,
+
+    /// Timed runs; the median is reported.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub repeats: usize,
+
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

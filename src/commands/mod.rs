@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its parsed arguments and does the whole job.
 
+pub mod bench;
 pub mod data;
 pub mod embed;
 pub mod evaluate;
@@ -7,7 +8,7 @@ pub mod export;
 pub mod extract;
 pub mod train;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 
@@ -22,10 +23,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Extract(args) => extract::run(&args, global),
         Command::Evaluate(args) => evaluate::run(&args, global),
         Command::Export(args) => export::run(&args, global),
-        Command::Bench => not_yet("bench"),
+        Command::Bench(args) => bench::run(&args, global),
     }
-}
-
-fn not_yet(name: &str) -> Result<()> {
-    bail!("`wmae {name}` is not implemented yet")
 }

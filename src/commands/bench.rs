@@ -1,0 +1,122 @@
+//! `wmae bench`: training and inference throughput of the seed model on synthetic 28x28 batches.
+//!
+//! Training: batch of random images and random 16-bit watermarks, dropout on, MSE on both heads
+//! (the seed's losses), backward, Adadelta step. Inference: embed + extract in eval mode without
+//! autograd. Each figure is the median images/s over `repeats` timed runs of `steps` steps, after
+//! `warmup` untimed steps. scripts/bench-reference.py measures the same in PyTorch eager mode.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::cli::{BenchArgs, GlobalArgs};
+use crate::loss::{self, LossKind};
+use crate::model::{Head, WatermarkAutoencoder};
+use crate::optim::{Adadelta, AdadeltaConfig};
+use crate::watermark::Layout;
+
+#[derive(Debug, Serialize)]
+struct Figure {
+    what: String,
+    batch: i64,
+    images_per_s: f64,
+    runs: Vec<f64>,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Times `repeats` runs of `steps` calls of `step` after `warmup` calls; images/s per run.
+fn measure(device: Device, batch: i64, args: &BenchArgs, mut step: impl FnMut()) -> Vec<f64> {
+    for _ in 0..args.warmup {
+        step();
+    }
+    sync(device);
+    (0..args.repeats)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..args.steps {
+                step();
+            }
+            sync(device);
+            (args.steps as i64 * batch) as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
+    if args.steps == 0 || args.repeats == 0 {
+        bail!("--steps and --repeats must be at least 1");
+    }
+    let device = global.device.resolve()?;
+    let layout = Layout::default();
+    let vs = VarStore::new(device);
+    let model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
+    let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
+    let batch_of = |n: i64| {
+        let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
+        let bits = Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device));
+        (images, layout.map_from_bits(&bits))
+    };
+
+    let mut figures = Vec::new();
+    for &batch in &args.train_batch {
+        let (images, map) = batch_of(batch);
+        let runs = measure(device, batch, args, || {
+            let out = model.forward_t(&images, &map, true);
+            let total = loss::mean_loss(LossKind::Mse, &out.watermarked, &images)
+                + loss::mean_loss(LossKind::Mse, &out.watermark_map, &map);
+            optimizer.zero_grad();
+            total.backward();
+            optimizer.step();
+        });
+        figures.push(Figure { what: "train".into(), batch, images_per_s: median(runs.clone()), runs });
+    }
+    for &batch in &args.infer_batch {
+        let (images, map) = batch_of(batch);
+        let runs = measure(device, batch, args, || {
+            tch::no_grad(|| {
+                let watermarked = model.embed_t(&images, &map, false);
+                let _ = model.extractor.forward_t(&watermarked, false);
+            })
+        });
+        figures.push(Figure { what: "infer".into(), batch, images_per_s: median(runs.clone()), runs });
+    }
+
+    if args.json {
+        let report = serde_json::json!({
+            "tool": "wmae",
+            "device": crate::device::describe(device),
+            "threads": tch::get_num_threads(),
+            "figures": figures,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "wmae bench on {} (median of {} runs of {} steps, {} warm-up steps)",
+            crate::device::describe(device),
+            args.repeats,
+            args.steps,
+            args.warmup
+        );
+        for f in &figures {
+            println!("  {:<6} batch {:>5}: {:>9.1} images/s", f.what, f.batch, f.images_per_s);
+        }
+    }
+    Ok(())
+}
