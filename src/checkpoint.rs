@@ -13,6 +13,9 @@ use crate::model::Head;
 use crate::optim::Adadelta;
 use crate::watermark::Layout;
 
+/// Tensors by name, as checkpoint files hold them.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 pub const FORMAT: &str = "wmae-checkpoint-1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,7 +281,7 @@ pub fn write_safetensors(
 }
 
 /// Reads a .safetensors file: its float32 tensors and wmae's metadata when the header has it.
-pub fn load_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Metadata>)> {
+pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;

@@ -261,11 +261,21 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Batch sizes for training throughput (comma-separated).
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub train_batch: Vec<i64>,
 
     /// Batch sizes for inference throughput (embed + extract, eval mode, no autograd).
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "128,1000")]
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "128,1000"
+    )]
     pub infer_batch: Vec<i64>,
 
     /// Timed steps per run.

@@ -116,25 +116,59 @@ fn keras_weights_convert_with_the_kernel_layout_transposed() {
     let tmp = tempfile::tempdir().unwrap();
     let torch_path = tmp.path().join("torch.safetensors");
     let io_path = tmp.path().join("io.safetensors");
-    reference(&["make", torch_path.to_str().unwrap(), io_path.to_str().unwrap(), "3"]);
+    reference(&[
+        "make",
+        torch_path.to_str().unwrap(),
+        io_path.to_str().unwrap(),
+        "3",
+    ]);
     let (io, _) = checkpoint::load_safetensors(&io_path).unwrap();
-    let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
+    let get = |name: &str| {
+        io.iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .shallow_clone()
+    };
     let dir = env!("CARGO_MANIFEST_DIR");
     for layout in ["keras2", "keras3"] {
         let h5 = tmp.path().join(format!("{layout}.h5"));
         let converted = tmp.path().join(format!("{layout}.safetensors"));
         let run = |args: &[&str]| {
             let out = Command::new(python()).args(args).output().unwrap();
-            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        run(&[&format!("{dir}/tests/fixtures/write_keras_h5.py"), torch_path.to_str().unwrap(), h5.to_str().unwrap(), layout]);
-        run(&[&format!("{dir}/scripts/keras_to_wmae.py"), h5.to_str().unwrap(), converted.to_str().unwrap()]);
+        run(&[
+            &format!("{dir}/tests/fixtures/write_keras_h5.py"),
+            torch_path.to_str().unwrap(),
+            h5.to_str().unwrap(),
+            layout,
+        ]);
+        run(&[
+            &format!("{dir}/scripts/keras_to_wmae.py"),
+            h5.to_str().unwrap(),
+            converted.to_str().unwrap(),
+        ]);
         let loaded = checkpoint::load_for_inference(&converted, Device::Cpu).unwrap();
         assert_eq!(loaded.meta.parameters, 21_491);
-        let out = tch::no_grad(|| loaded.model.forward_t(&get("image"), &get("watermark_map"), false));
-        for (name, ours) in [("watermarked", out.watermarked), ("extracted", out.watermark_map)] {
+        let out = tch::no_grad(|| {
+            loaded
+                .model
+                .forward_t(&get("image"), &get("watermark_map"), false)
+        });
+        for (name, ours) in [
+            ("watermarked", out.watermarked),
+            ("extracted", out.watermark_map),
+        ] {
             let diff = (ours - get(name)).abs().max().double_value(&[]);
-            assert!(diff <= 1e-5, "{layout} {name}: converted weights differ by {diff}");
+            assert!(
+                diff <= 1e-5,
+                "{layout} {name}: converted weights differ by {diff}"
+            );
         }
     }
 }

@@ -85,7 +85,12 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             total.backward();
             optimizer.step();
         });
-        figures.push(Figure { what: "train".into(), batch, images_per_s: median(runs.clone()), runs });
+        figures.push(Figure {
+            what: "train".into(),
+            batch,
+            images_per_s: median(runs.clone()),
+            runs,
+        });
     }
     for &batch in &args.infer_batch {
         let (images, map) = batch_of(batch);
@@ -95,7 +100,12 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
                 let _ = model.extractor.forward_t(&watermarked, false);
             })
         });
-        figures.push(Figure { what: "infer".into(), batch, images_per_s: median(runs.clone()), runs });
+        figures.push(Figure {
+            what: "infer".into(),
+            batch,
+            images_per_s: median(runs.clone()),
+            runs,
+        });
     }
 
     if args.json {
@@ -115,7 +125,10 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             args.warmup
         );
         for f in &figures {
-            println!("  {:<6} batch {:>5}: {:>9.1} images/s", f.what, f.batch, f.images_per_s);
+            println!(
+                "  {:<6} batch {:>5}: {:>9.1} images/s",
+                f.what, f.batch, f.images_per_s
+            );
         }
     }
     Ok(())
