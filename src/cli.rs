@@ -48,7 +48,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]
     pub seed: u64,
 
-    /// More output (-v: details, -vv: debugging).
+    /// Print the set-up (libtorch folder, threads, seed, device choice) to stderr first.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }

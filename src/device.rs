@@ -12,7 +12,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 /// The libtorch library folder found at build time (see build.rs).
-const LIBTORCH_LIB: &str = env!("WMAE_LIBTORCH_LIB");
+pub const LIBTORCH_LIB: &str = env!("WMAE_LIBTORCH_LIB");
 
 /// Where to run: `auto` takes the first CUDA device when one is usable, the CPU otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]

@@ -1,6 +1,12 @@
 use clap::Parser;
 
 fn main() {
+    // Die quietly like other Unix tools when the reader of our output goes away (`wmae ... | head`)
+    // instead of panicking on the failed write: Rust ignores SIGPIPE by default.
+    // SAFETY: restoring the default disposition of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = wmae::cli::Cli::parse();
     if let Err(err) = wmae::commands::run(cli) {
         // `{:#}` prints the whole context chain on one line: "what failed: why".

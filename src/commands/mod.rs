@@ -14,8 +14,17 @@ use crate::cli::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
-    crate::device::set_threads(global.threads)?;
+    let threads = crate::device::set_threads(global.threads)?;
     crate::device::seed_everything(global.seed);
+    if global.verbose > 0 {
+        eprintln!(
+            "wmae {}: libtorch from {}, {threads} CPU threads, seed {}, device choice {:?}",
+            env!("CARGO_PKG_VERSION"),
+            crate::device::LIBTORCH_LIB,
+            global.seed,
+            global.device
+        );
+    }
     match cli.command {
         Command::Data(cmd) => data::run(cmd, global),
         Command::Train(args) => train::run(&args, global),
