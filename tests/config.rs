@@ -47,6 +47,7 @@ fn seed_preset_is_the_keras_program() {
         (c.loss, c.optimizer, c.train)
     );
     preset("default.toml");
+    preset("fashion.toml");
 }
 
 #[test]
