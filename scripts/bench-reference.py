@@ -2,7 +2,7 @@
 """The measurements of `wmae bench`, for the same seed model in PyTorch eager mode
 (scripts/reference_model.py), with the same libtorch version and thread count.
 
-Usage: bench-reference.py [--threads N] [--steps 20] [--warmup 5] [--repeats 3]
+Usage: bench-reference.py [--threads N] [--steps 10] [--warmup 3] [--repeats 3]
                           [--train-batch 128] [--infer-batch 128,1000] [--json]
 """
 import argparse
@@ -33,8 +33,8 @@ def measure(batch, args, step):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--train-batch", default="128")
     p.add_argument("--infer-batch", default="128,1000")

@@ -279,11 +279,11 @@ pub struct BenchArgs {
     pub infer_batch: Vec<i64>,
 
     /// Timed steps per run.
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 10)]
     pub steps: usize,
 
     /// Untimed steps before timing.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub warmup: usize,
 
     /// Timed runs; the median is reported.

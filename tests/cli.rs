@@ -129,3 +129,60 @@ fn corrupt_data_file_gives_a_clear_error_not_a_panic() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn bench_prints_figures_as_json() {
+    let out = wmae(&[
+        "--device",
+        "cpu",
+        "bench",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--train-batch",
+        "8",
+        "--infer-batch",
+        "8,16",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let figures = v["figures"].as_array().unwrap();
+    let kinds: Vec<(String, i64)> = figures
+        .iter()
+        .map(|f| {
+            (
+                f["what"].as_str().unwrap().to_string(),
+                f["batch"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("train".into(), 8),
+            ("infer".into(), 8),
+            ("infer".into(), 16)
+        ]
+    );
+    assert!(figures
+        .iter()
+        .all(|f| f["images_per_s"].as_f64().unwrap() > 0.0));
+}
+
+#[test]
+fn export_refuses_an_unknown_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model.pt");
+    let o = wmae(&["export", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("model.pt: the extension must be .ot or .safetensors"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
