@@ -146,6 +146,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
 
+    /// Start from the weights of this checkpoint (fine-tuning) instead of a fresh initialisation;
+    /// the optimizer starts fresh.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+
     /// Stop after this many epochs in total, as an interrupted run would (continue with --resume).
     #[arg(long, value_name = "K")]
     pub stop_after: Option<usize>,

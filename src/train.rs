@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Stop after this many epochs in total, as if interrupted (to test `--resume`).
     pub stop_after: Option<usize>,
+    /// Start from these weights (fine-tuning) instead of a fresh initialisation.
+    pub init: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -262,6 +264,10 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
             truncate_csv(&csv_path, meta.epoch)?,
         )
     } else {
+        if let Some(init) = &opts.init {
+            let named = checkpoint::load_tensors(init)?;
+            checkpoint::load_model(init, &mut trainee.vs, &named)?;
+        }
         (0, f64::INFINITY, format!("{}\n", csv_header()))
     };
     crate::fsutil::write_atomically(&opts.dir.join("config.toml"), |f| {

@@ -48,6 +48,7 @@ fn seed_preset_is_the_keras_program() {
     );
     preset("default.toml");
     preset("fashion.toml");
+    preset("default-finetune.toml");
 }
 
 #[test]

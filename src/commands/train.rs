@@ -41,6 +41,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         seed: global.seed,
         resume: args.resume,
         stop_after: args.stop_after,
+        init: args.init.clone(),
         quiet: args.quiet,
     };
     train::run(config, &opts)?;
