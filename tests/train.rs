@@ -226,3 +226,31 @@ fn config_errors_exit_non_zero_naming_file_and_key() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("optimizer.lr = 0"), "{}", stderr(&o));
 }
+
+#[test]
+fn init_starts_from_trained_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 1);
+    let shipped = format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR"));
+    let run = tmp.path().join("finetune");
+    train(&config, &run, &["--init", &shipped, "--lr", "0.01"]);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<f64> = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "val_bit_accuracy")
+        .unwrap();
+    // One tiny epoch from scratch reads about half the bits; from the shipped model, all of them.
+    assert!(
+        row[col] > 0.99,
+        "validation bit accuracy after --init: {}",
+        row[col]
+    );
+}
