@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod recovery;
+pub mod runlog;
 pub mod splitmix;
 pub mod tensorboard;
 pub mod train;
