@@ -298,4 +298,8 @@ pub struct BenchArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Kernels in the channels-last layout (experimental).
+    #[arg(long)]
+    pub channels_last: bool,
 }

@@ -140,3 +140,22 @@ fn straight_through_is_exact_at_the_edges() {
     let b = Vec::<f32>::try_from(straight_through_binarize(&p)).unwrap();
     assert_eq!(b, vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
 }
+
+#[test]
+fn channels_last_kernels_give_the_same_outputs() {
+    let (vs, model) = build(Head::Sigmoid);
+    let image = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let map = image.zeros_like();
+    let before = model.forward_t(&image, &map, false);
+    wmae::model::use_channels_last(&vs);
+    let w = &vs.variables()["convl2e.weight"];
+    assert_eq!(w.size(), vec![32, 16, 3, 3]);
+    assert_eq!(w.stride(), vec![144, 1, 48, 16], "NHWC strides");
+    let after = model.forward_t(&image, &map, false);
+    assert!(before
+        .watermarked
+        .allclose(&after.watermarked, 1e-5, 1e-6, false));
+    assert!(before
+        .watermark_map
+        .allclose(&after.watermark_map, 1e-5, 1e-6, false));
+}

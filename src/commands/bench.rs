@@ -67,6 +67,9 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     let layout = Layout::default();
     let vs = VarStore::new(device);
     let model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
+    if args.channels_last {
+        crate::model::use_channels_last(&vs);
+    }
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
     let batch_of = |n: i64| {
         let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
