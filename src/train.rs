@@ -16,6 +16,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use crate::checkpoint::{self, Metadata};
 use crate::config::Config;
 use crate::data::dataset::Dataset;
+use crate::data::images::quantize_8bit;
 use crate::loss::{self, Region};
 use crate::metrics::{Accumulator, Summary};
 use crate::model::{self, WatermarkAutoencoder};
@@ -145,11 +146,6 @@ impl Trainee {
         });
         acc.summary()
     }
-}
-
-/// An image in [0,1] as an 8-bit image file stores it: clipped, rounded to k/255.
-pub fn quantize_8bit(image: &Tensor) -> Tensor {
-    (image.clamp(0.0, 1.0) * 255.0).round() / 255.0
 }
 
 fn eval_seed(seed: u64, purpose: Purpose) -> i64 {

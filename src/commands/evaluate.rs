@@ -15,10 +15,10 @@ use crate::checkpoint::{self, Loaded};
 use crate::cli::{EvaluateArgs, GlobalArgs};
 use crate::data::dataset::{load_split, Split};
 use crate::data::images;
+use crate::data::images::quantize_8bit;
 use crate::metrics::{psnr_per_image, roc_auc, ssim_per_image};
 use crate::recovery::{self, ImageResult};
-use crate::train::quantize_8bit;
-use crate::watermark::{fixed_bits, Layout, Mode, Purpose};
+use crate::watermark::{BitSource, Mode, Purpose};
 
 #[derive(Debug, Serialize)]
 struct Quality {
@@ -57,17 +57,6 @@ fn mean(t: Tensor) -> f64 {
     t.mean(Kind::Float).double_value(&[])
 }
 
-/// The watermark bits of `n` test images in `mode`: the fixed test block, or random bits.
-fn test_bits(layout: &Layout, mode: Mode, n: i64, seed: u64, device: tch::Device) -> Tensor {
-    match mode {
-        Mode::Fixed => Tensor::from_slice(&fixed_bits(layout, seed, Purpose::Test))
-            .reshape([1, layout.bit_count()])
-            .repeat([n, 1])
-            .to_device(device),
-        Mode::Random => Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device)),
-    }
-}
-
 /// Pixel accuracy of binarized maps against the true maps.
 fn pixel_accuracy(results: &[ImageResult], true_maps: &Tensor) -> Result<f64> {
     let truth = Vec::<f32>::try_from(true_maps.to_device(tch::Device::Cpu).flatten(0, -1))
@@ -90,7 +79,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
 
     let mut rows = Vec::new();
     for (mode, mode_name) in [(Mode::Fixed, "fixed"), (Mode::Random, "random")] {
-        let bits = test_bits(&layout, mode, n, global.seed, device);
+        let bits = BitSource::new(layout, mode, global.seed, Purpose::Test, device).draw(n);
         let true_maps = layout.map_from_bits(&bits);
         let (watermarked, maps, float_maps) = tch::no_grad(|| {
             let float = loaded.model.embed_t(&originals, &true_maps, false);

@@ -14,8 +14,8 @@ use crate::cli::{ExtractArgs, GlobalArgs};
 use crate::commands::embed::Manifest;
 use crate::data::dataset::{load_split, Split};
 use crate::data::images;
+use crate::data::images::quantize_8bit;
 use crate::recovery::{self, ImageResult, Totals};
-use crate::train::quantize_8bit;
 use crate::watermark::{self, Layout};
 
 /// The bits each image should carry, when known.

@@ -177,6 +177,11 @@ fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
     Ok(())
 }
 
+/// An image in [0,1] as an 8-bit image file stores it: clipped, rounded to k/255.
+pub fn quantize_8bit(image: &Tensor) -> Tensor {
+    (image.clamp(0.0, 1.0) * 255.0).round() / 255.0
+}
+
 /// A `(1,H,W)` or `(H,W)` tensor in [0,1] as an 8-bit grayscale image (rounded).
 pub fn to_gray(image: &Tensor) -> GrayImage {
     let size = image.size();
