@@ -184,7 +184,7 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    /// Model checkpoint (.ot, with its .json metadata beside it).
+    /// Model checkpoint: .ot with its .json metadata beside it, or .safetensors.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 }
@@ -196,7 +196,7 @@ pub struct ExtractArgs {
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
-    /// Model checkpoint (.ot, with its .json metadata beside it).
+    /// Model checkpoint: .ot with its .json metadata beside it, or .safetensors.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 
@@ -231,7 +231,7 @@ pub struct ExtractArgs {
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Model checkpoint (.ot, with its .json metadata beside it).
+    /// Model checkpoint: .ot with its .json metadata beside it, or .safetensors.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 
