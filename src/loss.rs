@@ -55,3 +55,10 @@ pub fn weighted_mean_loss(
     let total_weight = weights.expand_as(prediction).sum(Kind::Float);
     per_element.sum(Kind::Float) / total_weight
 }
+
+/// The losses of one batch: each head's mean loss and their weighted sum, which is trained.
+pub struct Losses {
+    pub total: Tensor,
+    pub image: Tensor,
+    pub watermark: Tensor,
+}

@@ -7,6 +7,8 @@
 
 use tch::{Kind, Tensor};
 
+use crate::loss::Losses;
+use crate::model::Output;
 use crate::watermark::Layout;
 
 /// The binarization threshold of the seed's answer.
@@ -93,18 +95,11 @@ impl Accumulator {
         }
     }
 
-    /// Adds one batch. Losses are batch means; they are weighted by the batch size.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add(
-        &mut self,
-        original: &Tensor,
-        watermarked: &Tensor,
-        true_map: &Tensor,
-        predicted_map: &Tensor,
-        loss: &Tensor,
-        image_loss: &Tensor,
-        watermark_loss: &Tensor,
-    ) {
+    /// Adds one batch: the originals, the true watermark maps, both heads' outputs and the
+    /// batch-mean losses (weighted here by the batch size).
+    pub fn add(&mut self, original: &Tensor, true_map: &Tensor, out: &Output, losses: &Losses) {
+        let (watermarked, predicted_map) = (&out.watermarked, &out.watermark_map);
+        let (loss, image_loss, watermark_loss) = (&losses.total, &losses.image, &losses.watermark);
         let n = original.size()[0];
         let binary = predicted_map.gt(THRESHOLD).to_kind(Kind::Float);
         let true_bits = self.layout.block(true_map);

@@ -17,7 +17,7 @@ use crate::checkpoint::{self, Metadata};
 use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::data::images::quantize_8bit;
-use crate::loss::{self, Region};
+use crate::loss::{self, Losses, Region};
 use crate::metrics::{Accumulator, Summary};
 use crate::model::{self, WatermarkAutoencoder};
 use crate::optim::Adadelta;
@@ -72,12 +72,7 @@ impl Trainee {
     }
 
     /// Forward pass and the weighted losses: (total, image, watermark).
-    fn losses(
-        &self,
-        out: &model::Output,
-        images: &Tensor,
-        map: &Tensor,
-    ) -> (Tensor, Tensor, Tensor) {
+    fn losses(&self, out: &model::Output, images: &Tensor, map: &Tensor) -> Losses {
         let c = &self.config.loss;
         let image_loss = loss::mean_loss(c.image, &out.watermarked, images);
         let watermark_loss = match (c.watermark_region, c.block_weight) {
@@ -91,7 +86,11 @@ impl Trainee {
             ),
         };
         let total = &image_loss * c.image_weight + &watermark_loss * c.watermark_weight;
-        (total, image_loss, watermark_loss)
+        Losses {
+            total,
+            image: image_loss,
+            watermark: watermark_loss,
+        }
     }
 
     /// Evaluation pass (no dropout, no gradients) over `images` with watermarks for `purpose`.
@@ -131,16 +130,8 @@ impl Trainee {
                     watermarked,
                     watermark_map: predicted,
                 };
-                let (total, il, wl) = self.losses(&out, &batch, &map);
-                acc.add(
-                    &batch,
-                    &out.watermarked,
-                    &map,
-                    &out.watermark_map,
-                    &total,
-                    &il,
-                    &wl,
-                );
+                let losses = self.losses(&out, &batch, &map);
+                acc.add(&batch, &map, &out, &losses);
                 start += len;
             }
         });
@@ -280,19 +271,11 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
             let images = train_images.index_select(0, &idx);
             let map = layout.map_from_bits(&source.draw(len));
             let out = trainee.model.forward_t(&images, &map, true);
-            let (total, il, wl) = trainee.losses(&out, &images, &map);
+            let losses = trainee.losses(&out, &images, &map);
             optimizer.zero_grad();
-            total.backward();
+            losses.total.backward();
             optimizer.step();
-            acc.add(
-                &images,
-                &out.watermarked,
-                &map,
-                &out.watermark_map,
-                &total,
-                &il,
-                &wl,
-            );
+            acc.add(&images, &map, &out, &losses);
             if b % 8 == 7 || b + 1 == batches {
                 let s = acc.summary();
                 bar.set_message(format!(

@@ -42,6 +42,37 @@ fn reference(args: &[&str]) -> String {
     text
 }
 
+/// The tensor called `name` in a safetensors file's list.
+fn named(io: &checkpoint::NamedTensors, name: &str) -> Tensor {
+    io.iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
+        .shallow_clone()
+}
+
+/// Runs `model` (a checkpoint file) in wmae on the reference's inputs in `io` and checks both
+/// heads against the reference's outputs, to 1e-5.
+fn assert_wmae_matches_reference(model: &Path, io: &checkpoint::NamedTensors, label: &str) {
+    let loaded = checkpoint::load_for_inference(model, Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.parameters, 21_491);
+    let out = tch::no_grad(|| {
+        loaded
+            .model
+            .forward_t(&named(io, "image"), &named(io, "watermark_map"), false)
+    });
+    for (name, ours) in [
+        ("watermarked", out.watermarked),
+        ("extracted", out.watermark_map),
+    ] {
+        let diff = (ours - named(io, name)).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-5,
+            "{label} {name}: wmae and the reference differ by {diff}"
+        );
+    }
+}
+
 #[test]
 fn exported_weights_give_the_same_outputs_in_pytorch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -88,27 +119,8 @@ fn a_pytorch_state_dict_loads_into_wmae_and_gives_its_outputs() {
         io_path.to_str().unwrap(),
         "7",
     ]);
-    let loaded = checkpoint::load_for_inference(&model_path, Device::Cpu).unwrap();
     let (io, _) = checkpoint::load_safetensors(&io_path).unwrap();
-    let get = |name: &str| {
-        io.iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-            .shallow_clone()
-    };
-    let out = tch::no_grad(|| {
-        loaded
-            .model
-            .forward_t(&get("image"), &get("watermark_map"), false)
-    });
-    for (name, ours) in [
-        ("watermarked", out.watermarked),
-        ("extracted", out.watermark_map),
-    ] {
-        let diff = (ours - get(name)).abs().max().double_value(&[]);
-        assert!(diff <= 1e-5, "{name}: wmae and PyTorch differ by {diff}");
-    }
+    assert_wmae_matches_reference(&model_path, &io, "PyTorch state dict");
 }
 
 #[test]
@@ -123,13 +135,6 @@ fn keras_weights_convert_with_the_kernel_layout_transposed() {
         "3",
     ]);
     let (io, _) = checkpoint::load_safetensors(&io_path).unwrap();
-    let get = |name: &str| {
-        io.iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-            .shallow_clone()
-    };
     let dir = env!("CARGO_MANIFEST_DIR");
     for layout in ["keras2", "keras3"] {
         let h5 = tmp.path().join(format!("{layout}.h5"));
@@ -153,22 +158,6 @@ fn keras_weights_convert_with_the_kernel_layout_transposed() {
             h5.to_str().unwrap(),
             converted.to_str().unwrap(),
         ]);
-        let loaded = checkpoint::load_for_inference(&converted, Device::Cpu).unwrap();
-        assert_eq!(loaded.meta.parameters, 21_491);
-        let out = tch::no_grad(|| {
-            loaded
-                .model
-                .forward_t(&get("image"), &get("watermark_map"), false)
-        });
-        for (name, ours) in [
-            ("watermarked", out.watermarked),
-            ("extracted", out.watermark_map),
-        ] {
-            let diff = (ours - get(name)).abs().max().double_value(&[]);
-            assert!(
-                diff <= 1e-5,
-                "{layout} {name}: converted weights differ by {diff}"
-            );
-        }
+        assert_wmae_matches_reference(&converted, &io, layout);
     }
 }

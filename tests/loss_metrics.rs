@@ -1,8 +1,9 @@
 //! Losses and metrics against hand-computed values.
 
 use tch::{Device, Kind, Tensor};
-use wmae::loss::{mean_loss, weighted_mean_loss, LossKind};
+use wmae::loss::{mean_loss, weighted_mean_loss, LossKind, Losses};
 use wmae::metrics::{psnr_per_image, Accumulator};
+use wmae::model::Output;
 use wmae::watermark::Layout;
 
 fn t(v: &[f32]) -> Tensor {
@@ -83,9 +84,18 @@ fn binarized_watermark_metrics_by_hand() {
     let truth = t(&[1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]).reshape([2, 1, 2, 2]);
     let pred = t(&[0.9, 0.2, 0.1, 0.4, 0.7, 0.5, 0.6, 0.0]).reshape([2, 1, 2, 2]);
     let image = Tensor::zeros([2, 1, 2, 2], (Kind::Float, Device::Cpu));
-    let zero = Tensor::from(0.0f32);
+    let zero = || Tensor::from(0.0f32);
+    let out = Output {
+        watermarked: image.shallow_clone(),
+        watermark_map: pred,
+    };
+    let losses = Losses {
+        total: zero(),
+        image: zero(),
+        watermark: zero(),
+    };
     let mut acc = Accumulator::new(layout);
-    acc.add(&image, &image, &truth, &pred, &zero, &zero, &zero);
+    acc.add(&image, &truth, &out, &losses);
     let s = acc.summary();
     assert_eq!(s.images, 2);
     assert!((s.bit_accuracy - 0.75).abs() < 1e-9); // 3 of 4 bits
