@@ -204,7 +204,17 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
     crate::fsutil::write_atomically(&opts.dir.join("config.toml"), |f| {
         f.write_all(config_toml.as_bytes())
     })?;
-    let mut events = crate::tensorboard::EventWriter::create(&opts.dir.join("tensorboard"))?;
+    let events_dir = opts.dir.join("tensorboard");
+    if !opts.resume && last_path.exists() {
+        // A fresh run in an old run's folder replaces it; its event files would otherwise be
+        // shown by TensorBoard as one run with two histories.
+        println!("note: replacing the earlier run in {}", opts.dir.display());
+        if events_dir.exists() {
+            std::fs::remove_dir_all(&events_dir)
+                .with_context(|| format!("cannot clear {}", events_dir.display()))?;
+        }
+    }
+    let mut events = crate::tensorboard::EventWriter::create(&events_dir)?;
 
     let c = &config;
     println!(
