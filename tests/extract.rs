@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{stderr, stdout, wmae};
+use common::{failure, stderr, stdout, wmae};
 use wmae::data::dataset::{load_split, Split};
 use wmae::data::images;
 
@@ -230,7 +230,7 @@ fn wrong_image_size_names_the_file_and_leaves_no_output() {
         .save(inputs.join("big.png"))
         .unwrap();
     let out_dir = tmp.path().join("marked");
-    let o = wmae(&[
+    let e = failure(&[
         "--device",
         "cpu",
         "embed",
@@ -241,8 +241,6 @@ fn wrong_image_size_names_the_file_and_leaves_no_output() {
         "--checkpoint",
         &checkpoint(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    let e = stderr(&o);
     assert!(
         e.contains("big.png") && e.contains("32x32") && e.contains("expects 28x28"),
         "{e}"
@@ -264,7 +262,7 @@ fn bad_bits_name_the_problem() {
         ("0101", "4 bits given"),
         ("01010101010101x1", "character 15 is 'x'"),
     ] {
-        let o = wmae(&[
+        let e = failure(&[
             "--device",
             "cpu",
             "embed",
@@ -276,11 +274,10 @@ fn bad_bits_name_the_problem() {
             "--checkpoint",
             &checkpoint(),
         ]);
-        assert_eq!(o.status.code(), Some(1));
-        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert!(e.contains(want), "{e}");
         assert!(!out_dir.exists());
     }
-    let o = wmae(&[
+    let e = failure(&[
         "--device",
         "cpu",
         "extract",
@@ -290,12 +287,7 @@ fn bad_bits_name_the_problem() {
         "--checkpoint",
         &checkpoint(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("only 0 and 1 are allowed"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(e.contains("only 0 and 1 are allowed"), "{e}");
 }
 
 #[test]
@@ -303,7 +295,7 @@ fn unreadable_image_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("broken.png");
     std::fs::write(&bad, b"not a png at all").unwrap();
-    let o = wmae(&[
+    let e = failure(&[
         "--device",
         "cpu",
         "extract",
@@ -311,11 +303,9 @@ fn unreadable_image_is_named() {
         "--checkpoint",
         &checkpoint(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("broken.png: not a readable PNG or JPEG image"),
-        "{}",
-        stderr(&o)
+        e.contains("broken.png: not a readable PNG or JPEG image"),
+        "{e}"
     );
 }
 
@@ -323,7 +313,7 @@ fn unreadable_image_is_named() {
 fn missing_and_mismatched_checkpoints_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let inputs = digit_pngs(&tmp.path().join("in"), 1);
-    let o = wmae(&[
+    let e = failure(&[
         "--device",
         "cpu",
         "extract",
@@ -331,8 +321,7 @@ fn missing_and_mismatched_checkpoints_are_named() {
         "--checkpoint",
         "/nonexistent/model.ot",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("/nonexistent/model"), "{}", stderr(&o));
+    assert!(e.contains("/nonexistent/model"), "{e}");
 
     // A checkpoint with one layer renamed and one dropped.
     let mut named = tch::Tensor::load_multi(checkpoint()).unwrap();
@@ -350,7 +339,7 @@ fn missing_and_mismatched_checkpoints_are_named() {
         tmp.path().join("bad.json"),
     )
     .unwrap();
-    let o = wmae(&[
+    let e = failure(&[
         "--device",
         "cpu",
         "extract",
@@ -358,8 +347,6 @@ fn missing_and_mismatched_checkpoints_are_named() {
         "--checkpoint",
         bad.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    let e = stderr(&o);
     assert!(
         e.contains("missing variables [\"conl3w.bias\", \"convl1e.weight\"]"),
         "{e}"
@@ -435,7 +422,7 @@ fn npy_and_rgb_inputs() {
     let n = b.len();
     b[n - 4..].copy_from_slice(&2.5f32.to_le_bytes());
     std::fs::write(&bad, b).unwrap();
-    let o = wmae(&[
+    let e = failure(&[
         "--device",
         "cpu",
         "extract",
@@ -443,5 +430,5 @@ fn npy_and_rgb_inputs() {
         "--checkpoint",
         &checkpoint(),
     ]);
-    assert!(stderr(&o).contains("bad.npy: value 2.5"), "{}", stderr(&o));
+    assert!(e.contains("bad.npy: value 2.5"), "{e}");
 }

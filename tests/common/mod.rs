@@ -25,3 +25,16 @@ pub fn stdout(out: &Output) -> String {
 pub fn embedded_mnist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
 }
+
+/// Runs wmae with `args`, which must fail cleanly: exit status 1, no panic. Returns stderr.
+pub fn failure(args: &[&str]) -> String {
+    let out = wmae(args);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "wmae {args:?} should fail with status 1: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
