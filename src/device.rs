@@ -48,6 +48,16 @@ fn load_cuda_backend() -> &'static std::result::Result<(), String> {
     })
 }
 
+/// Registers libtorch's CUDA backend before anything asks libtorch about GPUs, when `choice` may
+/// use one. libtorch looks its CUDA hooks up once and keeps the answer: a query made before
+/// libtorch_cuda.so is loaded (`at::manual_seed` counts the GPUs, for one) would leave the GPU
+/// invisible for the rest of the process. A failure is kept and reported by [`DeviceChoice::resolve`].
+pub fn prepare_backend(choice: DeviceChoice) {
+    if choice != DeviceChoice::Cpu {
+        let _ = load_cuda_backend();
+    }
+}
+
 /// Whether a CUDA device can be used (loads the CUDA backend on first call).
 pub fn cuda_usable() -> bool {
     load_cuda_backend().is_ok() && tch::Cuda::is_available()
@@ -96,7 +106,7 @@ pub fn set_threads(requested: Option<usize>) -> Result<usize> {
     Ok(n)
 }
 
-/// Seeds libtorch's generators (CPU and CUDA) for reproducible runs.
+/// Seeds libtorch's generators (CPU and CUDA) for reproducible runs; call [`prepare_backend`] first.
 pub fn seed_everything(seed: u64) {
     tch::manual_seed(seed as i64);
 }

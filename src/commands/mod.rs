@@ -15,6 +15,7 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
     let threads = crate::device::set_threads(global.threads)?;
+    crate::device::prepare_backend(global.device);
     crate::device::seed_everything(global.seed);
     if global.verbose > 0 {
         eprintln!(
