@@ -67,7 +67,12 @@ fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
         .suffix(".ot.tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    // Contiguous copies: the file is the same whatever layout the kernels have in memory.
+    let contiguous: Vec<(&str, Tensor)> = named
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.contiguous()))
+        .collect();
+    let refs: Vec<(&str, &Tensor)> = contiguous.iter().map(|(n, t)| (*n, t)).collect();
     Tensor::save_multi(&refs, tmp.path())
         .with_context(|| format!("cannot write {}", path.display()))?;
     crate::fsutil::publish_permissions(tmp.as_file())?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceChoice;
-use crate::model::Head;
+use crate::model::{DropoutMask, Head, KernelLayout};
 use crate::watermark::Mode;
 
 /// The model shipped in checkpoints/, used when no --checkpoint is given.
@@ -299,7 +299,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Kernels in the channels-last layout (experimental).
-    #[arg(long)]
-    pub channels_last: bool,
+    /// Kernel layout (default: nhwc on the CPU, nchw on CUDA), to measure what it changes.
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub kernel_layout: Option<KernelLayout>,
+
+    /// How dropout draws its mask (default: packed-bits on the CPU, bernoulli on CUDA).
+    #[arg(long, value_enum, value_name = "MASK")]
+    pub dropout_mask: Option<DropoutMask>,
 }

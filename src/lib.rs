@@ -1,6 +1,7 @@
 //! wmae: a watermark autoencoder on libtorch. An encoder CNN, a binary watermark map added to its
 //! output, a decoder CNN giving the watermarked image and an extractor CNN recovering the map.
 
+pub mod alloc;
 pub mod binarize;
 pub mod checkpoint;
 pub mod cli;

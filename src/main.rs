@@ -7,6 +7,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    wmae::alloc::keep_freed_memory();
     let cli = wmae::cli::Cli::parse();
     if let Err(err) = wmae::commands::run(cli) {
         // `{:#}` prints the whole context chain on one line: "what failed: why".

@@ -11,13 +11,68 @@
 //!       =  watermark map (sigmoid, or exact 0/1 with the `hard` head)
 //! ```
 //! All kernels are 3x3 with `same` padding and relu, but reconstructed_W (1x1, sigmoid).
+//!
+//! CPU speed (see `wmae bench`): on the CPU the kernels are stored channels-last, so libtorch's
+//! oneDNN convolutions run in NHWC without reordering every activation, and dropout draws its
+//! keep-mask from packed random bits instead of one generator call per element.
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Keras `Dropout(0.25)` after the third convolution of each block.
 pub const DROPOUT: f64 = 0.25;
+
+/// DROPOUT in quarters: the packed mask decides each element from 2 random bits.
+const DROPOUT_QUARTERS: i64 = 1;
+const _: () = assert!(DROPOUT == DROPOUT_QUARTERS as f64 / 4.0);
+
+/// How dropout draws its keep-mask: the same Bernoulli(1 - DROPOUT) per element either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DropoutMask {
+    /// libtorch's dropout: one `bernoulli_` draw per element (about 10 ns each on the CPU,
+    /// where the generator is serial).
+    Bernoulli,
+    /// 2 bits per element cut from 31-bit integer draws: 15 elements per generator call.
+    PackedBits,
+}
+
+impl DropoutMask {
+    /// Packed bits on the CPU; libtorch's own on CUDA, whose generator is parallel.
+    pub fn for_device(device: Device) -> Self {
+        match device {
+            Device::Cpu => DropoutMask::PackedBits,
+            _ => DropoutMask::Bernoulli,
+        }
+    }
+}
+
+/// Inverted dropout of `DROPOUT` (scaled by 1 / (1 - DROPOUT) in training, identity otherwise).
+pub fn dropout(xs: &Tensor, mask: DropoutMask, train: bool) -> Tensor {
+    if !train {
+        return xs.shallow_clone();
+    }
+    match mask {
+        DropoutMask::Bernoulli => xs.dropout(DROPOUT, true),
+        DropoutMask::PackedBits => {
+            const PER_DRAW: i64 = 15;
+            let n = xs.numel() as i64;
+            // `random_` on int32 is uniform on [0, 2^31): its low 30 bits are 15 fair 2-bit fields.
+            let mut draws =
+                Tensor::empty([(n + PER_DRAW - 1) / PER_DRAW, 1], (Kind::Int, xs.device()));
+            let _ = draws.random_();
+            let shifts = Tensor::arange_start_step(0, 2 * PER_DRAW, 2, (Kind::Int, xs.device()));
+            let keep = draws
+                .bitwise_right_shift(&shifts)
+                .bitwise_and(3)
+                .ge(DROPOUT_QUARTERS)
+                .view([-1])
+                .narrow(0, 0, n)
+                .view_as(xs);
+            xs * keep * (1.0 / (1.0 - DROPOUT))
+        }
+    }
+}
 
 /// The activation of the watermark head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -45,7 +100,23 @@ fn conv(vs: &nn::Path, name: &str, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D 
         bs_init: nn::Init::Const(0.0),
         ..Default::default()
     };
-    nn::conv2d(vs / name, c_in, c_out, k, config)
+    let conv = nn::conv2d(vs / name, c_in, c_out, k, config);
+    if vs.device() == Device::Cpu {
+        to_channels_last(&conv.ws);
+    }
+    conv
+}
+
+/// Gives a kernel NHWC strides (same NCHW shape and values) in place, so every handle to the
+/// variable, the VarStore's included, sees the new layout.
+fn to_channels_last(kernel: &Tensor) {
+    tch::no_grad(|| {
+        let nhwc = kernel
+            .permute([0, 2, 3, 1])
+            .contiguous()
+            .permute([0, 3, 1, 2]);
+        kernel.shallow_clone().set_data(&nhwc);
+    });
 }
 
 /// Three 3x3 relu convolutions 1 -> 16 -> 32 -> 8, then dropout: the body every block shares.
@@ -54,6 +125,7 @@ struct ConvStack {
     c1: nn::Conv2D,
     c2: nn::Conv2D,
     c3: nn::Conv2D,
+    mask: DropoutMask,
 }
 
 impl ConvStack {
@@ -62,17 +134,19 @@ impl ConvStack {
             c1: conv(vs, names[0], 1, 16, 3),
             c2: conv(vs, names[1], 16, 32, 3),
             c3: conv(vs, names[2], 32, 8, 3),
+            mask: DropoutMask::for_device(vs.device()),
         }
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        xs.apply(&self.c1)
-            .relu()
-            .apply(&self.c2)
-            .relu()
-            .apply(&self.c3)
-            .relu()
-            .dropout(DROPOUT, train)
+        // In-place relu: a convolution's backward does not need its output, so no copy is kept.
+        let mut h = xs.apply(&self.c1);
+        let _ = h.relu_();
+        let mut h = h.apply(&self.c2);
+        let _ = h.relu_();
+        let mut h = h.apply(&self.c3);
+        let _ = h.relu_();
+        dropout(&h, self.mask, train)
     }
 }
 
@@ -180,6 +254,13 @@ impl WatermarkAutoencoder {
         }
     }
 
+    /// Chooses how dropout draws its mask (the default suits the device; benchmarks compare).
+    pub fn set_dropout_mask(&mut self, mask: DropoutMask) {
+        self.encoder.body.mask = mask;
+        self.decoder.body.mask = mask;
+        self.extractor.body.mask = mask;
+    }
+
     /// The watermarked image: decoder(encoder(image) + watermark map).
     pub fn embed_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Tensor {
         let merged = self.encoder.forward_t(image, train) + watermark_map;
@@ -205,16 +286,26 @@ pub fn parameter_count(vs: &nn::VarStore) -> i64 {
         .sum::<usize>() as i64
 }
 
-/// Stores every convolution kernel in the channels-last layout (NHWC strides, same NCHW shape).
-/// libtorch's oneDNN convolutions then run in NHWC, which on these small-channel layers is
-/// markedly faster on CPU; the values, names and shapes of the variables do not change.
-pub fn use_channels_last(vs: &nn::VarStore) {
-    tch::no_grad(|| {
-        for (_, mut var) in vs.variables() {
-            if var.dim() == 4 {
-                let nhwc = var.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
-                var.set_data(&nhwc);
+/// Memory layout of the convolution kernels; the activations follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelLayout {
+    /// libtorch's default (contiguous NCHW): what the model uses on CUDA.
+    Nchw,
+    /// Channels-last strides: what the model uses on the CPU.
+    Nhwc,
+}
+
+/// Re-lays every convolution kernel of `vs` out in `layout`; the values, names and shapes of the
+/// variables do not change, and neither do the outputs beyond float rounding.
+pub fn set_kernel_layout(vs: &nn::VarStore, layout: KernelLayout) {
+    for (_, var) in vs.variables() {
+        if var.dim() == 4 {
+            match layout {
+                KernelLayout::Nhwc => to_channels_last(&var),
+                KernelLayout::Nchw => {
+                    tch::no_grad(|| var.shallow_clone().set_data(&var.contiguous()))
+                }
             }
         }
-    });
+    }
 }

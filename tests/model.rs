@@ -2,7 +2,10 @@
 //! in training, and the hard head's exact 0/1 forward with the sigmoid's gradient.
 
 use tch::{nn, Device, Kind, Tensor};
-use wmae::model::{parameter_count, straight_through_binarize, Head, WatermarkAutoencoder};
+use wmae::model::{
+    dropout, parameter_count, set_kernel_layout, straight_through_binarize, DropoutMask, Head,
+    KernelLayout, WatermarkAutoencoder,
+};
 
 fn build(head: Head) -> (nn::VarStore, WatermarkAutoencoder) {
     tch::manual_seed(7);
@@ -142,20 +145,70 @@ fn straight_through_is_exact_at_the_edges() {
 }
 
 #[test]
-fn channels_last_kernels_give_the_same_outputs() {
+fn cpu_kernels_are_channels_last_and_nchw_gives_the_same_outputs() {
     let (vs, model) = build(Head::Sigmoid);
-    let image = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let map = image.zeros_like();
-    let before = model.forward_t(&image, &map, false);
-    wmae::model::use_channels_last(&vs);
     let w = &vs.variables()["convl2e.weight"];
     assert_eq!(w.size(), vec![32, 16, 3, 3]);
-    assert_eq!(w.stride(), vec![144, 1, 48, 16], "NHWC strides");
-    let after = model.forward_t(&image, &map, false);
-    assert!(before
+    assert_eq!(w.stride(), vec![144, 1, 48, 16], "NHWC strides on the CPU");
+    let image = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let map = image.zeros_like();
+    let nhwc = model.forward_t(&image, &map, false);
+    set_kernel_layout(&vs, KernelLayout::Nchw);
+    assert_eq!(
+        vs.variables()["convl2e.weight"].stride(),
+        vec![144, 9, 3, 1]
+    );
+    let nchw = model.forward_t(&image, &map, false);
+    assert!(nhwc
         .watermarked
-        .allclose(&after.watermarked, 1e-5, 1e-6, false));
-    assert!(before
+        .allclose(&nchw.watermarked, 1e-5, 1e-6, false));
+    assert!(nhwc
         .watermark_map
-        .allclose(&after.watermark_map, 1e-5, 1e-6, false));
+        .allclose(&nchw.watermark_map, 1e-5, 1e-6, false));
+}
+
+fn dropped_share(out: &Tensor) -> f64 {
+    out.eq(0.0)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[])
+}
+
+#[test]
+fn packed_dropout_is_bernoulli_with_keras_scaling() {
+    tch::manual_seed(3);
+    let ones = Tensor::ones([1_000_003], (Kind::Float, Device::Cpu));
+    let out = dropout(&ones, DropoutMask::PackedBits, true);
+    // 1,000,003 fair draws of p = 0.25: standard deviation 0.00043.
+    let share = dropped_share(&out);
+    assert!((share - 0.25).abs() < 0.002, "dropped share {share}");
+    // Kept values are scaled by 1 / 0.75 exactly as Keras and libtorch do.
+    let kept = out.masked_select(&out.ne(0.0));
+    assert!(kept.allclose(&kept.full_like(4.0 / 3.0), 0.0, 1e-7, false));
+    // Neighbours are independent (no shared bits between fields): both dropped 1/16 of the time.
+    let dropped = out.eq(0.0).to_kind(Kind::Double);
+    let both = (dropped.narrow(0, 0, 1_000_002) * dropped.narrow(0, 1, 1_000_002))
+        .mean(Kind::Double)
+        .double_value(&[]);
+    assert!((both - 1.0 / 16.0).abs() < 0.002, "both dropped {both}");
+    // Every field position (0..15 within a draw) drops at the same rate.
+    let per_field = dropped
+        .narrow(0, 0, 1_000_000 / 15 * 15)
+        .view([-1, 15])
+        .mean_dim(0, false, Kind::Double);
+    assert!((per_field - 0.25).abs().max().double_value(&[]) < 0.01);
+    // Same seed, same mask; eval mode is the identity.
+    tch::manual_seed(3);
+    assert!(dropout(&ones, DropoutMask::PackedBits, true).equal(&out));
+    assert!(dropout(&ones, DropoutMask::PackedBits, false).equal(&ones));
+}
+
+#[test]
+fn packed_dropout_gradient_is_the_scaled_mask() {
+    let x = Tensor::rand([2, 8, 28, 28], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let out = dropout(&x, DropoutMask::PackedBits, true);
+    out.sum(Kind::Float).backward();
+    let expected = out.ne(0.0).to_kind(Kind::Float) * (4.0 / 3.0);
+    assert!(x.grad().allclose(&expected, 0.0, 1e-7, false));
+    assert!((dropped_share(&out) - 0.25).abs() < 0.02);
 }

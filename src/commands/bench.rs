@@ -66,9 +66,12 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     let device = global.device.resolve()?;
     let layout = Layout::default();
     let vs = VarStore::new(device);
-    let model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
-    if args.channels_last {
-        crate::model::use_channels_last(&vs);
+    let mut model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
+    if let Some(layout) = args.kernel_layout {
+        crate::model::set_kernel_layout(&vs, layout);
+    }
+    if let Some(mask) = args.dropout_mask {
+        model.set_dropout_mask(mask);
     }
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
     let batch_of = |n: i64| {
