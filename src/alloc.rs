@@ -7,8 +7,15 @@
 //! (22 s of system time in a 36 s run) and halved inference at batch 1,000. With mmap off and
 //! trimming off, the freed blocks are reused as they are; the peak memory does not grow.
 
-/// Turns glibc's mmap of large blocks and heap trimming off; call before libtorch allocates.
+/// Environment variable that keeps glibc's defaults (set to 1), e.g. to measure the difference.
+pub const KEEP_DEFAULTS_VAR: &str = "WMAE_MALLOC_DEFAULTS";
+
+/// Turns glibc's mmap of large blocks and heap trimming off, unless WMAE_MALLOC_DEFAULTS=1; call
+/// before libtorch allocates.
 pub fn keep_freed_memory() {
+    if std::env::var_os(KEEP_DEFAULTS_VAR).is_some_and(|v| v == "1") {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before other threads start.
     unsafe {

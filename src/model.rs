@@ -68,8 +68,11 @@ pub fn dropout(xs: &Tensor, mask: DropoutMask, train: bool) -> Tensor {
                 .ge(DROPOUT_QUARTERS)
                 .view([-1])
                 .narrow(0, 0, n)
-                .view_as(xs);
-            xs * keep * (1.0 / (1.0 - DROPOUT))
+                .view_as(xs)
+                .to_kind(xs.kind())
+                * (1.0 / (1.0 - DROPOUT));
+            // One multiplication forward and one backward, by a mask that needs no gradient.
+            xs * keep
         }
     }
 }
