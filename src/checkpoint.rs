@@ -67,10 +67,15 @@ fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
         .suffix(".ot.tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    // Contiguous copies: the file is the same whatever layout the kernels have in memory.
+    // Compact contiguous copies: the file is the same whatever layout the tensors have in memory
+    // and whether they are views of a larger buffer (the optimizer's).
     let contiguous: Vec<(&str, Tensor)> = named
         .iter()
-        .map(|(n, t)| (n.as_str(), t.contiguous()))
+        .map(|(n, t)| {
+            let mut copy = Tensor::empty(t.size(), (t.kind(), t.device()));
+            copy.copy_(t);
+            (n.as_str(), copy)
+        })
         .collect();
     let refs: Vec<(&str, &Tensor)> = contiguous.iter().map(|(n, t)| (*n, t)).collect();
     Tensor::save_multi(&refs, tmp.path())
