@@ -10,6 +10,8 @@
 /// Environment variable that keeps glibc's defaults (set to 1), e.g. to measure the difference.
 pub const KEEP_DEFAULTS_VAR: &str = "WMAE_MALLOC_DEFAULTS";
 
+static APPLIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Turns glibc's mmap of large blocks and heap trimming off, unless WMAE_MALLOC_DEFAULTS=1; call
 /// before libtorch allocates.
 pub fn keep_freed_memory() {
@@ -19,7 +21,13 @@ pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before other threads start.
     unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        let mmap_off = libc::mallopt(libc::M_MMAP_MAX, 0) == 1;
+        let trim_off = libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1;
+        APPLIED.store(mmap_off && trim_off, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Whether [`keep_freed_memory`] changed glibc's settings in this process.
+pub fn keeps_freed_memory() -> bool {
+    APPLIED.load(std::sync::atomic::Ordering::Relaxed)
 }

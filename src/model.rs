@@ -28,7 +28,8 @@ const DROPOUT_QUARTERS: i64 = 1;
 const _: () = assert!(DROPOUT == DROPOUT_QUARTERS as f64 / 4.0);
 
 /// How dropout draws its keep-mask: the same Bernoulli(1 - DROPOUT) per element either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum DropoutMask {
     /// libtorch's dropout: one `bernoulli_` draw per element (about 10 ns each on the CPU,
     /// where the generator is serial).
@@ -104,7 +105,7 @@ fn conv(vs: &nn::Path, name: &str, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D 
         ..Default::default()
     };
     let conv = nn::conv2d(vs / name, c_in, c_out, k, config);
-    if vs.device() == Device::Cpu {
+    if KernelLayout::for_device(vs.device()) == KernelLayout::Nhwc {
         to_channels_last(&conv.ws);
     }
     conv
@@ -290,12 +291,23 @@ pub fn parameter_count(vs: &nn::VarStore) -> i64 {
 }
 
 /// Memory layout of the convolution kernels; the activations follow it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum KernelLayout {
     /// libtorch's default (contiguous NCHW): what the model uses on CUDA.
     Nchw,
     /// Channels-last strides: what the model uses on the CPU.
     Nhwc,
+}
+
+impl KernelLayout {
+    /// What the model uses on `device`: channels-last on the CPU, libtorch's default elsewhere.
+    pub fn for_device(device: Device) -> Self {
+        match device {
+            Device::Cpu => KernelLayout::Nhwc,
+            _ => KernelLayout::Nchw,
+        }
+    }
 }
 
 /// Re-lays every convolution kernel of `vs` out in `layout`; the values, names and shapes of the

@@ -171,6 +171,38 @@ fn bench_prints_figures_as_json() {
     assert!(figures
         .iter()
         .all(|f| f["images_per_s"].as_f64().unwrap() > 0.0));
+    // The CPU defaults, and the allocator setting the binary made at start.
+    assert_eq!(v["kernel_layout"], "nhwc");
+    assert_eq!(v["dropout_mask"], "packed-bits");
+    assert_eq!(v["keeps_freed_memory"], true);
+}
+
+#[test]
+fn bench_reports_the_variant_it_measured() {
+    let out = wmae(&[
+        "--device",
+        "cpu",
+        "bench",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--train-batch",
+        "4",
+        "--infer-batch",
+        "4",
+        "--kernel-layout",
+        "nchw",
+        "--dropout-mask",
+        "bernoulli",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["kernel_layout"], "nchw");
+    assert_eq!(v["dropout_mask"], "bernoulli");
 }
 
 #[test]

@@ -8,12 +8,13 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use clap::ValueEnum;
 use serde::Serialize;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::cli::{BenchArgs, GlobalArgs};
 use crate::loss::{self, LossKind};
-use crate::model::{Head, WatermarkAutoencoder};
+use crate::model::{DropoutMask, Head, KernelLayout, WatermarkAutoencoder};
 use crate::optim::{Adadelta, AdadeltaConfig};
 use crate::watermark::Layout;
 
@@ -23,6 +24,13 @@ struct Figure {
     batch: i64,
     images_per_s: f64,
     runs: Vec<f64>,
+}
+
+/// The command-line spelling of an option value (`nhwc`, `packed-bits`).
+fn option_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 fn sync(device: Device) {
@@ -67,12 +75,12 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     let layout = Layout::default();
     let vs = VarStore::new(device);
     let mut model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
-    if let Some(layout) = args.kernel_layout {
-        crate::model::set_kernel_layout(&vs, layout);
-    }
-    if let Some(mask) = args.dropout_mask {
-        model.set_dropout_mask(mask);
-    }
+    let kernel_layout = args
+        .kernel_layout
+        .unwrap_or(KernelLayout::for_device(device));
+    crate::model::set_kernel_layout(&vs, kernel_layout);
+    let dropout_mask = args.dropout_mask.unwrap_or(DropoutMask::for_device(device));
+    model.set_dropout_mask(dropout_mask);
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
     let batch_of = |n: i64| {
         let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
@@ -119,6 +127,9 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             "tool": "wmae",
             "device": crate::device::describe(device),
             "threads": tch::get_num_threads(),
+            "kernel_layout": kernel_layout,
+            "dropout_mask": dropout_mask,
+            "keeps_freed_memory": crate::alloc::keeps_freed_memory(),
             "figures": figures,
         });
         println!("{report}");
@@ -129,6 +140,16 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             args.repeats,
             args.steps,
             args.warmup
+        );
+        println!(
+            "  kernels {}, dropout mask {}, freed memory {}",
+            option_name(kernel_layout),
+            option_name(dropout_mask),
+            if crate::alloc::keeps_freed_memory() {
+                "kept for reuse"
+            } else {
+                "returned (glibc defaults)"
+            }
         );
         for f in &figures {
             println!(
