@@ -103,8 +103,12 @@ impl Adadelta {
         let mut offset = 0;
         let mut memory_orders = Vec::with_capacity(named.len());
         tch::no_grad(|| {
-            for (_, var) in &named {
-                // Dense variables (every layout tch and wmae make) span exactly numel elements.
+            for (name, var) in &named {
+                assert_eq!(var.kind(), Kind::Float, "Adadelta: {name} is not float32");
+                // A dense variable spans exactly numel elements; make any other one dense first.
+                if !var.permute(memory_order(var).as_slice()).is_contiguous() {
+                    var.shallow_clone().set_data(&var.contiguous());
+                }
                 let slice = view_like(&params, var, offset);
                 let mut slice_mut = slice.shallow_clone();
                 slice_mut.copy_(var);
@@ -151,8 +155,9 @@ impl Adadelta {
         any.then(|| Tensor::cat(&pieces, 0))
     }
 
-    /// One Adadelta update from the gradients currently held by the variables (a variable
-    /// without a gradient gets a zero one, which leaves it in place).
+    /// One Adadelta update from the gradients currently held by the variables. A variable
+    /// without a gradient is treated as having a zero one: its value stays, its running averages
+    /// decay.
     pub fn step(&mut self) {
         let AdadeltaConfig { lr, rho, eps } = self.config;
         tch::no_grad(|| {
