@@ -106,14 +106,16 @@ impl Adadelta {
             for (name, var) in &named {
                 assert_eq!(var.kind(), Kind::Float, "Adadelta: {name} is not float32");
                 // A dense variable spans exactly numel elements; make any other one dense first.
-                if !var.permute(memory_order(var).as_slice()).is_contiguous() {
+                let mut order = memory_order(var);
+                if !var.permute(order.as_slice()).is_contiguous() {
                     var.shallow_clone().set_data(&var.contiguous());
+                    order = memory_order(var);
                 }
                 let slice = view_like(&params, var, offset);
                 let mut slice_mut = slice.shallow_clone();
                 slice_mut.copy_(var);
                 var.shallow_clone().set_data(&slice);
-                memory_orders.push(memory_order(var));
+                memory_orders.push(order);
                 offset += var.numel() as i64;
             }
         });
@@ -137,12 +139,15 @@ impl Adadelta {
 
     /// The gradients in the flat buffer's order; None when no variable has one yet.
     fn flat_grad(&self) -> Option<Tensor> {
-        let pieces: Vec<Tensor> = self
-            .vars
-            .iter()
+        let grads: Vec<Tensor> = self.vars.iter().map(Tensor::grad).collect();
+        if !grads.iter().any(Tensor::defined) {
+            return None;
+        }
+        let pieces: Vec<Tensor> = grads
+            .into_iter()
+            .zip(&self.vars)
             .zip(&self.memory_order)
-            .map(|(var, order)| {
-                let grad = var.grad();
+            .map(|((grad, var), order)| {
                 let grad = if grad.defined() {
                     grad
                 } else {
@@ -151,8 +156,7 @@ impl Adadelta {
                 grad.permute(order.as_slice()).reshape([-1])
             })
             .collect();
-        let any = self.vars.iter().any(|v| v.grad().defined());
-        any.then(|| Tensor::cat(&pieces, 0))
+        Some(Tensor::cat(&pieces, 0))
     }
 
     /// One Adadelta update from the gradients currently held by the variables. A variable

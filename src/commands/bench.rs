@@ -75,12 +75,17 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     let layout = Layout::default();
     let vs = VarStore::new(device);
     let mut model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
+    // The model is built with the device's defaults; only an asked-for variant changes them.
+    if let Some(layout) = args.kernel_layout {
+        crate::model::set_kernel_layout(&vs, layout);
+    }
+    if let Some(mask) = args.dropout_mask {
+        model.set_dropout_mask(mask);
+    }
     let kernel_layout = args
         .kernel_layout
         .unwrap_or(KernelLayout::for_device(device));
-    crate::model::set_kernel_layout(&vs, kernel_layout);
     let dropout_mask = args.dropout_mask.unwrap_or(DropoutMask::for_device(device));
-    model.set_dropout_mask(dropout_mask);
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
     let batch_of = |n: i64| {
         let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
