@@ -130,9 +130,9 @@ fn corrupt_data_file_gives_a_clear_error_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-#[test]
-fn bench_prints_figures_as_json() {
-    let out = wmae(&[
+/// `wmae --device cpu bench --steps 1 --warmup 0 --repeats 1 --json OPTIONS`, parsed.
+fn bench_json(options: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "--device",
         "cpu",
         "bench",
@@ -142,14 +142,17 @@ fn bench_prints_figures_as_json() {
         "0",
         "--repeats",
         "1",
-        "--train-batch",
-        "8",
-        "--infer-batch",
-        "8,16",
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(options);
+    let out = wmae(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn bench_prints_figures_as_json() {
+    let v = bench_json(&["--train-batch", "8", "--infer-batch", "8,16"]);
     let figures = v["figures"].as_array().unwrap();
     let kinds: Vec<(String, i64)> = figures
         .iter()
@@ -179,16 +182,7 @@ fn bench_prints_figures_as_json() {
 
 #[test]
 fn bench_reports_the_variant_it_measured() {
-    let out = wmae(&[
-        "--device",
-        "cpu",
-        "bench",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
+    let v = bench_json(&[
         "--train-batch",
         "4",
         "--infer-batch",
@@ -197,10 +191,7 @@ fn bench_reports_the_variant_it_measured() {
         "nchw",
         "--dropout-mask",
         "bernoulli",
-        "--json",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["kernel_layout"], "nchw");
     assert_eq!(v["dropout_mask"], "bernoulli");
 }

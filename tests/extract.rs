@@ -28,6 +28,25 @@ fn digit_pngs(dir: &Path, n: i64) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// `wmae --device cpu SUBCOMMAND INPUT --checkpoint CHECKPOINT OPTIONS..`.
+fn on_input<'a>(
+    subcommand: &'a str,
+    input: &'a Path,
+    checkpoint: &'a str,
+    options: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--device",
+        "cpu",
+        subcommand,
+        input.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint,
+    ];
+    args.extend_from_slice(options);
+    args
+}
+
 fn run_ok(args: &[&str]) -> String {
     let out = wmae(args);
     assert!(
@@ -55,19 +74,8 @@ fn embed_png_extract_round_trip_recovers_the_bits() {
     let inputs = digit_pngs(&tmp.path().join("in"), 40);
     let marked = tmp.path().join("marked");
     let ck = checkpoint();
-    run_ok(&[
-        "--device",
-        "cpu",
-        "--seed",
-        "3",
-        "embed",
-        inputs.to_str().unwrap(),
-        "--random",
-        "--out",
-        marked.to_str().unwrap(),
-        "--checkpoint",
-        &ck,
-    ]);
+    let out = ["--random", "--seed", "3", "--out", marked.to_str().unwrap()];
+    run_ok(&on_input("embed", &inputs, &ck, &out));
     let files = files_in(&marked);
     assert_eq!(files.len(), 41, "{files:?}");
     assert!(
@@ -82,17 +90,12 @@ fn embed_png_extract_round_trip_recovers_the_bits() {
 
     let manifest = marked.join("manifest.json");
     for method in [&[][..], &["--otsu"][..]] {
-        let mut args = vec![
-            "--device",
-            "cpu",
+        let mut args = on_input(
             "extract",
-            marked.to_str().unwrap(),
-            "--json",
-            "--checkpoint",
+            &marked,
             &ck,
-            "--manifest",
-            manifest.to_str().unwrap(),
-        ];
+            &["--json", "--manifest", manifest.to_str().unwrap()],
+        );
         args.extend_from_slice(method);
         let text = run_ok(&args);
         let lines: Vec<serde_json::Value> = text
@@ -123,30 +126,15 @@ fn fixed_bits_and_expect() {
     let marked = tmp.path().join("marked");
     let bits = "1011001110001101";
     let ck = checkpoint();
-    run_ok(&[
-        "--device",
-        "cpu",
-        "embed",
-        inputs.to_str().unwrap(),
-        "--bits",
-        bits,
-        "--out",
-        marked.to_str().unwrap(),
-        "--checkpoint",
-        &ck,
-    ]);
-    let text = run_ok(&[
-        "--device",
-        "cpu",
+    let out = ["--bits", bits, "--out", marked.to_str().unwrap()];
+    run_ok(&on_input("embed", &inputs, &ck, &out));
+    let maps = tmp.path().join("maps");
+    let text = run_ok(&on_input(
         "extract",
-        marked.to_str().unwrap(),
-        "--expect",
-        bits,
-        "--checkpoint",
+        &marked,
         &ck,
-        "--out",
-        tmp.path().join("maps").to_str().unwrap(),
-    ]);
+        &["--expect", bits, "--out", maps.to_str().unwrap()],
+    ));
     assert!(text.contains(&format!("bits {bits}")), "{text}");
     assert!(text.contains("exact watermarks 100.00%"), "{text}");
     // --out wrote each binarized map as a 0/255 PNG.
@@ -230,17 +218,8 @@ fn wrong_image_size_names_the_file_and_leaves_no_output() {
         .save(inputs.join("big.png"))
         .unwrap();
     let out_dir = tmp.path().join("marked");
-    let e = failure(&[
-        "--device",
-        "cpu",
-        "embed",
-        inputs.to_str().unwrap(),
-        "--random",
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--checkpoint",
-        &checkpoint(),
-    ]);
+    let out = ["--random", "--out", out_dir.to_str().unwrap()];
+    let e = failure(&on_input("embed", &inputs, &checkpoint(), &out));
     assert!(
         e.contains("big.png") && e.contains("32x32") && e.contains("expects 28x28"),
         "{e}"
@@ -262,31 +241,17 @@ fn bad_bits_name_the_problem() {
         ("0101", "4 bits given"),
         ("01010101010101x1", "character 15 is 'x'"),
     ] {
-        let e = failure(&[
-            "--device",
-            "cpu",
-            "embed",
-            inputs.to_str().unwrap(),
-            "--bits",
-            bits,
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--checkpoint",
-            &checkpoint(),
-        ]);
+        let out = ["--bits", bits, "--out", out_dir.to_str().unwrap()];
+        let e = failure(&on_input("embed", &inputs, &checkpoint(), &out));
         assert!(e.contains(want), "{e}");
         assert!(!out_dir.exists());
     }
-    let e = failure(&[
-        "--device",
-        "cpu",
+    let e = failure(&on_input(
         "extract",
-        inputs.to_str().unwrap(),
-        "--expect",
-        "2",
-        "--checkpoint",
+        &inputs,
         &checkpoint(),
-    ]);
+        &["--expect", "2"],
+    ));
     assert!(e.contains("only 0 and 1 are allowed"), "{e}");
 }
 
@@ -295,14 +260,7 @@ fn unreadable_image_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("broken.png");
     std::fs::write(&bad, b"not a png at all").unwrap();
-    let e = failure(&[
-        "--device",
-        "cpu",
-        "extract",
-        bad.to_str().unwrap(),
-        "--checkpoint",
-        &checkpoint(),
-    ]);
+    let e = failure(&on_input("extract", &bad, &checkpoint(), &[]));
     assert!(
         e.contains("broken.png: not a readable PNG or JPEG image"),
         "{e}"
@@ -313,14 +271,7 @@ fn unreadable_image_is_named() {
 fn missing_and_mismatched_checkpoints_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let inputs = digit_pngs(&tmp.path().join("in"), 1);
-    let e = failure(&[
-        "--device",
-        "cpu",
-        "extract",
-        inputs.to_str().unwrap(),
-        "--checkpoint",
-        "/nonexistent/model.ot",
-    ]);
+    let e = failure(&on_input("extract", &inputs, "/nonexistent/model.ot", &[]));
     assert!(e.contains("/nonexistent/model"), "{e}");
 
     // A checkpoint with one layer renamed and one dropped.
@@ -339,14 +290,7 @@ fn missing_and_mismatched_checkpoints_are_named() {
         tmp.path().join("bad.json"),
     )
     .unwrap();
-    let e = failure(&[
-        "--device",
-        "cpu",
-        "extract",
-        inputs.to_str().unwrap(),
-        "--checkpoint",
-        bad.to_str().unwrap(),
-    ]);
+    let e = failure(&on_input("extract", &inputs, bad.to_str().unwrap(), &[]));
     assert!(
         e.contains("missing variables [\"conl3w.bias\", \"convl1e.weight\"]"),
         "{e}"
@@ -375,18 +319,14 @@ fn npy_and_rgb_inputs() {
     let npy = tmp.path().join("digits.npy");
     std::fs::write(&npy, bytes).unwrap();
     let marked = tmp.path().join("marked");
-    run_ok(&[
-        "--device",
-        "cpu",
-        "embed",
-        npy.to_str().unwrap(),
+    let ck = checkpoint();
+    let out = [
         "--bits",
         "1111000011110000",
         "--out",
         marked.to_str().unwrap(),
-        "--checkpoint",
-        &checkpoint(),
-    ]);
+    ];
+    run_ok(&on_input("embed", &npy, &ck, &out));
     assert_eq!(
         files_in(&marked),
         vec![
@@ -404,16 +344,12 @@ fn npy_and_rgb_inputs() {
     let rgb = image::DynamicImage::ImageLuma8(gray).to_rgb8();
     let rgb_path = tmp.path().join("rgb.png");
     rgb.save(&rgb_path).unwrap();
-    let text = run_ok(&[
-        "--device",
-        "cpu",
+    let text = run_ok(&on_input(
         "extract",
-        rgb_path.to_str().unwrap(),
-        "--expect",
-        "1111000011110000",
-        "--checkpoint",
+        &rgb_path,
         &checkpoint(),
-    ]);
+        &["--expect", "1111000011110000"],
+    ));
     assert!(text.contains("exact watermarks 100.00%"), "{text}");
 
     // Floats outside [0,1] are refused, naming the file.
@@ -422,13 +358,6 @@ fn npy_and_rgb_inputs() {
     let n = b.len();
     b[n - 4..].copy_from_slice(&2.5f32.to_le_bytes());
     std::fs::write(&bad, b).unwrap();
-    let e = failure(&[
-        "--device",
-        "cpu",
-        "extract",
-        bad.to_str().unwrap(),
-        "--checkpoint",
-        &checkpoint(),
-    ]);
+    let e = failure(&on_input("extract", &bad, &checkpoint(), &[]));
     assert!(e.contains("bad.npy: value 2.5"), "{e}");
 }
