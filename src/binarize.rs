@@ -8,6 +8,9 @@
 use image::GrayImage;
 use tch::{Kind, Tensor};
 
+/// The seed's answer: a map value above 0.5 is a 1.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
 /// Below this separability Otsu's split is reported as untrustworthy. Unimodal maps never reach
 /// it: Otsu's best split of a Gaussian gives 2/pi = 0.64, of a uniform distribution 0.75.
 pub const MIN_SEPARABILITY: f64 = 0.8;
@@ -75,6 +78,12 @@ pub fn separability(gray: &GrayImage, level: u8) -> f64 {
     between / total_var
 }
 
+/// Exact 0/1 of a tensor of map values: 1 where a value is above `threshold`, in the tensor's
+/// kind and on its device (the training metrics and the hard head binarize this way).
+pub fn at_threshold(values: &Tensor, threshold: f64) -> Tensor {
+    values.gt(threshold).to_kind(values.kind())
+}
+
 /// Binarizes one map of `width x height` values in [0,1].
 pub fn binarize(values: &[f32], width: u32, height: u32, method: Method) -> Binarized {
     let gray = map_to_gray(values, width, height);
@@ -96,16 +105,16 @@ pub fn binarize(values: &[f32], width: u32, height: u32, method: Method) -> Bina
 }
 
 /// Binarizes each map of a `(N,1,H,W)` tensor.
-pub fn binarize_maps(maps: &Tensor, method: Method) -> Vec<Binarized> {
+pub fn binarize_maps(maps: &Tensor, method: Method) -> anyhow::Result<Vec<Binarized>> {
     let size = maps.size();
     let (h, w) = (size[2] as u32, size[3] as u32);
     let flat = Vec::<f32>::try_from(
         maps.to_kind(Kind::Float)
             .to_device(tch::Device::Cpu)
             .flatten(0, -1),
-    )
-    .expect("a float tensor converts to Vec<f32>");
-    flat.chunks((h * w) as usize)
+    )?;
+    Ok(flat
+        .chunks((h * w).max(1) as usize)
         .map(|m| binarize(m, w, h, method))
-        .collect()
+        .collect())
 }

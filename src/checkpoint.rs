@@ -1,15 +1,26 @@
-//! Checkpoints: the model's variables (Keras layer names) in tch's `.ot` format, optionally the
-//! optimizer's accumulators, and beside them `NAME.json` with what is needed to rebuild the
-//! model (watermark layout, head) and to continue training (epoch, best validation loss).
-//! Both files are written to temporary files and renamed into place.
+//! Checkpoints: the model's variables (Keras layer names), optionally the optimizer's
+//! accumulators, and the metadata needed to rebuild the model (architecture, watermark layout,
+//! head) and to continue training (epoch, best validation loss), all in ONE file:
+//!
+//! - `.ot` (tch's format): the metadata travels as JSON bytes in a uint8 tensor named
+//!   `METADATA_TENSOR`;
+//! - `.safetensors`: the metadata is JSON under the header's `__metadata__["wmae"]`.
+//!
+//! One file, written to a temporary file and renamed into place, means a reader sees the old
+//! checkpoint or the new one, never weights of one epoch beside metadata of another, whenever the
+//! writer is killed. The metadata carries a SHA-256 of the tensors, so a corrupted file is
+//! refused instead of loaded. Everything read from a file is checked before it is used.
 
+use std::collections::HashMap;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, Tensor};
+use sha2::{Digest, Sha256};
+use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::model::Head;
+use crate::model::{Head, SEED_ARCHITECTURE, SEED_IMAGE_SIDE};
 use crate::optim::Adadelta;
 use crate::watermark::Layout;
 
@@ -17,6 +28,12 @@ use crate::watermark::Layout;
 pub type NamedTensors = Vec<(String, Tensor)>;
 
 pub const FORMAT: &str = "wmae-checkpoint-1";
+
+/// Name of the `.ot` tensor that holds the metadata.
+const METADATA_TENSOR: &str = "wmae.metadata";
+
+/// Key of wmae's metadata (JSON) in a safetensors header.
+const SAFETENSORS_META_KEY: &str = "wmae";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,119 +49,235 @@ pub struct Metadata {
     pub best_validation_loss: Option<f64>,
     /// The run's resolved config, as TOML.
     pub config: String,
+    /// SHA-256 (hex) of the file's tensors (see `tensors_sha256`); written by every wmae save,
+    /// absent from files converted by other tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors_sha256: Option<String>,
 }
 
 impl Metadata {
-    /// The seed architecture with its default watermark layout, for weights that come without
-    /// metadata (a PyTorch state dict).
-    pub fn seed_default() -> Self {
+    /// Metadata of a seed model with `layout` and `head`, after `epoch` epochs.
+    pub fn seed(layout: Layout, head: Head, parameters: i64, epoch: usize) -> Self {
         Self {
             format: FORMAT.to_string(),
-            architecture: "seed".to_string(),
-            layout: Layout::default(),
-            head: Head::Sigmoid,
-            parameters: 21_491,
-            epoch: 0,
+            architecture: SEED_ARCHITECTURE.to_string(),
+            layout,
+            head,
+            parameters,
+            epoch,
             best_validation_loss: None,
             config: String::new(),
+            tensors_sha256: None,
         }
+    }
+
+    /// Checks everything a model is rebuilt from; `source` names the file in errors.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        if self.format != FORMAT {
+            bail!(
+                "{source}: metadata format {:?}, this wmae reads {FORMAT:?}",
+                self.format
+            );
+        }
+        if self.architecture != SEED_ARCHITECTURE {
+            bail!(
+                "{source}: architecture {:?} is unknown to this wmae (it knows {SEED_ARCHITECTURE:?})",
+                self.architecture
+            );
+        }
+        self.layout.validate(&format!("{source}: layout"))?;
+        let l = &self.layout;
+        if l.height != SEED_IMAGE_SIDE || l.width != SEED_IMAGE_SIDE {
+            bail!(
+                "{source}: layout height {} and width {}: the {} model works on \
+                 {SEED_IMAGE_SIDE}x{SEED_IMAGE_SIDE} images",
+                l.height,
+                l.width,
+                self.architecture
+            );
+        }
+        if let Some(loss) = self.best_validation_loss {
+            if !loss.is_finite() {
+                bail!("{source}: best_validation_loss {loss} is not a finite number");
+            }
+        }
+        Ok(())
     }
 }
 
-/// `run/best.ot` -> `run/best.json`.
-pub fn metadata_path(checkpoint: &Path) -> PathBuf {
-    checkpoint.with_extension("json")
+/// SHA-256 (hex) over the tensors in name order: for each, its name, shape and float32 values
+/// (little-endian). The same tensors give the same digest in `.ot` and `.safetensors` files.
+pub fn tensors_sha256(named: &[(String, Tensor)]) -> Result<String> {
+    let mut order: Vec<&(String, Tensor)> = named.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hash = Sha256::new();
+    for (name, t) in order {
+        hash.update((name.len() as u64).to_le_bytes());
+        hash.update(name.as_bytes());
+        let shape = t.size();
+        hash.update((shape.len() as u64).to_le_bytes());
+        for d in &shape {
+            hash.update(d.to_le_bytes());
+        }
+        let values = Vec::<f32>::try_from(
+            t.to_device(tch::Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )
+        .with_context(|| format!("tensor {name} to the host"))?;
+        for v in values {
+            hash.update(v.to_le_bytes());
+        }
+    }
+    Ok(hash
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
-/// Saves tensors atomically to `path` (tch's .ot format).
-fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .suffix(".ot.tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    // Compact contiguous copies: the file is the same whatever layout the tensors have in memory
-    // and whether they are views of a larger buffer (the optimizer's).
-    let contiguous: Vec<(&str, Tensor)> = named
+/// Compact contiguous float32 copies on the CPU: a file is the same whatever layout the tensors
+/// have in memory and whether they are views of a larger buffer (the optimizer's).
+fn host_copies(named: &[(String, Tensor)]) -> NamedTensors {
+    named
         .iter()
         .map(|(n, t)| {
-            let mut copy = Tensor::empty(t.size(), (t.kind(), t.device()));
+            let mut copy = Tensor::empty(t.size(), (Kind::Float, tch::Device::Cpu));
             copy.copy_(t);
-            (n.as_str(), copy)
+            (n.clone(), copy)
         })
-        .collect();
-    let refs: Vec<(&str, &Tensor)> = contiguous.iter().map(|(n, t)| (*n, t)).collect();
-    Tensor::save_multi(&refs, tmp.path())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    crate::fsutil::publish_permissions(tmp.as_file())?;
-    tmp.persist(path).with_context(|| {
-        format!(
-            "cannot move the checkpoint into place at {}",
-            path.display()
-        )
-    })?;
-    Ok(())
+        .collect()
 }
 
-/// Writes the model (and the optimizer state when given) to `path`, metadata beside it.
+/// `meta` with the digest of `named` filled in.
+fn sealed(meta: &Metadata, named: &[(String, Tensor)]) -> Result<Metadata> {
+    let mut meta = meta.clone();
+    meta.tensors_sha256 = Some(tensors_sha256(named)?);
+    Ok(meta)
+}
+
+/// The model's variables in name order.
+pub fn model_tensors(vs: &VarStore) -> NamedTensors {
+    let mut named: NamedTensors = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// Writes the model (and the optimizer state when given) with its metadata to one `.ot` file.
 pub fn save(
     path: &Path,
     vs: &VarStore,
     optimizer: Option<&Adadelta>,
     meta: &Metadata,
 ) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut named = model_tensors(vs);
     if let Some(opt) = optimizer {
         named.extend(opt.state());
     }
-    // Metadata first: a checkpoint file never exists without the metadata that explains it.
-    let json = serde_json::to_string_pretty(meta)?;
-    crate::fsutil::write_atomically(&metadata_path(path), |f| {
-        std::io::Write::write_all(f, json.as_bytes())
-    })?;
-    save_tensors(path, &named)
+    save_ot(path, &named, meta)
 }
 
-pub fn load_metadata(checkpoint: &Path) -> Result<Metadata> {
-    let path = metadata_path(checkpoint);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the checkpoint's metadata {}", path.display()))?;
-    let meta: Metadata = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not wmae checkpoint metadata", path.display()))?;
-    if meta.format != FORMAT {
-        bail!(
-            "{}: format {:?}, this wmae reads {FORMAT:?}",
-            path.display(),
-            meta.format
-        );
-    }
-    meta.layout
-        .validate(&format!("{}: layout", path.display()))?;
-    Ok(meta)
+/// Writes tensors and metadata to one `.ot` file, atomically. The file is serialised in memory
+/// first: libtorch aborts the process when its own file writer fails (a full disk), while a
+/// failed write from here is an ordinary error that names the file and leaves no partial file.
+pub fn save_ot(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
+    let mut named = host_copies(named);
+    let meta = sealed(meta, &named)?;
+    let json = serde_json::to_vec(&meta)?;
+    named.push((METADATA_TENSOR.to_string(), Tensor::from_slice(&json)));
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(&named, &mut bytes)
+        .with_context(|| format!("cannot serialise {}", path.display()))?;
+    crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, &bytes))
 }
 
-/// All tensors of a checkpoint file, on the CPU.
-pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+/// Writes the model to a .safetensors file, with `meta` as JSON under the header's
+/// `__metadata__["wmae"]` and the config hash under `["config_sha256"]`.
+pub fn save_safetensors(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
+    let named = host_copies(named);
+    let meta = sealed(meta, &named)?;
+    let mut info = HashMap::new();
+    info.insert(
+        SAFETENSORS_META_KEY.to_string(),
+        serde_json::to_string(&meta)?,
+    );
+    info.insert("config_sha256".to_string(), config_sha256(&meta.config));
+    write_safetensors(path, &named, info)
+}
+
+/// A checkpoint file as read: its tensors (metadata removed) and its metadata, if it has any.
+pub struct CheckpointFile {
+    pub tensors: NamedTensors,
+    pub meta: Option<Metadata>,
+}
+
+/// Reads a checkpoint (`.ot` or `.safetensors`), checks its metadata and, when the metadata
+/// carries one, the tensors' digest.
+pub fn read(path: &Path) -> Result<CheckpointFile> {
     if !path.is_file() {
         bail!("checkpoint {} does not exist", path.display());
     }
-    if is_safetensors(path) {
-        return Ok(load_safetensors(path)?.0);
+    let (tensors, meta) = if is_safetensors(path) {
+        load_safetensors(path)?
+    } else {
+        load_ot(path)?
+    };
+    if let Some(meta) = &meta {
+        let source = path.display().to_string();
+        meta.validate(&source)?;
+        if let Some(want) = &meta.tensors_sha256 {
+            let got = tensors_sha256(&tensors)?;
+            if &got != want {
+                bail!(
+                    "{source}: the tensors do not match the checksum in the metadata (the file is \
+                     corrupt or was changed after it was written)"
+                );
+            }
+        }
     }
-    Tensor::load_multi(path)
-        .with_context(|| format!("{}: not a readable .ot checkpoint", path.display()))
+    Ok(CheckpointFile { tensors, meta })
+}
+
+/// Reads a checkpoint that must carry wmae metadata (one wmae wrote).
+pub fn read_with_metadata(path: &Path) -> Result<(NamedTensors, Metadata)> {
+    let file = read(path)?;
+    match file.meta {
+        Some(meta) => Ok((file.tensors, meta)),
+        None => bail!(
+            "{}: carries no wmae metadata (not written by this wmae; an .ot file of an older wmae \
+             kept it in a .json beside it)",
+            path.display()
+        ),
+    }
+}
+
+fn load_ot(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut named = Tensor::load_multi_from_stream(Cursor::new(bytes))
+        .with_context(|| format!("{}: not a readable .ot checkpoint", path.display()))?;
+    let meta = match named.iter().position(|(n, _)| n == METADATA_TENSOR) {
+        Some(i) => {
+            let (_, t) = named.remove(i);
+            let json = Vec::<u8>::try_from(t.to_kind(Kind::Uint8).flatten(0, -1))
+                .with_context(|| format!("{}: unreadable metadata tensor", path.display()))?;
+            Some(parse_metadata(path, &json)?)
+        }
+        None => None,
+    };
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((named, meta))
+}
+
+fn parse_metadata(path: &Path, json: &[u8]) -> Result<Metadata> {
+    serde_json::from_slice(json)
+        .with_context(|| format!("{}: not wmae checkpoint metadata", path.display()))
 }
 
 /// Copies the model variables of `named` into `vs`; a missing, unexpected or misshapen variable
 /// is an error that names it. Optimizer tensors are left for the optimizer.
 pub fn load_model(path: &Path, vs: &mut VarStore, named: &[(String, Tensor)]) -> Result<()> {
     let vars = vs.variables();
-    let missing: Vec<&String> = vars
+    let mut missing: Vec<&String> = vars
         .keys()
         .filter(|k| !named.iter().any(|(n, _)| n == *k))
         .collect();
@@ -154,7 +287,6 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[(String, Tensor)]) ->
         .filter(|n| !vars.contains_key(*n) && !Adadelta::owns(n))
         .collect();
     if !missing.is_empty() || !unexpected.is_empty() {
-        let mut missing: Vec<_> = missing;
         missing.sort();
         bail!(
             "{}: does not match the wmae model: missing variables {:?}, unexpected variables {:?}",
@@ -193,7 +325,7 @@ fn resolve_default(path: &Path) -> PathBuf {
 }
 
 /// A model rebuilt from a checkpoint for inference: architecture from the metadata, weights
-/// from the `.ot` file.
+/// from the file.
 pub struct Loaded {
     pub vs: VarStore,
     pub model: crate::model::WatermarkAutoencoder,
@@ -202,36 +334,40 @@ pub struct Loaded {
 
 pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     let path = &resolve_default(path);
-    let (named, meta) = if is_safetensors(path) {
-        if !path.is_file() {
-            bail!("checkpoint {} does not exist", path.display());
+    let file = read(path)?;
+    let meta = match file.meta {
+        Some(meta) => meta,
+        // A PyTorch state dict: the only metadata-free file wmae takes.
+        None if is_safetensors(path) => {
+            eprintln!(
+                "note: {} carries no wmae metadata; assuming the seed model (4x4 bits at the \
+                 top left of 28x28, sigmoid head)",
+                path.display()
+            );
+            let parameters = file
+                .tensors
+                .iter()
+                .map(|(_, t)| t.numel() as i64)
+                .sum();
+            Metadata::seed(Layout::default(), Head::Sigmoid, parameters, 0)
         }
-        let (named, header_meta) = load_safetensors(path)?;
-        let meta = match header_meta {
-            Some(meta) => meta,
-            None if metadata_path(path).is_file() => load_metadata(path)?,
-            None => {
-                eprintln!(
-                    "note: {} carries no wmae metadata; assuming the seed model (4x4 bits at the \
-                     top left of 28x28, sigmoid head)",
-                    path.display()
-                );
-                Metadata::seed_default()
-            }
-        };
-        (named, meta)
-    } else {
-        (load_tensors(path)?, load_metadata(path)?)
+        None => read_with_metadata(path).map(|(_, meta)| meta)?,
     };
     let mut vs = VarStore::new(device);
     let model = crate::model::WatermarkAutoencoder::new(&vs.root(), meta.head);
-    load_model(path, &mut vs, &named)?;
+    load_model(path, &mut vs, &file.tensors)?;
+    let parameters = crate::model::parameter_count(&vs);
+    if meta.parameters != parameters {
+        bail!(
+            "{}: the metadata says {} parameters, the {} model has {parameters}",
+            path.display(),
+            meta.parameters,
+            meta.architecture
+        );
+    }
     vs.freeze();
     Ok(Loaded { vs, model, meta })
 }
-
-/// Key of wmae's metadata (JSON) in a safetensors header.
-const SAFETENSORS_META_KEY: &str = "wmae";
 
 fn is_safetensors(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "safetensors")
@@ -239,37 +375,24 @@ fn is_safetensors(path: &Path) -> bool {
 
 /// SHA-256 (hex) of a run's config text, to tell exported models of different runs apart.
 pub fn config_sha256(config: &str) -> String {
-    use sha2::{Digest, Sha256};
     Sha256::digest(config.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-/// Writes the model to a .safetensors file, with `meta` as JSON under the header's
-/// `__metadata__["wmae"]` and the config hash under `["config_sha256"]`.
-pub fn save_safetensors(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
-    let mut info = std::collections::HashMap::new();
-    info.insert(
-        SAFETENSORS_META_KEY.to_string(),
-        serde_json::to_string(meta)?,
-    );
-    info.insert("config_sha256".to_string(), config_sha256(&meta.config));
-    write_safetensors(path, named, info)
-}
-
 /// Writes tensors as float32 to a .safetensors file (atomically) with `info` as its metadata.
 pub fn write_safetensors(
     path: &Path,
     named: &[(String, Tensor)],
-    info: std::collections::HashMap<String, String>,
+    info: HashMap<String, String>,
 ) -> Result<()> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .iter()
         .map(|(name, t)| {
             let t = t
                 .to_device(tch::Device::Cpu)
-                .to_kind(tch::Kind::Float)
+                .to_kind(Kind::Float)
                 .contiguous();
             let shape = t.size().iter().map(|&d| d as usize).collect();
             let values = Vec::<f32>::try_from(t.flatten(0, -1)).context("tensor to host")?;
@@ -309,7 +432,12 @@ pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, Option<Metadata>)>
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let shape = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<std::result::Result<Vec<i64>, _>>()
+            .with_context(|| format!("{}: tensor {name} has an impossible shape", path.display()))?;
         named.push((name, Tensor::from_slice(&values).reshape(shape)));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
@@ -320,10 +448,7 @@ pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, Option<Metadata>)>
         .as_ref()
         .and_then(|m| m.get(SAFETENSORS_META_KEY))
     {
-        Some(json) => Some(
-            serde_json::from_str(json)
-                .with_context(|| format!("{}: bad wmae metadata in the header", path.display()))?,
-        ),
+        Some(json) => Some(parse_metadata(path, json.as_bytes())?),
         None => None,
     };
     Ok((named, meta))

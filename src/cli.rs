@@ -184,7 +184,8 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    /// Model checkpoint: .ot with its .json metadata beside it, or .safetensors.
+    /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
+    /// .safetensors state dict of the seed model.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 }
@@ -196,7 +197,8 @@ pub struct ExtractArgs {
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
-    /// Model checkpoint: .ot with its .json metadata beside it, or .safetensors.
+    /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
+    /// .safetensors state dict of the seed model.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 
@@ -231,7 +233,8 @@ pub struct ExtractArgs {
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Model checkpoint: .ot with its .json metadata beside it, or .safetensors.
+    /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
+    /// .safetensors state dict of the seed model.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 

@@ -182,6 +182,7 @@ impl Config {
         for (key, w) in [
             ("loss.image_weight", self.loss.image_weight),
             ("loss.watermark_weight", self.loss.watermark_weight),
+            ("loss.block_weight", self.loss.block_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 bail!("{key} = {w}: a loss weight must be a number >= 0");

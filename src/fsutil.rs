@@ -18,7 +18,10 @@ pub fn write_atomically(
     };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create folder {}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     {
         let mut writer = BufWriter::new(tmp.as_file());
@@ -41,4 +44,54 @@ pub fn publish_permissions(file: &File) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
         .context("cannot set the permissions of an output file")
+}
+
+/// An exclusive claim on a folder for as long as it lives: two wmae processes never write into
+/// one run or output folder at once. The lock is taken on the folder itself (flock on its file
+/// descriptor), so no lock file is left among the outputs, and the kernel releases it when the
+/// process ends, however it ends: a killed run never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct FolderLock {
+    _dir: File,
+}
+
+impl FolderLock {
+    /// Creates `dir` if needed and locks it, or fails at once (no waiting) naming the folder.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        let handle =
+            File::open(dir).with_context(|| format!("cannot open folder {}", dir.display()))?;
+        match handle.try_lock() {
+            Ok(()) => Ok(Self { _dir: handle }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{} is in use by another wmae process; wait for it to finish or choose another \
+                 folder",
+                dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock folder {}", dir.display()))
+            }
+        }
+    }
+}
+
+/// Prefix of wmae's temporary files: the ones a killed process may leave behind.
+pub const TEMP_PREFIX: &str = ".wmae-";
+
+/// Removes temporary files a killed wmae left in `dir`. Call it only while holding the folder's
+/// lock, so no running writer's file is taken away.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }

@@ -7,12 +7,11 @@
 
 use tch::{Kind, Tensor};
 
+use crate::binarize::{at_threshold, DEFAULT_THRESHOLD};
 use crate::loss::Losses;
 use crate::model::Output;
 use crate::watermark::Layout;
 
-/// The binarization threshold of the seed's answer.
-pub const THRESHOLD: f64 = 0.5;
 /// Dice smoothing term, as in the seed's answer.
 const DICE_EPS: f64 = 1e-7;
 /// PSNR of an image identical to its original is infinite; cap it for averaging.
@@ -51,6 +50,42 @@ impl Summary {
             ("dice", self.dice),
             ("exact_rate", self.exact_rate),
         ]
+    }
+}
+
+/// Dice with the seed's smoothing: (2 |A and B| + eps) / (|A| + |B| + eps), from the count of
+/// pixels that are 1 in both maps and the counts of 1s in each.
+pub fn dice(intersection: f64, predicted_ones: f64, true_ones: f64) -> f64 {
+    (2.0 * intersection + DICE_EPS) / (predicted_ones + true_ones + DICE_EPS)
+}
+
+/// Per-image counts `(N,)` (float) that every binarized-watermark score is made of.
+pub struct MapCounts {
+    /// Bits of the block that differ from the true bits.
+    pub bit_errors: Tensor,
+    /// Pixels of the whole map equal to the true map.
+    pub pixels_right: Tensor,
+    /// Pixels that are 1 in both the binary and the true map.
+    pub intersection: Tensor,
+    pub predicted_ones: Tensor,
+    pub true_ones: Tensor,
+}
+
+impl MapCounts {
+    /// Counts of binary maps `(N,1,H,W)` (exact 0/1) against the true maps.
+    pub fn of(binary: &Tensor, true_map: &Tensor, layout: &Layout) -> Self {
+        let per_image = |t: Tensor| t.to_kind(Kind::Float).flatten(1, -1).sum_dim_intlist(
+            1,
+            false,
+            Kind::Float,
+        );
+        Self {
+            bit_errors: per_image(layout.block(binary).ne_tensor(&layout.block(true_map))),
+            pixels_right: per_image(binary.eq_tensor(true_map)),
+            intersection: per_image(binary * true_map),
+            predicted_ones: per_image(binary.shallow_clone()),
+            true_ones: per_image(true_map.shallow_clone()),
+        }
     }
 }
 
@@ -101,10 +136,11 @@ impl Accumulator {
         let (watermarked, predicted_map) = (&out.watermarked, &out.watermark_map);
         let (loss, image_loss, watermark_loss) = (&losses.total, &losses.image, &losses.watermark);
         let n = original.size()[0];
-        let binary = predicted_map.gt(THRESHOLD).to_kind(Kind::Float);
-        let true_bits = self.layout.block(true_map);
-        let bits_right = self.layout.block(&binary).eq_tensor(&true_bits);
+        let binary = at_threshold(predicted_map, DEFAULT_THRESHOLD);
+        let counts = MapCounts::of(&binary, true_map, &self.layout);
+        let bits = self.layout.bit_count() as f64;
         let f = |t: Tensor| t.to_kind(Kind::Float).reshape([1]);
+        let total = |t: &Tensor| f(t.sum(Kind::Float));
         let batch = Tensor::cat(
             &[
                 f(loss.detach() * n as f64),
@@ -116,20 +152,12 @@ impl Accumulator {
                         / self.pixels_per_image as f64,
                 ),
                 f(psnr_per_image(watermarked, original).sum(Kind::Float)),
-                f(bits_right.to_kind(Kind::Float).sum(Kind::Float)
-                    / self.layout.bit_count() as f64),
-                f(binary
-                    .eq_tensor(true_map)
-                    .to_kind(Kind::Float)
-                    .sum(Kind::Float)
-                    / self.pixels_per_image as f64),
-                f((&binary * true_map).sum(Kind::Float)),
-                f(binary.sum(Kind::Float)),
-                f(true_map.sum(Kind::Float)),
-                f(bits_right
-                    .all_dim(1, false)
-                    .to_kind(Kind::Float)
-                    .sum(Kind::Float)),
+                f((-&counts.bit_errors + bits).sum(Kind::Float) / bits),
+                total(&counts.pixels_right) / self.pixels_per_image as f64,
+                total(&counts.intersection),
+                total(&counts.predicted_ones),
+                total(&counts.true_ones),
+                total(&counts.bit_errors.eq(0.0)),
             ],
             0,
         )
@@ -158,7 +186,7 @@ impl Accumulator {
             psnr: s[PSNR] / n,
             bit_accuracy: s[BITS_RIGHT] / n,
             pixel_accuracy: s[PIXELS_RIGHT] / n,
-            dice: (2.0 * s[INTERSECTION] + DICE_EPS) / (s[PRED_ONES] + s[TRUE_ONES] + DICE_EPS),
+            dice: dice(s[INTERSECTION], s[PRED_ONES], s[TRUE_ONES]),
             exact_rate: s[EXACT] / n,
             images: self.images,
         }

@@ -2,10 +2,12 @@
 //! when the embedded bits are known, score them honestly: bit accuracy beside the score of
 //! always answering 0, bit errors, whether the whole watermark is exact, and Dice.
 
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tch::Tensor;
 
 use crate::binarize::{self, Method, MIN_SEPARABILITY};
+use crate::metrics::{dice, MapCounts};
 use crate::watermark::{format_bits, Layout};
 
 /// What was read from one image.
@@ -55,6 +57,8 @@ pub struct Scores {
     pub bit_error_rate: f64,
     pub exact_rate: f64,
     pub dice: f64,
+    /// Share of the whole map's pixels (block and background) that match the true map.
+    pub pixel_accuracy: f64,
 }
 
 /// Binarizes each map `(N,1,H,W)` and reads its bits; scores them against `expected` (one bit
@@ -65,40 +69,32 @@ pub fn read_back(
     method: Method,
     names: &[String],
     expected: Option<&[Vec<f32>]>,
-) -> (Vec<ImageResult>, Totals) {
-    let binarized = binarize::binarize_maps(maps, method);
-    let values = Vec::<f32>::try_from(
-        layout
-            .block(maps)
-            .to_device(tch::Device::Cpu)
-            .flatten(0, -1),
-    )
-    .expect("a float tensor converts to Vec<f32>");
-    let n_bits = layout.bit_count() as usize;
-    let width = layout.width as usize;
-    let mut results = Vec::with_capacity(binarized.len());
-    let (mut inter, mut pred_ones, mut true_ones) = (0usize, 0usize, 0usize);
-    for (i, b) in binarized.into_iter().enumerate() {
-        let block_values = &values[i * n_bits..(i + 1) * n_bits];
-        let bits: Vec<f32> = (0..n_bits)
-            .map(|k| {
-                let (r, c) = (
-                    layout.top as usize + k / layout.cols as usize,
-                    layout.left as usize + k % layout.cols as usize,
-                );
-                b.pixels[r * width + c] as f32
-            })
-            .collect();
-        let confidence = block_values
+) -> Result<(Vec<ImageResult>, Totals)> {
+    let binarized = binarize::binarize_maps(maps, method)?;
+    let block_values = host_rows(&layout.block(maps))?;
+    let n = binarized.len();
+    let binary_maps = Tensor::from_slice(
+        &binarized
             .iter()
-            .map(|&v| (v as f64 - b.threshold).abs())
-            .sum::<f64>()
-            / n_bits as f64;
-        let mut result = ImageResult {
+            .flat_map(|b| b.pixels.iter().map(|&p| p as f32))
+            .collect::<Vec<f32>>(),
+    )
+    .reshape([n as i64, 1, layout.height, layout.width]);
+    let bits = host_rows(&layout.block(&binary_maps))?;
+    let mut results: Vec<ImageResult> = binarized
+        .into_iter()
+        .zip(bits.iter().zip(&block_values))
+        .enumerate()
+        .map(|(i, (b, (bits, values)))| ImageResult {
             name: names.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
-            bits: format_bits(&bits),
+            bits: format_bits(bits),
             threshold: b.threshold,
-            confidence,
+            // Mean distance of the block's map values from the threshold.
+            confidence: values
+                .iter()
+                .map(|&v| (v as f64 - b.threshold).abs())
+                .sum::<f64>()
+                / values.len().max(1) as f64,
             separability: b.separability,
             expected: None,
             bit_errors: None,
@@ -106,32 +102,11 @@ pub fn read_back(
             exact: None,
             dice: None,
             binary_map: b.pixels,
-        };
-        if let Some(want) = expected.and_then(|e| e.get(i)) {
-            let errors = bits.iter().zip(want).filter(|(a, b)| a != b).count();
-            // Dice of the whole binarized map against the true map (bits in the block, 0 elsewhere).
-            let ones_pred = result.binary_map.iter().filter(|&&p| p == 1).count();
-            let ones_true = want.iter().filter(|&&w| w == 1.0).count();
-            let hits = bits
-                .iter()
-                .zip(want)
-                .filter(|(a, b)| **a == 1.0 && **b == 1.0)
-                .count();
-            inter += hits;
-            pred_ones += ones_pred;
-            true_ones += ones_true;
-            result.expected = Some(format_bits(want));
-            result.bit_errors = Some(errors);
-            result.bit_accuracy = Some(1.0 - errors as f64 / n_bits as f64);
-            result.exact = Some(errors == 0);
-            result.dice = Some(dice(hits, ones_pred, ones_true));
-        }
-        results.push(result);
-    }
-    let n = results.len();
+        })
+        .collect();
     let mut totals = Totals {
         images: n,
-        bits_per_image: n_bits,
+        bits_per_image: layout.bit_count() as usize,
         low_separability: results
             .iter()
             .filter(|r| r.separability < MIN_SEPARABILITY)
@@ -140,30 +115,62 @@ pub fn read_back(
         scored: None,
     };
     if let Some(expected) = expected {
-        let errors: usize = results.iter().filter_map(|r| r.bit_errors).sum();
-        let total_bits = (n * n_bits) as f64;
-        let zeros = expected
-            .iter()
-            .take(n)
-            .flatten()
-            .filter(|&&b| b == 0.0)
-            .count();
-        totals.scored = Some(Scores {
-            bit_accuracy: 1.0 - errors as f64 / total_bits,
-            all_zeros_accuracy: zeros as f64 / total_bits,
-            bit_errors: errors,
-            bit_error_rate: errors as f64 / total_bits,
-            exact_rate: results.iter().filter(|r| r.exact == Some(true)).count() as f64 / n as f64,
-            dice: dice(inter, pred_ones, true_ones),
-        });
+        totals.scored = Some(score(&mut results, &binary_maps, layout, expected)?);
     }
-    (results, totals)
+    Ok((results, totals))
 }
 
-/// Dice with the seed's smoothing: (2 |A and B| + eps) / (|A| + |B| + eps).
-fn dice(intersection: usize, a: usize, b: usize) -> f64 {
-    const EPS: f64 = 1e-7;
-    (2.0 * intersection as f64 + EPS) / ((a + b) as f64 + EPS)
+/// Fills each result's scores against its expected bits and returns the totals.
+fn score(
+    results: &mut [ImageResult],
+    binary_maps: &Tensor,
+    layout: &Layout,
+    expected: &[Vec<f32>],
+) -> Result<Scores> {
+    let n = results.len();
+    if expected.len() != n || expected.iter().any(|e| e.len() as i64 != layout.bit_count()) {
+        bail!(
+            "{} expected bit vectors for {n} images of {} bits",
+            expected.len(),
+            layout.bit_count()
+        );
+    }
+    let flat: Vec<f32> = expected.iter().flatten().copied().collect();
+    let true_maps =
+        layout.map_from_bits(&Tensor::from_slice(&flat).reshape([n as i64, layout.bit_count()]));
+    let counts = MapCounts::of(binary_maps, &true_maps, layout);
+    let column = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double));
+    let errors = column(&counts.bit_errors)?;
+    let pixels_right = column(&counts.pixels_right)?;
+    let inter = column(&counts.intersection)?;
+    let predicted = column(&counts.predicted_ones)?;
+    let truth = column(&counts.true_ones)?;
+    let bits = layout.bit_count() as f64;
+    for (i, r) in results.iter_mut().enumerate() {
+        r.expected = Some(format_bits(&expected[i]));
+        r.bit_errors = Some(errors[i] as usize);
+        r.bit_accuracy = Some(1.0 - errors[i] / bits);
+        r.exact = Some(errors[i] == 0.0);
+        r.dice = Some(dice(inter[i], predicted[i], truth[i]));
+    }
+    let sum = |v: &[f64]| v.iter().sum::<f64>();
+    let total_bits = n as f64 * bits;
+    let zeros = flat.iter().filter(|&&b| b == 0.0).count() as f64;
+    Ok(Scores {
+        bit_accuracy: 1.0 - sum(&errors) / total_bits,
+        all_zeros_accuracy: zeros / total_bits,
+        bit_errors: sum(&errors) as usize,
+        bit_error_rate: sum(&errors) / total_bits,
+        exact_rate: results.iter().filter(|r| r.exact == Some(true)).count() as f64 / n as f64,
+        dice: dice(sum(&inter), sum(&predicted), sum(&truth)),
+        pixel_accuracy: sum(&pixels_right) / (n as f64 * (layout.height * layout.width) as f64),
+    })
+}
+
+/// The rows of a `(N, K)` tensor on the host.
+fn host_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Vec::<Vec<f32>>::try_from(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float))
+        .context("map values to the host")
 }
 
 /// One human-readable summary block.

@@ -63,7 +63,7 @@ pub fn print_summary(label: &str, s: &Summary) {
     );
 }
 
-/// Trains per `config`; returns the folder of the run.
+/// A pass's figures as a JSON object, named as in metrics.csv, with its image count.
 pub fn summary_json(s: &Summary) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (name, v) in s.fields() {

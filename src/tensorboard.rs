@@ -60,12 +60,26 @@ fn now() -> f64 {
 }
 
 impl EventWriter {
-    /// Creates `events.out.tfevents.TIME.wmae` in `dir` (TensorBoard finds files by that prefix).
+    /// Creates a new `events.out.tfevents.TIME.wmae.PID.K` in `dir` (TensorBoard finds files by
+    /// that prefix). An existing file is never opened again: a run resumed within the same
+    /// second, or another process, gets a name of its own instead of truncating it.
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(format!("events.out.tfevents.{}.wmae", now() as u64));
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let stem = format!(
+            "events.out.tfevents.{}.wmae.{}",
+            now() as u64,
+            std::process::id()
+        );
+        let (path, file) = (0..)
+            .map(|k| dir.join(format!("{stem}.{k}")))
+            .find_map(|path| {
+                match File::options().write(true).create_new(true).open(&path) {
+                    Ok(file) => Some(Ok((path, file))),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                    Err(e) => Some(Err(e).with_context(|| format!("cannot create {}", path.display()))),
+                }
+            })
+            .expect("an unbounded range of names ends with a fresh one")?;
         let mut writer = Self {
             path,
             out: BufWriter::new(file),
@@ -73,10 +87,6 @@ impl EventWriter {
         let first = event(now(), 0, |e| bytes_field(3, b"brain.Event:2", e));
         writer.record(&first)?;
         Ok(writer)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn record(&mut self, data: &[u8]) -> Result<()> {

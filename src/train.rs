@@ -5,9 +5,13 @@
 //! Reproducibility: libtorch's generator is reseeded from (seed, epoch) at the start of every
 //! epoch, so shuffling, dropout and random watermarks of epoch k do not depend on whether the run
 //! was resumed before it; validation and test draw their watermarks from their own seeds.
+//!
+//! Faults: the run folder is locked for the whole run (a second run into it stops at once); every
+//! file is written to a temporary file and renamed into place, checkpoints as one file each, so a
+//! run killed at any moment resumes from a consistent epoch to the uninterrupted result.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -16,16 +20,15 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use crate::checkpoint::{self, Metadata};
 use crate::config::Config;
 use crate::data::dataset::Dataset;
-use crate::data::images::quantize_8bit;
+use crate::fsutil::FolderLock;
+use crate::inference::{self, Storage};
 use crate::loss::{self, Losses, Region};
 use crate::metrics::{Accumulator, Summary};
 use crate::model::{self, WatermarkAutoencoder};
 use crate::optim::Adadelta;
 use crate::runlog::{csv_header, csv_row, print_summary, progress_bar, summary_json, truncate_csv};
+use crate::tensorboard::EventWriter;
 use crate::watermark::{BitSource, Layout, Mode, Purpose};
-
-/// Batch size of validation and test passes (no gradients, so larger batches are cheap).
-const EVAL_BATCH: i64 = 1000;
 
 /// How a run is placed and started.
 pub struct RunOptions {
@@ -71,7 +74,7 @@ impl Trainee {
         self.config.watermark.layout()
     }
 
-    /// Forward pass and the weighted losses: (total, image, watermark).
+    /// The weighted losses of both heads' outputs against the originals and the true maps.
     fn losses(&self, out: &model::Output, images: &Tensor, map: &Tensor) -> Losses {
         let c = &self.config.loss;
         let image_loss = loss::mean_loss(c.image, &out.watermarked, images);
@@ -93,16 +96,10 @@ impl Trainee {
         }
     }
 
-    /// Evaluation pass (no dropout, no gradients) over `images` with watermarks for `purpose`.
-    /// With `quantize`, the watermarked image is rounded to 8 bits before extraction, exactly
-    /// what saving it as an 8-bit PNG and reading it back does.
-    pub fn evaluate(
-        &self,
-        images: &Tensor,
-        purpose: Purpose,
-        seed: u64,
-        quantize: bool,
-    ) -> Summary {
+    /// Evaluation pass over `images` with watermarks for `purpose`, through the inference path
+    /// users get: with `Storage::Png8` the watermarked image is rounded to 8 bits before
+    /// extraction, exactly what saving it as an 8-bit PNG and reading it back does.
+    pub fn evaluate(&self, images: &Tensor, purpose: Purpose, seed: u64, storage: Storage) -> Summary {
         let layout = self.layout();
         let source = BitSource::new(
             layout,
@@ -111,30 +108,17 @@ impl Trainee {
             purpose,
             images.device(),
         );
-        let n = images.size()[0];
+        // Random watermarks for evaluation come from their own seed, the same every epoch.
+        tch::manual_seed(eval_seed(seed, purpose));
+        let bits = source.draw(images.size()[0]);
+        let trip = inference::round_trip(&self.model, &layout, images, &bits, storage);
+        let map = layout.map_from_bits(&bits);
+        let out = model::Output {
+            watermarked: trip.watermarked,
+            watermark_map: trip.maps,
+        };
         let mut acc = Accumulator::new(layout);
-        tch::no_grad(|| {
-            // Random watermarks for evaluation come from their own seed, the same every epoch.
-            tch::manual_seed(eval_seed(seed, purpose));
-            let mut start = 0;
-            while start < n {
-                let len = EVAL_BATCH.min(n - start);
-                let batch = images.narrow(0, start, len);
-                let map = layout.map_from_bits(&source.draw(len));
-                let mut watermarked = self.model.embed_t(&batch, &map, false);
-                if quantize {
-                    watermarked = quantize_8bit(&watermarked);
-                }
-                let predicted = self.model.extractor.forward_t(&watermarked, false);
-                let out = model::Output {
-                    watermarked,
-                    watermark_map: predicted,
-                };
-                let losses = self.losses(&out, &batch, &map);
-                acc.add(&batch, &map, &out, &losses);
-                start += len;
-            }
-        });
+        tch::no_grad(|| acc.add(images, &map, &out, &self.losses(&out, images, &map)));
         acc.summary()
     }
 }
@@ -148,6 +132,39 @@ fn epoch_seed(seed: u64, epoch: usize) -> i64 {
         as i64
 }
 
+/// The images a run trains, validates and tests on, on its device.
+struct Splits {
+    train: Tensor,
+    validation: Tensor,
+    test: Tensor,
+}
+
+impl Splits {
+    /// Loads the data set and cuts the training and validation ranges out of its training split.
+    fn load(config: &Config, device: Device) -> Result<Self> {
+        let dataset = Dataset::load(&config.data.dir)?;
+        let all_train = dataset.train.images_tensor(device);
+        let splits = Self {
+            train: slice_images(&all_train, config.data.train_range, "data.train_range")?,
+            validation: slice_images(
+                &all_train,
+                config.data.validation_range,
+                "data.validation_range",
+            )?,
+            test: dataset.test.images_tensor(device),
+        };
+        let n_train = splits.train.size()[0] as usize;
+        if config.train.batch_size > n_train {
+            bail!(
+                "train.batch_size = {}: larger than the {n_train} training images of \
+                 data.train_range; no batch could be formed",
+                config.train.batch_size
+            );
+        }
+        Ok(splits)
+    }
+}
+
 /// The images of `range` of a split, checked against its size.
 fn slice_images(all: &Tensor, range: [usize; 2], key: &str) -> Result<Tensor> {
     let n = all.size()[0] as usize;
@@ -158,69 +175,114 @@ fn slice_images(all: &Tensor, range: [usize; 2], key: &str) -> Result<Tensor> {
     Ok(all.narrow(0, start as i64, (end - start) as i64))
 }
 
-pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
-    let device = opts.device;
-    let dataset = Dataset::load(&config.data.dir)?;
-    let all_train = dataset.train.images_tensor(device);
-    let train_images = slice_images(&all_train, config.data.train_range, "data.train_range")?;
-    let val_images = slice_images(
-        &all_train,
-        config.data.validation_range,
-        "data.validation_range",
-    )?;
-    let test_images = dataset.test.images_tensor(device);
+/// The run folder, locked for the life of the run, and the paths of what it holds.
+struct RunFolder {
+    dir: PathBuf,
+    _lock: FolderLock,
+}
 
-    let mut trainee = Trainee::new(config.clone(), device);
-    let layout = trainee.layout();
-    let mut optimizer = Adadelta::new(&trainee.vs, config.optimizer);
-    let parameters = model::parameter_count(&trainee.vs);
+impl RunFolder {
+    /// Locks `dir` and removes temporary files a killed run left there.
+    fn open(dir: &Path) -> Result<Self> {
+        let lock = FolderLock::acquire(dir)?;
+        crate::fsutil::remove_stale_temporaries(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
 
-    std::fs::create_dir_all(&opts.dir)
-        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
-    let csv_path = opts.dir.join("metrics.csv");
-    let last_path = opts.dir.join("last.ot");
-    let best_path = opts.dir.join("best.ot");
-    let config_toml = config.to_toml()?;
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
 
-    let (start_epoch, mut best_loss, mut csv) = if opts.resume {
-        let meta = checkpoint::load_metadata(&last_path)?;
-        let named = checkpoint::load_tensors(&last_path)?;
-        checkpoint::load_model(&last_path, &mut trainee.vs, &named)?;
+    fn last(&self) -> PathBuf {
+        self.path("last.ot")
+    }
+
+    fn best(&self) -> PathBuf {
+        self.path("best.ot")
+    }
+
+    fn events(&self) -> PathBuf {
+        self.path("tensorboard")
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<()> {
+        crate::fsutil::write_atomically(&self.path(name), |f| f.write_all(text.as_bytes()))
+    }
+}
+
+/// Where a run stands: the next epoch to train, the best validation loss so far and the rows of
+/// metrics.csv written so far.
+struct Progress {
+    next_epoch: usize,
+    best_loss: f64,
+    csv: String,
+}
+
+/// Restores a run from `last.ot` (weights, optimizer state, epoch), or starts one (from
+/// `--init` weights when given), clearing an earlier run's events.
+fn start(
+    folder: &RunFolder,
+    opts: &RunOptions,
+    trainee: &mut Trainee,
+    optimizer: &mut Adadelta,
+) -> Result<Progress> {
+    let last = folder.last();
+    if opts.resume {
+        let (named, meta) = checkpoint::read_with_metadata(&last)?;
+        let layout = trainee.layout();
+        if meta.layout != layout || meta.head != trainee.config.model.head {
+            bail!(
+                "{}: its watermark layout or head differs from the run's config.toml",
+                last.display()
+            );
+        }
+        checkpoint::load_model(&last, &mut trainee.vs, &named)?;
         optimizer
             .load_state(&named)
-            .with_context(|| format!("{}", last_path.display()))?;
-        (
-            meta.epoch,
-            meta.best_validation_loss.unwrap_or(f64::INFINITY),
-            truncate_csv(&csv_path, meta.epoch)?,
-        )
-    } else {
-        if let Some(init) = &opts.init {
-            let named = checkpoint::load_tensors(init)?;
-            checkpoint::load_model(init, &mut trainee.vs, &named)?;
-        }
-        (0, f64::INFINITY, format!("{}\n", csv_header()))
-    };
-    crate::fsutil::write_atomically(&opts.dir.join("config.toml"), |f| {
-        f.write_all(config_toml.as_bytes())
-    })?;
-    let events_dir = opts.dir.join("tensorboard");
-    if !opts.resume && last_path.exists() {
+            .with_context(|| format!("{}", last.display()))?;
+        return Ok(Progress {
+            next_epoch: meta.epoch,
+            best_loss: meta.best_validation_loss.unwrap_or(f64::INFINITY),
+            csv: truncate_csv(&folder.path("metrics.csv"), meta.epoch)?,
+        });
+    }
+    if let Some(init) = &opts.init {
+        let named = checkpoint::read(init)?.tensors;
+        checkpoint::load_model(init, &mut trainee.vs, &named)?;
+    }
+    if last.exists() {
         // A fresh run in an old run's folder replaces it; its event files would otherwise be
         // shown by TensorBoard as one run with two histories.
-        println!("note: replacing the earlier run in {}", opts.dir.display());
-        if events_dir.exists() {
-            std::fs::remove_dir_all(&events_dir)
-                .with_context(|| format!("cannot clear {}", events_dir.display()))?;
+        println!("note: replacing the earlier run in {}", folder.dir.display());
+        let events = folder.events();
+        if events.exists() {
+            std::fs::remove_dir_all(&events)
+                .with_context(|| format!("cannot clear {}", events.display()))?;
         }
     }
-    let mut events = crate::tensorboard::EventWriter::create(&events_dir)?;
+    Ok(Progress {
+        next_epoch: 0,
+        best_loss: f64::INFINITY,
+        csv: format!("{}\n", csv_header()),
+    })
+}
 
-    let c = &config;
+fn print_banner(
+    config: &Config,
+    opts: &RunOptions,
+    splits: &Splits,
+    parameters: i64,
+    progress: &Progress,
+) {
+    let c = config;
+    let layout = c.watermark.layout();
     println!(
         "wmae train: run {} | device {} | {} parameters | watermark {}x{} at ({}, {}), {} mode | head {:?}",
         opts.dir.display(),
-        crate::device::describe(device),
+        crate::device::describe(opts.device),
         parameters,
         layout.rows,
         layout.cols,
@@ -236,9 +298,9 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
         "  data {} ({} train, {} validation, {} test) | loss image {:?} x{} + watermark {:?} x{} on the {:?} (block weight {}) | \
          Adadelta lr {} rho {} eps {:e} | batch {} | epochs {} (lr decays to x{})",
         c.data.dir.display(),
-        train_images.size()[0],
-        val_images.size()[0],
-        test_images.size()[0],
+        splits.train.size()[0],
+        splits.validation.size()[0],
+        splits.test.size()[0],
         c.loss.image,
         c.loss.image_weight,
         c.loss.watermark,
@@ -252,53 +314,148 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
         c.train.epochs,
         c.train.final_lr_fraction
     );
-    if start_epoch > 0 {
+    if progress.next_epoch > 0 {
         println!(
-            "  resumed from {} after epoch {start_epoch}",
-            last_path.display()
+            "  resumed from {} after epoch {}",
+            opts.dir.join("last.ot").display(),
+            progress.next_epoch
         );
     }
+}
 
-    let end_epoch = opts
-        .stop_after
-        .map_or(c.train.epochs, |k| k.min(c.train.epochs));
-    let n_train = train_images.size()[0];
+/// One epoch of shuffled batches with fresh watermarks; returns the training figures.
+fn train_epoch(
+    trainee: &Trainee,
+    optimizer: &mut Adadelta,
+    images: &Tensor,
+    epoch: usize,
+    opts: &RunOptions,
+) -> Summary {
+    let c = &trainee.config;
+    let layout = trainee.layout();
+    tch::manual_seed(epoch_seed(opts.seed, epoch));
+    optimizer.config.lr = c.lr_at(epoch);
+    let n = images.size()[0];
     let batch_size = c.train.batch_size as i64;
-    let batches = (n_train + batch_size - 1) / batch_size;
-    let source = BitSource::new(layout, c.watermark.mode, opts.seed, Purpose::Train, device);
-    for epoch in start_epoch..end_epoch {
-        let started = Instant::now();
-        tch::manual_seed(epoch_seed(opts.seed, epoch));
-        let lr = c.lr_at(epoch);
-        optimizer.config.lr = lr;
-        let bar = progress_bar(batches as u64, epoch + 1, c.train.epochs, opts.quiet);
-        let order = Tensor::randperm(n_train, (Kind::Int64, device));
-        let mut acc = Accumulator::new(layout);
-        for b in 0..batches {
-            let start = b * batch_size;
-            let len = batch_size.min(n_train - start);
-            let idx = order.narrow(0, start, len);
-            let images = train_images.index_select(0, &idx);
-            let map = layout.map_from_bits(&source.draw(len));
-            let out = trainee.model.forward_t(&images, &map, true);
-            let losses = trainee.losses(&out, &images, &map);
-            optimizer.zero_grad();
-            losses.total.backward();
-            optimizer.step();
-            acc.add(&images, &map, &out, &losses);
-            if b % 8 == 7 || b + 1 == batches {
-                let s = acc.summary();
-                bar.set_message(format!(
-                    "loss {:.5}  bits {:.2}%",
-                    s.loss,
-                    100.0 * s.bit_accuracy
-                ));
-            }
-            bar.inc(1);
+    let batches = (n + batch_size - 1) / batch_size;
+    let bar = progress_bar(batches as u64, epoch + 1, c.train.epochs, opts.quiet);
+    let source = BitSource::new(layout, c.watermark.mode, opts.seed, Purpose::Train, opts.device);
+    let order = Tensor::randperm(n, (Kind::Int64, opts.device));
+    let mut acc = Accumulator::new(layout);
+    for b in 0..batches {
+        let start = b * batch_size;
+        let len = batch_size.min(n - start);
+        let batch = images.index_select(0, &order.narrow(0, start, len));
+        let map = layout.map_from_bits(&source.draw(len));
+        let out = trainee.model.forward_t(&batch, &map, true);
+        let losses = trainee.losses(&out, &batch, &map);
+        optimizer.zero_grad();
+        losses.total.backward();
+        optimizer.step();
+        acc.add(&batch, &map, &out, &losses);
+        if b % 8 == 7 || b + 1 == batches {
+            let s = acc.summary();
+            bar.set_message(format!(
+                "loss {:.5}  bits {:.2}%",
+                s.loss,
+                100.0 * s.bit_accuracy
+            ));
         }
-        bar.finish_and_clear();
-        let train = acc.summary();
-        let val = trainee.evaluate(&val_images, Purpose::Validation, opts.seed, false);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    acc.summary()
+}
+
+/// The per-epoch records: a metrics.csv row, TensorBoard scalars, `best.ot` when validation
+/// improved, and `last.ot` last, so a resumed run restarts after the last complete epoch.
+#[allow(clippy::too_many_arguments)]
+fn record_epoch(
+    folder: &RunFolder,
+    trainee: &Trainee,
+    optimizer: &Adadelta,
+    events: &mut EventWriter,
+    progress: &mut Progress,
+    epoch: usize,
+    train: &Summary,
+    val: &Summary,
+) -> Result<()> {
+    let c = &trainee.config;
+    let lr = optimizer.config.lr;
+    progress.csv.push_str(&csv_row(epoch + 1, lr, train, val));
+    progress.csv.push('\n');
+    folder.write("metrics.csv", &progress.csv)?;
+    let mut scalars = vec![("lr".to_string(), lr)];
+    for (split, s) in [("train", train), ("val", val)] {
+        scalars.extend(s.fields().iter().map(|(n, v)| (format!("{split}/{n}"), *v)));
+    }
+    events.scalars((epoch + 1) as i64, &scalars)?;
+
+    let improved = val.loss < progress.best_loss;
+    if improved {
+        progress.best_loss = val.loss;
+    }
+    let mut meta = Metadata::seed(
+        trainee.layout(),
+        c.model.head,
+        model::parameter_count(&trainee.vs),
+        epoch + 1,
+    );
+    meta.best_validation_loss = Some(progress.best_loss).filter(|l| l.is_finite());
+    meta.config = c.to_toml()?;
+    if improved {
+        checkpoint::save(&folder.best(), &trainee.vs, None, &meta)?;
+    }
+    checkpoint::save(&folder.last(), &trainee.vs, Some(optimizer), &meta)
+}
+
+/// Test figures of the best checkpoint, float and after the 8-bit round trip, printed and
+/// written to test_metrics.json.
+fn final_test(folder: &RunFolder, trainee: &mut Trainee, images: &Tensor, seed: u64) -> Result<()> {
+    let best = folder.best();
+    let named = checkpoint::read(&best)?.tensors;
+    checkpoint::load_model(&best, &mut trainee.vs, &named)?;
+    let test = trainee.evaluate(images, Purpose::Test, seed, Storage::Float);
+    let test_8bit = trainee.evaluate(images, Purpose::Test, seed, Storage::Png8);
+    println!("test split, best checkpoint ({}):", best.display());
+    print_summary("float", &test);
+    print_summary("8-bit", &test_8bit);
+    let report = serde_json::json!({
+        "checkpoint": best,
+        "float": summary_json(&test),
+        "png_8bit": summary_json(&test_8bit),
+    });
+    folder.write("test_metrics.json", &serde_json::to_string_pretty(&report)?)
+}
+
+/// Trains per `config` in `opts.dir`; returns the folder of the run.
+pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
+    let splits = Splits::load(&config, opts.device)?;
+    let folder = RunFolder::open(&opts.dir)?;
+    let mut trainee = Trainee::new(config.clone(), opts.device);
+    let mut optimizer = Adadelta::new(&trainee.vs, config.optimizer);
+    let mut progress = start(&folder, opts, &mut trainee, &mut optimizer)?;
+    folder.write("config.toml", &config.to_toml()?)?;
+    let mut events = EventWriter::create(&folder.events())?;
+    print_banner(
+        &config,
+        opts,
+        &splits,
+        model::parameter_count(&trainee.vs),
+        &progress,
+    );
+
+    let epochs = config.train.epochs;
+    let end_epoch = opts.stop_after.map_or(epochs, |k| k.min(epochs));
+    for epoch in progress.next_epoch..end_epoch {
+        let started = Instant::now();
+        let train = train_epoch(&trainee, &mut optimizer, &splits.train, epoch, opts);
+        let val = trainee.evaluate(
+            &splits.validation,
+            Purpose::Validation,
+            opts.seed,
+            Storage::Float,
+        );
         if !train.loss.is_finite() {
             bail!(
                 "epoch {}: the training loss is {}; lower optimizer.lr",
@@ -307,64 +464,28 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
             );
         }
         println!(
-            "epoch {}/{} ({:.1} s, lr {:.4})",
+            "epoch {}/{epochs} ({:.1} s, lr {:.4})",
             epoch + 1,
-            c.train.epochs,
             started.elapsed().as_secs_f64(),
-            lr
+            optimizer.config.lr
         );
         print_summary("train", &train);
         print_summary("val", &val);
-
-        csv.push_str(&csv_row(epoch + 1, lr, &train, &val));
-        csv.push('\n');
-        crate::fsutil::write_atomically(&csv_path, |f| f.write_all(csv.as_bytes()))?;
-        let mut scalars = vec![("lr".to_string(), lr)];
-        for (split, s) in [("train", &train), ("val", &val)] {
-            scalars.extend(s.fields().iter().map(|(n, v)| (format!("{split}/{n}"), *v)));
-        }
-        events.scalars((epoch + 1) as i64, &scalars)?;
-
-        let improved = val.loss < best_loss;
-        if improved {
-            best_loss = val.loss;
-        }
-        let meta = Metadata {
-            format: checkpoint::FORMAT.to_string(),
-            architecture: "seed".to_string(),
-            layout,
-            head: c.model.head,
-            parameters,
-            epoch: epoch + 1,
-            best_validation_loss: Some(best_loss),
-            config: config_toml.clone(),
-        };
-        if improved {
-            checkpoint::save(&best_path, &trainee.vs, None, &meta)?;
-        }
-        checkpoint::save(&last_path, &trainee.vs, Some(&optimizer), &meta)?;
+        record_epoch(
+            &folder,
+            &trainee,
+            &optimizer,
+            &mut events,
+            &mut progress,
+            epoch,
+            &train,
+            &val,
+        )?;
     }
-    if end_epoch < c.train.epochs {
+    if end_epoch < epochs {
         println!("stopped after epoch {end_epoch} as asked; continue with --resume");
         return Ok(opts.dir.clone());
     }
-
-    // Test figures of the best checkpoint, float and after the 8-bit round trip.
-    let named = checkpoint::load_tensors(&best_path)?;
-    checkpoint::load_model(&best_path, &mut trainee.vs, &named)?;
-    let test = trainee.evaluate(&test_images, Purpose::Test, opts.seed, false);
-    let test_8bit = trainee.evaluate(&test_images, Purpose::Test, opts.seed, true);
-    println!("test split, best checkpoint ({}):", best_path.display());
-    print_summary("float", &test);
-    print_summary("8-bit", &test_8bit);
-    let report = serde_json::json!({
-        "checkpoint": best_path,
-        "float": summary_json(&test),
-        "png_8bit": summary_json(&test_8bit),
-    });
-    let text = serde_json::to_string_pretty(&report)?;
-    crate::fsutil::write_atomically(&opts.dir.join("test_metrics.json"), |f| {
-        f.write_all(text.as_bytes())
-    })?;
+    final_test(&folder, &mut trainee, &splits.test, opts.seed)?;
     Ok(opts.dir.clone())
 }

@@ -43,11 +43,11 @@ impl Layout {
                 self.cols
             );
         }
-        if self.top < 0
-            || self.left < 0
-            || self.top + self.rows > self.height
-            || self.left + self.cols > self.width
-        {
+        // Checked sums: a top or left near i64::MAX must not wrap around into "fits".
+        let fits = |start: i64, len: i64, size: i64| {
+            start >= 0 && start.checked_add(len).is_some_and(|end| end <= size)
+        };
+        if !fits(self.top, self.rows, self.height) || !fits(self.left, self.cols, self.width) {
             bail!(
                 "{key}: a {}x{} block at top {}, left {} does not fit in a {}x{} image",
                 self.rows,
@@ -142,13 +142,15 @@ impl BitSource {
     pub fn draw(&self, n: i64) -> Tensor {
         match self.mode {
             Mode::Fixed => self.fixed.repeat([n, 1]),
-            Mode::Random => Tensor::randint(
-                2,
-                [n, self.layout.bit_count()],
-                (Kind::Float, self.fixed.device()),
-            ),
+            Mode::Random => random_bits(&self.layout, n, self.fixed.device()),
         }
     }
+}
+
+/// Fresh random bits `(n, rows*cols)` as 0./1. floats from libtorch's (seeded) generator: the one
+/// place wmae draws random watermarks.
+pub fn random_bits(layout: &Layout, n: i64, device: Device) -> Tensor {
+    Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device))
 }
 
 /// Parses a bit string such as `0110...` of exactly `layout.bit_count()` characters.
@@ -180,6 +182,6 @@ pub fn parse_bits(text: &str, layout: &Layout) -> Result<Vec<f32>> {
 /// Formats 0/1 values as a bit string.
 pub fn format_bits(bits: &[f32]) -> String {
     bits.iter()
-        .map(|&b| if b > 0.5 { '1' } else { '0' })
+        .map(|&b| if b == 1.0 { '1' } else { '0' })
         .collect()
 }

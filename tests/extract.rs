@@ -274,8 +274,9 @@ fn missing_and_mismatched_checkpoints_are_named() {
     let e = failure(&on_input("extract", &inputs, "/nonexistent/model.ot", &[]));
     assert!(e.contains("/nonexistent/model"), "{e}");
 
-    // A checkpoint with one layer renamed and one dropped.
-    let mut named = tch::Tensor::load_multi(checkpoint()).unwrap();
+    // A checkpoint with one layer renamed and one dropped (metadata and checksum intact).
+    let (mut named, meta) =
+        wmae::checkpoint::read_with_metadata(Path::new(&checkpoint())).unwrap();
     named.retain(|(n, _)| n != "conl3w.bias");
     for (n, _) in named.iter_mut() {
         if n == "convl1e.weight" {
@@ -283,13 +284,7 @@ fn missing_and_mismatched_checkpoints_are_named() {
         }
     }
     let bad = tmp.path().join("bad.ot");
-    let refs: Vec<(&str, &tch::Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    tch::Tensor::save_multi(&refs, &bad).unwrap();
-    std::fs::copy(
-        checkpoint().replace(".ot", ".json"),
-        tmp.path().join("bad.json"),
-    )
-    .unwrap();
+    wmae::checkpoint::save_ot(&bad, &named, &meta).unwrap();
     let e = failure(&on_input("extract", &inputs, bad.to_str().unwrap(), &[]));
     assert!(
         e.contains("missing variables [\"conl3w.bias\", \"convl1e.weight\"]"),

@@ -53,10 +53,13 @@ fn train(config: &Path, out: &Path, extra: &[&str]) {
     assert!(o.status.success(), "train failed: {}", stderr(&o));
 }
 
+/// The tensors of a checkpoint (its metadata apart), in name order.
 fn tensors(path: &Path) -> Vec<(String, tch::Tensor)> {
-    let mut t = tch::Tensor::load_multi(path).unwrap();
-    t.sort_by(|a, b| a.0.cmp(&b.0));
-    t
+    wmae::checkpoint::read(path).unwrap().tensors
+}
+
+fn metadata(path: &Path) -> wmae::checkpoint::Metadata {
+    wmae::checkpoint::read_with_metadata(path).unwrap().1
 }
 
 #[test]
@@ -69,9 +72,7 @@ fn run_folder_holds_config_metrics_events_and_checkpoints() {
         "config.toml",
         "metrics.csv",
         "last.ot",
-        "last.json",
         "best.ot",
-        "best.json",
         "test_metrics.json",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
@@ -88,24 +89,19 @@ fn run_folder_holds_config_metrics_events_and_checkpoints() {
     // The resolved config reloads; metrics.csv has a header and one row per epoch.
     wmae::config::Config::load(&run.join("config.toml")).unwrap();
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 3);
-    assert!(lines[0].starts_with("epoch,lr,train_loss,"));
-    assert!(lines[0].contains("val_bit_accuracy") && lines[0].contains("val_psnr"));
+    assert_eq!(common::csv_column(&csv, "epoch"), [1.0, 2.0]);
+    for column in ["lr", "train_loss", "val_bit_accuracy", "val_psnr"] {
+        assert_eq!(common::csv_column(&csv, column).len(), 2, "{column}");
+    }
 
     // Metadata rebuilds the model; best.ot holds exactly the 24 model tensors, last.ot adds
     // Adadelta's two accumulators per variable.
-    let meta = wmae::checkpoint::load_metadata(&run.join("best.ot")).unwrap();
+    let meta = metadata(&run.join("best.ot"));
     assert_eq!(meta.parameters, 21_491);
     assert_eq!((meta.layout.rows, meta.layout.cols), (4, 4));
     assert_eq!(tensors(&run.join("best.ot")).len(), 24);
     assert_eq!(tensors(&run.join("last.ot")).len(), 72);
-    assert_eq!(
-        wmae::checkpoint::load_metadata(&run.join("last.ot"))
-            .unwrap()
-            .epoch,
-        2
-    );
+    assert_eq!(metadata(&run.join("last.ot")).epoch, 2);
 }
 
 #[test]
@@ -121,13 +117,8 @@ fn same_seed_gives_identical_metrics() {
         std::fs::read_to_string(b.join("metrics.csv")).unwrap()
     );
     // And the run learned something: validation loss fell.
-    let rows: Vec<Vec<f64>> = csv_a
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
-        .collect();
-    let val_loss = 2 + 10; // epoch, lr, 10 train columns, then val_loss
-    assert!(rows[1][val_loss] < rows[0][val_loss], "{rows:?}");
+    let val_loss = common::csv_column(&csv_a, "val_loss");
+    assert!(val_loss[1] < val_loss[0], "{val_loss:?}");
 }
 
 #[test]
@@ -137,12 +128,7 @@ fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
     let (whole, resumed) = (tmp.path().join("whole"), tmp.path().join("resumed"));
     train(&config, &whole, &[]);
     train(&config, &resumed, &["--stop-after", "1"]);
-    assert_eq!(
-        wmae::checkpoint::load_metadata(&resumed.join("last.ot"))
-            .unwrap()
-            .epoch,
-        1
-    );
+    assert_eq!(metadata(&resumed.join("last.ot")).epoch, 1);
     train(&config, &resumed, &["--resume"]);
     let (a, b) = (
         tensors(&whole.join("last.ot")),
@@ -235,22 +221,7 @@ fn init_starts_from_trained_weights() {
     let run = tmp.path().join("finetune");
     train(&config, &run, &["--init", &shipped, "--lr", "0.01"]);
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    let row: Vec<f64> = csv
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let col = header
-        .iter()
-        .position(|h| *h == "val_bit_accuracy")
-        .unwrap();
+    let bits = common::csv_column(&csv, "val_bit_accuracy")[0];
     // One tiny epoch from scratch reads about half the bits; from the shipped model, all of them.
-    assert!(
-        row[col] > 0.99,
-        "validation bit accuracy after --init: {}",
-        row[col]
-    );
+    assert!(bits > 0.99, "validation bit accuracy after --init: {bits}");
 }

@@ -71,6 +71,14 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     if args.steps == 0 || args.repeats == 0 {
         bail!("--steps and --repeats must be at least 1");
     }
+    if let Some(b) = args
+        .train_batch
+        .iter()
+        .chain(&args.infer_batch)
+        .find(|&&b| b < 1)
+    {
+        bail!("--train-batch and --infer-batch take batch sizes of at least 1 (got {b})");
+    }
     let device = global.device.resolve()?;
     let layout = Layout::default();
     let vs = VarStore::new(device);
@@ -89,7 +97,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
     let batch_of = |n: i64| {
         let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
-        let bits = Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device));
+        let bits = crate::watermark::random_bits(&layout, n, device);
         (images, layout.map_from_bits(&bits))
     };
 

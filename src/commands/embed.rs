@@ -1,84 +1,17 @@
 //! `wmae embed`: watermarks images with given or random bits and writes them as 8-bit PNG files
 //! with a manifest of the bits, which `wmae extract --manifest` reads back.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use anyhow::{Context, Result};
+use tch::Tensor;
 
 use crate::checkpoint;
 use crate::cli::{EmbedArgs, GlobalArgs};
 use crate::data::images;
-use crate::watermark::{self, Layout};
-
-pub const MANIFEST_FORMAT: &str = "wmae-manifest-1";
-pub const MANIFEST_NAME: &str = "manifest.json";
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    pub format: String,
-    pub checkpoint: PathBuf,
-    pub layout: Layout,
-    pub images: Vec<ManifestEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManifestEntry {
-    /// The watermarked PNG, relative to the manifest's folder.
-    pub file: String,
-    /// The input it was made from.
-    pub source: String,
-    pub bits: String,
-}
-
-impl Manifest {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read manifest {}", path.display()))?;
-        let m: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a wmae manifest", path.display()))?;
-        if m.format != MANIFEST_FORMAT {
-            bail!(
-                "{}: format {:?}, expected {MANIFEST_FORMAT:?}",
-                path.display(),
-                m.format
-            );
-        }
-        Ok(m)
-    }
-}
-
-/// Output file names: the input's file stem, `-N` for the N-th image of an array file, made
-/// unique when two inputs share a stem.
-fn output_names(names: &[String]) -> Vec<String> {
-    let mut used = HashSet::new();
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let (path, index) = match name.rsplit_once('#') {
-                Some((p, k)) => (p, Some(k)),
-                None => (name.as_str(), None),
-            };
-            let stem = Path::new(path)
-                .file_stem()
-                .map_or("image".into(), |s| s.to_string_lossy().into_owned());
-            let mut out = match index {
-                Some(k) => format!("{stem}-{k:0>5}.png"),
-                None => format!("{stem}.png"),
-            };
-            if !used.insert(out.clone()) {
-                out = format!("{stem}-{i}.png");
-                used.insert(out.clone());
-            }
-            out
-        })
-        .collect()
-}
+use crate::inference;
+use crate::manifest::{output_names, Manifest, ManifestEntry, MANIFEST_FORMAT, MANIFEST_NAME};
+use crate::watermark;
 
 pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     let device = global.device.resolve()?;
@@ -96,15 +29,18 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         Some(b) => Tensor::from_slice(&b)
             .reshape([1, layout.bit_count()])
             .repeat([n, 1]),
-        None => Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, tch::Device::Cpu)),
+        None => watermark::random_bits(&layout, n, tch::Device::Cpu),
     };
-    let watermarked = tch::no_grad(|| {
-        let map = layout.map_from_bits(&bits.to_device(device));
-        loaded
-            .model
-            .embed_t(&inputs.tensor().to_device(device), &map, false)
-    });
+    let watermarked = inference::embed(
+        &loaded.model,
+        &layout,
+        &inputs.tensor().to_device(device),
+        &bits,
+    );
 
+    // One writer per output folder: a second embed into it stops here instead of mixing its
+    // files with this one's manifest.
+    let _lock = crate::fsutil::FolderLock::acquire(&args.out)?;
     let files = output_names(&inputs.names);
     let bit_rows = Vec::<Vec<f32>>::try_from(&bits).context("bits to host")?;
     // Write into a scratch folder next to --out, then move the files in: an error part-way
@@ -144,8 +80,6 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     crate::fsutil::write_atomically(&scratch.path().join(MANIFEST_NAME), |f| {
         std::io::Write::write_all(f, json.as_bytes())
     })?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
     for name in files.iter().map(String::as_str).chain([MANIFEST_NAME]) {
         let to = args.out.join(name);
         std::fs::rename(scratch.path().join(name), &to)

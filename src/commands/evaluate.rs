@@ -5,17 +5,17 @@
 
 use std::io::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use image::GrayImage;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::binarize::Method;
+use crate::binarize::{Method, DEFAULT_THRESHOLD};
 use crate::checkpoint::{self, Loaded};
 use crate::cli::{EvaluateArgs, GlobalArgs};
 use crate::data::dataset::{load_split, Split};
 use crate::data::images;
-use crate::data::images::quantize_8bit;
+use crate::inference::{self, Storage};
 use crate::metrics::{psnr_per_image, roc_auc, ssim_per_image};
 use crate::recovery::{self, ImageResult};
 use crate::watermark::{BitSource, Mode, Purpose};
@@ -57,18 +57,6 @@ fn mean(t: Tensor) -> f64 {
     t.mean(Kind::Float).double_value(&[])
 }
 
-/// Pixel accuracy of binarized maps against the true maps.
-fn pixel_accuracy(results: &[ImageResult], true_maps: &Tensor) -> Result<f64> {
-    let truth = Vec::<f32>::try_from(true_maps.to_device(tch::Device::Cpu).flatten(0, -1))
-        .context("maps to host")?;
-    let predicted = results.iter().flat_map(|r| r.binary_map.iter());
-    let right = predicted
-        .zip(&truth)
-        .filter(|(&p, &t)| p as f32 == t)
-        .count();
-    Ok(right as f64 / truth.len() as f64)
-}
-
 pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
@@ -81,19 +69,10 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     for (mode, mode_name) in [(Mode::Fixed, "fixed"), (Mode::Random, "random")] {
         let bits = BitSource::new(layout, mode, global.seed, Purpose::Test, device).draw(n);
         let true_maps = layout.map_from_bits(&bits);
-        let (watermarked, maps, float_maps) = tch::no_grad(|| {
-            let float = loaded.model.embed_t(&originals, &true_maps, false);
-            let float_maps = loaded.model.extractor.forward_t(&float, false);
-            let w = quantize_8bit(&float);
-            let m = loaded.model.extractor.forward_t(&w, false);
-            (w, m, float_maps)
-        });
-        let float_bits_right = layout
-            .block(&float_maps)
-            .gt(0.5)
-            .to_kind(Kind::Float)
-            .eq_tensor(&bits);
-        let float_bit_accuracy = mean(float_bits_right);
+        let float = inference::embed(&loaded.model, &layout, &originals, &bits);
+        let float_maps = inference::extract(&loaded.model, &float);
+        let watermarked = inference::store(&float, Storage::Png8);
+        let maps = inference::extract(&loaded.model, &watermarked);
         let quality = Quality {
             mse: mean((&watermarked - &originals).square()),
             mae: mean((&watermarked - &originals).abs()),
@@ -109,10 +88,14 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
         let labels = Vec::<f32>::try_from(bits.to_device(tch::Device::Cpu).flatten(0, -1))?;
         let expected = Vec::<Vec<f32>>::try_from(bits.to_device(tch::Device::Cpu))?;
         let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
+        let default = Method::Threshold(DEFAULT_THRESHOLD);
+        let (_, float_totals) =
+            recovery::read_back(&float_maps, &layout, default, &names, Some(&expected))?;
+        let float_bit_accuracy = float_totals.scored.map_or(0.0, |s| s.bit_accuracy);
         let mut recovery = Vec::new();
-        for (method, method_name) in [(Method::Threshold(0.5), "0.5"), (Method::Otsu, "otsu")] {
+        for (method, method_name) in [(default, "0.5"), (Method::Otsu, "otsu")] {
             let (results, totals) =
-                recovery::read_back(&maps, &layout, method, &names, Some(&expected));
+                recovery::read_back(&maps, &layout, method, &names, Some(&expected))?;
             let s = totals.scored.clone().unwrap_or_default();
             recovery.push(Recovery {
                 watermark: mode_name,
@@ -122,10 +105,10 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
                 exact_rate: s.exact_rate,
                 bit_error_rate: s.bit_error_rate,
                 dice: s.dice,
-                pixel_accuracy: pixel_accuracy(&results, &true_maps)?,
+                pixel_accuracy: s.pixel_accuracy,
                 low_separability: totals.low_separability,
             });
-            if mode == Mode::Random && method == Method::Threshold(0.5) {
+            if mode == Mode::Random && method == default {
                 write_grid(
                     args,
                     &loaded,
@@ -199,7 +182,7 @@ fn print_table(args: &EvaluateArgs, n: i64, rows: &[Row]) {
     for r in rows {
         let png = r.recovery.first().map_or(0.0, |rec| rec.bit_accuracy);
         println!(
-            "8-bit PNG round trip, {} watermark: bit accuracy at 0.5 {:.3}% on the float image, {:.3}% after rounding",
+            "8-bit PNG round trip, {} watermark: bit accuracy at {DEFAULT_THRESHOLD} {:.3}% on the float image, {:.3}% after rounding",
             r.watermark,
             100.0 * r.float_bit_accuracy,
             100.0 * png

@@ -1,20 +1,18 @@
-//! `wmae export`: the model's variables (no optimizer state) as `.ot` with a `.json` sidecar,
-//! or as `.safetensors` with the metadata in its header.
+//! `wmae export`: the model's variables (no optimizer state) with their metadata, as `.ot` or as
+//! `.safetensors` (metadata in its header).
 
 use anyhow::{bail, Result};
-use tch::Tensor;
 
 use crate::checkpoint;
 use crate::cli::{ExportArgs, GlobalArgs};
 
 pub fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
     let loaded = checkpoint::load_for_inference(&args.checkpoint, tch::Device::Cpu)?;
-    let mut named: Vec<(String, Tensor)> = loaded.vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = checkpoint::model_tensors(&loaded.vs);
     let extension = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
     match extension {
         "safetensors" => checkpoint::save_safetensors(&args.out, &named, &loaded.meta)?,
-        "ot" => checkpoint::save(&args.out, &loaded.vs, None, &loaded.meta)?,
+        "ot" => checkpoint::save_ot(&args.out, &named, &loaded.meta)?,
         _ => bail!(
             "--out {}: the extension must be .ot or .safetensors",
             args.out.display()

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::binarize::Method;
 use crate::checkpoint::{self, Loaded};
 use crate::cli::{ExtractArgs, GlobalArgs};
-use crate::commands::embed::Manifest;
 use crate::data::dataset::{load_split, Split};
 use crate::data::images;
-use crate::data::images::quantize_8bit;
+use crate::inference::{self, Storage};
+use crate::manifest::Manifest;
 use crate::recovery::{self, ImageResult, Totals};
 use crate::watermark::{self, Layout};
 
@@ -34,21 +34,16 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
     let layout = loaded.meta.layout;
 
-    let (names, watermarked, expected) = if args.inputs.is_empty() {
+    let (names, maps, expected) = if args.inputs.is_empty() {
         demo_inputs(args, &loaded)?
     } else {
         let inputs = images::read_inputs(&args.inputs)?;
         let expected = expected_bits(args, &layout, &inputs.names)?;
-        (inputs.names.clone(), inputs.tensor(), expected)
+        let maps = inference::extract(&loaded.model, &inputs.tensor().to_device(device));
+        (inputs.names.clone(), maps, expected)
     };
-    let maps = tch::no_grad(|| {
-        loaded
-            .model
-            .extractor
-            .forward_t(&watermarked.to_device(device), false)
-    });
     let (results, totals) =
-        recovery::read_back(&maps, &layout, method, &names, expected.as_deref());
+        recovery::read_back(&maps, &layout, method, &names, expected.as_deref())?;
 
     if let Some(dir) = &args.out {
         write_maps(dir, &results, &layout)?;
@@ -57,21 +52,15 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 /// Without inputs: the embedded test digits, watermarked with random bits by the checkpoint and
-/// rounded to 8 bits as a PNG would store them.
+/// rounded to 8 bits as a PNG would store them; returns their names, extracted maps and bits.
 fn demo_inputs(args: &ExtractArgs, loaded: &Loaded) -> Result<(Vec<String>, Tensor, ExpectedBits)> {
     let layout = loaded.meta.layout;
     let split = load_split(&args.data_dir, Split::Test)?;
     let device = loaded.vs.device();
     let images = split.images_tensor(device);
     let n = images.size()[0];
-    let bits = Tensor::randint(2, [n, layout.bit_count()], (Kind::Float, device));
-    let watermarked = tch::no_grad(|| {
-        quantize_8bit(
-            &loaded
-                .model
-                .embed_t(&images, &layout.map_from_bits(&bits), false),
-        )
-    });
+    let bits = watermark::random_bits(&layout, n, device);
+    let maps = inference::round_trip(&loaded.model, &layout, &images, &bits, Storage::Png8).maps;
     let names = (0..n)
         .map(|i| format!("{}/t10k#{i}", args.data_dir.display()))
         .collect();
@@ -86,7 +75,7 @@ fn demo_inputs(args: &ExtractArgs, loaded: &Loaded) -> Result<(Vec<String>, Tens
             args.checkpoint.display()
         );
     }
-    Ok((names, watermarked, Some(expected)))
+    Ok((names, maps, Some(expected)))
 }
 
 /// Expected bits per image from --expect or --manifest (matched by file name).

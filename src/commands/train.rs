@@ -25,7 +25,16 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-    if args.resume {
+    // A run killed before its first checkpoint has nothing to continue: it starts (so a
+    // scheduler can always requeue the same `--resume` command).
+    let resume = args.resume && dir.join("last.ot").exists();
+    if args.resume && !resume {
+        println!(
+            "note: {} holds no checkpoint yet; starting the run",
+            dir.join("last.ot").display()
+        );
+    }
+    if resume {
         // The run's own config wins, so a resumed run is the run it continues; only the epoch
         // count may be extended.
         config = Config::load(&dir.join("config.toml"))?;
@@ -39,7 +48,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         dir,
         device,
         seed: global.seed,
-        resume: args.resume,
+        resume,
         stop_after: args.stop_after,
         init: args.init.clone(),
         quiet: args.quiet,

@@ -141,7 +141,27 @@ fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
         );
     }
     let descr = npy.dtype().descr();
-    let values: Vec<f32> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
+    let dtype = descr.trim_matches('\'').trim_start_matches(['<', '|', '=']);
+    // The header's shape is checked against the bytes present before anything is allocated: a
+    // crafted shape such as (2^62, 28, 28) must not turn into a huge (or wrapped) allocation.
+    let item_bytes: u64 = match dtype {
+        "u1" => 1,
+        "f4" => 4,
+        "f8" => 8,
+        _ => 0,
+    };
+    let needed = shape
+        .iter()
+        .try_fold(item_bytes, |acc, &d| acc.checked_mul(d as u64));
+    if item_bytes > 0 && needed.is_none_or(|b| b > bytes.len() as u64) {
+        bail!(
+            "{}: truncated data: shape {shape:?} of {descr} needs {} bytes, the file has {}",
+            path.display(),
+            needed.map_or("more than 2^64".to_string(), |b| b.to_string()),
+            bytes.len()
+        );
+    }
+    let values: Vec<f32> = match dtype {
         "u1" => {
             let v: Vec<u8> = npy
                 .into_vec()

@@ -1,0 +1,54 @@
+//! The networks: one file per architecture (`seed.rs`, the Keras graph of the seed), the parts
+//! every architecture shares (the head, the two outputs, the parameter count) here, and the CPU
+//! speed plumbing (kernel layout, packed dropout) in `cpu.rs`.
+
+pub mod cpu;
+pub mod seed;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+pub use cpu::{dropout, set_kernel_layout, DropoutMask, KernelLayout, DROPOUT};
+pub use seed::{Decoder, Encoder, Extractor, WatermarkAutoencoder};
+
+/// The seed's architecture name, as checkpoint metadata records it.
+pub const SEED_ARCHITECTURE: &str = "seed";
+
+/// Side of the square grayscale images the seed model takes.
+pub const SEED_IMAGE_SIDE: i64 = 28;
+
+/// The activation of the watermark head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    /// Sigmoid probabilities, as in the seed.
+    #[default]
+    Sigmoid,
+    /// Exact 0/1 in the forward pass (sigmoid > 0.5), the sigmoid's gradient in the backward pass
+    /// (straight-through estimator): the binary activation the seed's author asked for.
+    Hard,
+}
+
+/// The two heads of one forward pass.
+pub struct Output {
+    /// The watermarked image `(N,1,H,W)` (`decoder_output`).
+    pub watermarked: Tensor,
+    /// The extracted watermark map `(N,1,H,W)` (`reconstructed_W`).
+    pub watermark_map: Tensor,
+}
+
+/// Exact 0/1 (`p > 0.5`) forward, identity gradient to `p` backward. `p + (b - p).detach()` is
+/// exactly `b` in floating point: for b = 1 and p in (0.5, 1], 1 - p is exact (Sterbenz), and
+/// for b = 0, -p + p = 0.
+pub fn straight_through_binarize(p: &Tensor) -> Tensor {
+    let binary = crate::binarize::at_threshold(p, crate::binarize::DEFAULT_THRESHOLD);
+    p + (binary - p).detach()
+}
+
+/// Number of trainable parameters (21,491 for the seed model).
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .sum::<usize>() as i64
+}

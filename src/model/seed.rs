@@ -1,0 +1,183 @@
+//! The seed's Keras graph, layer for layer, with the Keras layer names as variable names
+//! (`convl1e.weight`, `convl1e.bias`, ...), Glorot-uniform kernels and zero biases as Keras
+//! initialises them.
+//!
+//! ```text
+//! image -> convl1e 16 -> convl2e 32 -> convl3e 8 -> dropout -> reconstructed_I 1   (encoder)
+//!       -> + watermark map (the model's second input)
+//!       -> convl1d 16 -> convl2d 32 -> convl3d 8 -> dropout -> decoder_output 1    (decoder)
+//!       =  watermarked image
+//!       -> conl1w 16 -> convl2w 32 -> conl3w 8 -> dropout -> reconstructed_W 1x1  (extractor)
+//!       =  watermark map (sigmoid, or exact 0/1 with the `hard` head)
+//! ```
+//! All kernels are 3x3 with `same` padding and relu, but reconstructed_W (1x1, sigmoid).
+//!
+//! How the CPU runs it faster (kernel layout, dropout masks) lives in `cpu.rs`.
+
+use tch::nn;
+use tch::Tensor;
+
+use super::cpu::{self, dropout, DropoutMask};
+use super::{straight_through_binarize, Head, Output};
+
+/// A Keras Conv2D: Glorot-uniform kernel, zero bias, `same` padding.
+fn conv(vs: &nn::Path, name: &str, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D {
+    let fan_in = (c_in * k * k) as f64;
+    let fan_out = (c_out * k * k) as f64;
+    let limit = (6.0 / (fan_in + fan_out)).sqrt();
+    let config = nn::ConvConfig {
+        padding: k / 2,
+        ws_init: nn::Init::Uniform {
+            lo: -limit,
+            up: limit,
+        },
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    let conv = nn::conv2d(vs / name, c_in, c_out, k, config);
+    cpu::place_kernel(&conv, vs.device());
+    conv
+}
+
+/// Three 3x3 relu convolutions 1 -> 16 -> 32 -> 8, then dropout: the body every block shares.
+#[derive(Debug)]
+struct ConvStack {
+    c1: nn::Conv2D,
+    c2: nn::Conv2D,
+    c3: nn::Conv2D,
+    mask: DropoutMask,
+}
+
+impl ConvStack {
+    fn new(vs: &nn::Path, names: [&str; 3]) -> Self {
+        Self {
+            c1: conv(vs, names[0], 1, 16, 3),
+            c2: conv(vs, names[1], 16, 32, 3),
+            c3: conv(vs, names[2], 32, 8, 3),
+            mask: DropoutMask::for_device(vs.device()),
+        }
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        // In-place relu: a convolution's backward does not need its output, so no copy is kept.
+        let mut h = xs.apply(&self.c1);
+        let _ = h.relu_();
+        let mut h = h.apply(&self.c2);
+        let _ = h.relu_();
+        let mut h = h.apply(&self.c3);
+        let _ = h.relu_();
+        dropout(&h, self.mask, train)
+    }
+}
+
+/// The encoder: image -> `reconstructed_I` (before the watermark is added).
+#[derive(Debug)]
+pub struct Encoder {
+    body: ConvStack,
+    out: nn::Conv2D,
+}
+
+impl Encoder {
+    pub fn new(vs: &nn::Path) -> Self {
+        Self {
+            body: ConvStack::new(vs, ["convl1e", "convl2e", "convl3e"]),
+            out: conv(vs, "reconstructed_I", 8, 1, 3),
+        }
+    }
+
+    pub fn forward_t(&self, image: &Tensor, train: bool) -> Tensor {
+        self.body.forward_t(image, train).apply(&self.out).relu()
+    }
+}
+
+/// The decoder: encoded + watermark map -> the watermarked image (`decoder_output`).
+#[derive(Debug)]
+pub struct Decoder {
+    body: ConvStack,
+    out: nn::Conv2D,
+}
+
+impl Decoder {
+    pub fn new(vs: &nn::Path) -> Self {
+        Self {
+            body: ConvStack::new(vs, ["convl1d", "convl2d", "convl3d"]),
+            out: conv(vs, "decoder_output", 8, 1, 3),
+        }
+    }
+
+    pub fn forward_t(&self, merged: &Tensor, train: bool) -> Tensor {
+        self.body.forward_t(merged, train).apply(&self.out).relu()
+    }
+}
+
+/// The extractor: watermarked image -> watermark map (`reconstructed_W`, 1x1).
+#[derive(Debug)]
+pub struct Extractor {
+    body: ConvStack,
+    out: nn::Conv2D,
+    head: Head,
+}
+
+impl Extractor {
+    pub fn new(vs: &nn::Path, head: Head) -> Self {
+        Self {
+            body: ConvStack::new(vs, ["conl1w", "convl2w", "conl3w"]),
+            out: conv(vs, "reconstructed_W", 8, 1, 1),
+            head,
+        }
+    }
+
+    pub fn forward_t(&self, watermarked: &Tensor, train: bool) -> Tensor {
+        let probability = self
+            .body
+            .forward_t(watermarked, train)
+            .apply(&self.out)
+            .sigmoid();
+        match self.head {
+            Head::Sigmoid => probability,
+            Head::Hard => straight_through_binarize(&probability),
+        }
+    }
+}
+
+/// The whole watermark autoencoder: both heads from the image and the watermark map.
+#[derive(Debug)]
+pub struct WatermarkAutoencoder {
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub extractor: Extractor,
+}
+
+impl WatermarkAutoencoder {
+    /// Builds the model's variables under `vs` (names at the root, as in Keras).
+    pub fn new(vs: &nn::Path, head: Head) -> Self {
+        Self {
+            encoder: Encoder::new(vs),
+            decoder: Decoder::new(vs),
+            extractor: Extractor::new(vs, head),
+        }
+    }
+
+    /// Chooses how dropout draws its mask (the default suits the device; benchmarks compare).
+    pub fn set_dropout_mask(&mut self, mask: DropoutMask) {
+        self.encoder.body.mask = mask;
+        self.decoder.body.mask = mask;
+        self.extractor.body.mask = mask;
+    }
+
+    /// The watermarked image: decoder(encoder(image) + watermark map).
+    pub fn embed_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Tensor {
+        let merged = self.encoder.forward_t(image, train) + watermark_map;
+        self.decoder.forward_t(&merged, train)
+    }
+
+    /// Both heads; dropout only when `train`.
+    pub fn forward_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Output {
+        let watermarked = self.embed_t(image, watermark_map, train);
+        let watermark_map = self.extractor.forward_t(&watermarked, train);
+        Output {
+            watermarked,
+            watermark_map,
+        }
+    }
+}
