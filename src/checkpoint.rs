@@ -24,8 +24,10 @@ use crate::model::{Head, SEED_ARCHITECTURE, SEED_IMAGE_SIDE};
 use crate::optim::Adadelta;
 use crate::watermark::Layout;
 
+/// A tensor with its name, as checkpoint files hold it.
+pub type NamedTensor = (String, Tensor);
 /// Tensors by name, as checkpoint files hold them.
-pub type NamedTensors = Vec<(String, Tensor)>;
+pub type NamedTensors = Vec<NamedTensor>;
 
 pub const FORMAT: &str = "wmae-checkpoint-1";
 
@@ -107,7 +109,7 @@ impl Metadata {
 
 /// SHA-256 (hex) over the tensors in name order: for each, its name, shape and float32 values
 /// (little-endian). The same tensors give the same digest in `.ot` and `.safetensors` files.
-pub fn tensors_sha256(named: &[(String, Tensor)]) -> Result<String> {
+pub fn tensors_sha256(named: &[NamedTensor]) -> Result<String> {
     let mut order: Vec<&(String, Tensor)> = named.iter().collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hash = Sha256::new();
@@ -129,16 +131,12 @@ pub fn tensors_sha256(named: &[(String, Tensor)]) -> Result<String> {
             hash.update(v.to_le_bytes());
         }
     }
-    Ok(hash
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Compact contiguous float32 copies on the CPU: a file is the same whatever layout the tensors
 /// have in memory and whether they are views of a larger buffer (the optimizer's).
-fn host_copies(named: &[(String, Tensor)]) -> NamedTensors {
+fn host_copies(named: &[NamedTensor]) -> NamedTensors {
     named
         .iter()
         .map(|(n, t)| {
@@ -150,7 +148,7 @@ fn host_copies(named: &[(String, Tensor)]) -> NamedTensors {
 }
 
 /// `meta` with the digest of `named` filled in.
-fn sealed(meta: &Metadata, named: &[(String, Tensor)]) -> Result<Metadata> {
+fn sealed(meta: &Metadata, named: &[NamedTensor]) -> Result<Metadata> {
     let mut meta = meta.clone();
     meta.tensors_sha256 = Some(tensors_sha256(named)?);
     Ok(meta)
@@ -180,7 +178,7 @@ pub fn save(
 /// Writes tensors and metadata to one `.ot` file, atomically. The file is serialised in memory
 /// first: libtorch aborts the process when its own file writer fails (a full disk), while a
 /// failed write from here is an ordinary error that names the file and leaves no partial file.
-pub fn save_ot(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
+pub fn save_ot(path: &Path, named: &[NamedTensor], meta: &Metadata) -> Result<()> {
     let mut named = host_copies(named);
     let meta = sealed(meta, &named)?;
     let json = serde_json::to_vec(&meta)?;
@@ -193,7 +191,7 @@ pub fn save_ot(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Resu
 
 /// Writes the model to a .safetensors file, with `meta` as JSON under the header's
 /// `__metadata__["wmae"]` and the config hash under `["config_sha256"]`.
-pub fn save_safetensors(path: &Path, named: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
+pub fn save_safetensors(path: &Path, named: &[NamedTensor], meta: &Metadata) -> Result<()> {
     let named = host_copies(named);
     let meta = sealed(meta, &named)?;
     let mut info = HashMap::new();
@@ -275,7 +273,7 @@ fn parse_metadata(path: &Path, json: &[u8]) -> Result<Metadata> {
 
 /// Copies the model variables of `named` into `vs`; a missing, unexpected or misshapen variable
 /// is an error that names it. Optimizer tensors are left for the optimizer.
-pub fn load_model(path: &Path, vs: &mut VarStore, named: &[(String, Tensor)]) -> Result<()> {
+pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Result<()> {
     let vars = vs.variables();
     let mut missing: Vec<&String> = vars
         .keys()
@@ -344,11 +342,7 @@ pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
                  top left of 28x28, sigmoid head)",
                 path.display()
             );
-            let parameters = file
-                .tensors
-                .iter()
-                .map(|(_, t)| t.numel() as i64)
-                .sum();
+            let parameters = file.tensors.iter().map(|(_, t)| t.numel() as i64).sum();
             Metadata::seed(Layout::default(), Head::Sigmoid, parameters, 0)
         }
         None => read_with_metadata(path).map(|(_, meta)| meta)?,
@@ -384,7 +378,7 @@ pub fn config_sha256(config: &str) -> String {
 /// Writes tensors as float32 to a .safetensors file (atomically) with `info` as its metadata.
 pub fn write_safetensors(
     path: &Path,
-    named: &[(String, Tensor)],
+    named: &[NamedTensor],
     info: HashMap<String, String>,
 ) -> Result<()> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = named
@@ -437,7 +431,9 @@ pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, Option<Metadata>)>
             .iter()
             .map(|&d| i64::try_from(d))
             .collect::<std::result::Result<Vec<i64>, _>>()
-            .with_context(|| format!("{}: tensor {name} has an impossible shape", path.display()))?;
+            .with_context(|| {
+                format!("{}: tensor {name} has an impossible shape", path.display())
+            })?;
         named.push((name, Tensor::from_slice(&values).reshape(shape)));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));

@@ -66,7 +66,11 @@ pub fn store(watermarked: &Tensor, storage: Storage) -> Tensor {
 
 /// The extracted watermark maps `(N,1,H,W)` of (watermarked or not) `images`.
 pub fn extract(model: &WatermarkAutoencoder, images: &Tensor) -> Tensor {
-    tch::no_grad(|| batched(images, |batch, _, _| model.extractor.forward_t(batch, false)))
+    tch::no_grad(|| {
+        batched(images, |batch, _, _| {
+            model.extractor.forward_t(batch, false)
+        })
+    })
 }
 
 /// One embed, store and extract of `images` with `bits`.

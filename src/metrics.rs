@@ -74,11 +74,11 @@ pub struct MapCounts {
 impl MapCounts {
     /// Counts of binary maps `(N,1,H,W)` (exact 0/1) against the true maps.
     pub fn of(binary: &Tensor, true_map: &Tensor, layout: &Layout) -> Self {
-        let per_image = |t: Tensor| t.to_kind(Kind::Float).flatten(1, -1).sum_dim_intlist(
-            1,
-            false,
-            Kind::Float,
-        );
+        let per_image = |t: Tensor| {
+            t.to_kind(Kind::Float)
+                .flatten(1, -1)
+                .sum_dim_intlist(1, false, Kind::Float)
+        };
         Self {
             bit_errors: per_image(layout.block(binary).ne_tensor(&layout.block(true_map))),
             pixels_right: per_image(binary.eq_tensor(true_map)),

@@ -11,6 +11,8 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
+use crate::checkpoint::{NamedTensor, NamedTensors};
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdadeltaConfig {
@@ -92,7 +94,7 @@ fn view_like(flat: &Tensor, like: &Tensor, offset: i64) -> Tensor {
 impl Adadelta {
     /// Tracks every trainable variable of `vs`, moving their values into one flat buffer.
     pub fn new(vs: &VarStore, config: AdadeltaConfig) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs
+        let mut named: NamedTensors = vs
             .variables()
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
@@ -178,7 +180,7 @@ impl Adadelta {
     }
 
     /// Each accumulator's slice for each variable, shaped like the variable.
-    fn accumulator_views(&self) -> Vec<(String, Tensor)> {
+    fn accumulator_views(&self) -> NamedTensors {
         let mut out = Vec::with_capacity(2 * self.vars.len());
         let mut offset = 0;
         for (name, var) in self.names.iter().zip(&self.vars) {
@@ -196,12 +198,12 @@ impl Adadelta {
     }
 
     /// The accumulators as named tensors, to be saved with a checkpoint.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
+    pub fn state(&self) -> NamedTensors {
         self.accumulator_views()
     }
 
     /// Restores the accumulators saved by `state`; every variable must have both.
-    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
+    pub fn load_state(&mut self, named: &[NamedTensor]) -> Result<()> {
         let find = |key: &str| named.iter().find(|(n, _)| n == key).map(|(_, t)| t);
         tch::no_grad(|| -> Result<()> {
             for (key, mut acc) in self.accumulator_views() {

@@ -128,7 +128,11 @@ fn score(
     expected: &[Vec<f32>],
 ) -> Result<Scores> {
     let n = results.len();
-    if expected.len() != n || expected.iter().any(|e| e.len() as i64 != layout.bit_count()) {
+    if expected.len() != n
+        || expected
+            .iter()
+            .any(|e| e.len() as i64 != layout.bit_count())
+    {
         bail!(
             "{} expected bit vectors for {n} images of {} bits",
             expected.len(),

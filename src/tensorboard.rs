@@ -2,8 +2,14 @@
 //! protocol buffers holding scalar summaries. Only the few fields TensorBoard needs for scalars
 //! are encoded, by hand, which avoids a protobuf code generator:
 //!
-//! Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+//! Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
+//!           SessionLog session_log = 6; }
 //! Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
+//! SessionLog { SessionStatus status = 1; }   (START = 1)
+//!
+//! A resumed run writes a new file that begins with a SessionLog START at its first step:
+//! TensorBoard then drops the events of that step and later ones that the interrupted process
+//! had written, so a run resumed after a kill shows one history, not two.
 //!
 //! TFRecord: u64 length (LE), masked CRC-32C of the length, data, masked CRC-32C of the data.
 
@@ -61,9 +67,10 @@ fn now() -> f64 {
 
 impl EventWriter {
     /// Creates a new `events.out.tfevents.TIME.wmae.PID.K` in `dir` (TensorBoard finds files by
-    /// that prefix). An existing file is never opened again: a run resumed within the same
-    /// second, or another process, gets a name of its own instead of truncating it.
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// that prefix) for steps from `first_step` on. An existing file is never opened again: a
+    /// run resumed within the same second, or another process, gets a name of its own instead
+    /// of truncating it.
+    pub fn create(dir: &Path, first_step: i64) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let stem = format!(
             "events.out.tfevents.{}.wmae.{}",
@@ -72,13 +79,15 @@ impl EventWriter {
         );
         let (path, file) = (0..)
             .map(|k| dir.join(format!("{stem}.{k}")))
-            .find_map(|path| {
-                match File::options().write(true).create_new(true).open(&path) {
+            .find_map(
+                |path| match File::options().write(true).create_new(true).open(&path) {
                     Ok(file) => Some(Ok((path, file))),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
-                    Err(e) => Some(Err(e).with_context(|| format!("cannot create {}", path.display()))),
-                }
-            })
+                    Err(e) => {
+                        Some(Err(e).with_context(|| format!("cannot create {}", path.display())))
+                    }
+                },
+            )
             .expect("an unbounded range of names ends with a fresh one")?;
         let mut writer = Self {
             path,
@@ -86,6 +95,20 @@ impl EventWriter {
         };
         let first = event(now(), 0, |e| bytes_field(3, b"brain.Event:2", e));
         writer.record(&first)?;
+        if first_step > 1 {
+            const START: u64 = 1;
+            let restart = event(now(), first_step, |e| {
+                let mut session_log = Vec::new();
+                key(1, 0, &mut session_log);
+                varint(START, &mut session_log);
+                bytes_field(6, &session_log, e);
+            });
+            writer.record(&restart)?;
+        }
+        writer
+            .out
+            .flush()
+            .with_context(|| format!("cannot write {}", writer.path.display()))?;
         Ok(writer)
     }
 

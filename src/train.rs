@@ -99,7 +99,13 @@ impl Trainee {
     /// Evaluation pass over `images` with watermarks for `purpose`, through the inference path
     /// users get: with `Storage::Png8` the watermarked image is rounded to 8 bits before
     /// extraction, exactly what saving it as an 8-bit PNG and reading it back does.
-    pub fn evaluate(&self, images: &Tensor, purpose: Purpose, seed: u64, storage: Storage) -> Summary {
+    pub fn evaluate(
+        &self,
+        images: &Tensor,
+        purpose: Purpose,
+        seed: u64,
+        storage: Storage,
+    ) -> Summary {
         let layout = self.layout();
         let source = BitSource::new(
             layout,
@@ -254,14 +260,17 @@ fn start(
         checkpoint::load_model(init, &mut trainee.vs, &named)?;
     }
     if last.exists() {
-        // A fresh run in an old run's folder replaces it; its event files would otherwise be
-        // shown by TensorBoard as one run with two histories.
-        println!("note: replacing the earlier run in {}", folder.dir.display());
-        let events = folder.events();
-        if events.exists() {
-            std::fs::remove_dir_all(&events)
-                .with_context(|| format!("cannot clear {}", events.display()))?;
-        }
+        println!(
+            "note: replacing the earlier run in {}",
+            folder.dir.display()
+        );
+    }
+    // A fresh run replaces whatever an earlier run (finished or killed) left; its event files
+    // would otherwise be shown by TensorBoard as one run with two histories.
+    let events = folder.events();
+    if events.exists() {
+        std::fs::remove_dir_all(&events)
+            .with_context(|| format!("cannot clear {}", events.display()))?;
     }
     Ok(Progress {
         next_epoch: 0,
@@ -339,7 +348,13 @@ fn train_epoch(
     let batch_size = c.train.batch_size as i64;
     let batches = (n + batch_size - 1) / batch_size;
     let bar = progress_bar(batches as u64, epoch + 1, c.train.epochs, opts.quiet);
-    let source = BitSource::new(layout, c.watermark.mode, opts.seed, Purpose::Train, opts.device);
+    let source = BitSource::new(
+        layout,
+        c.watermark.mode,
+        opts.seed,
+        Purpose::Train,
+        opts.device,
+    );
     let order = Tensor::randperm(n, (Kind::Int64, opts.device));
     let mut acc = Accumulator::new(layout);
     for b in 0..batches {
@@ -436,7 +451,7 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
     let mut optimizer = Adadelta::new(&trainee.vs, config.optimizer);
     let mut progress = start(&folder, opts, &mut trainee, &mut optimizer)?;
     folder.write("config.toml", &config.to_toml()?)?;
-    let mut events = EventWriter::create(&folder.events())?;
+    let mut events = EventWriter::create(&folder.events(), progress.next_epoch as i64 + 1)?;
     print_banner(
         &config,
         opts,

@@ -275,8 +275,7 @@ fn missing_and_mismatched_checkpoints_are_named() {
     assert!(e.contains("/nonexistent/model"), "{e}");
 
     // A checkpoint with one layer renamed and one dropped (metadata and checksum intact).
-    let (mut named, meta) =
-        wmae::checkpoint::read_with_metadata(Path::new(&checkpoint())).unwrap();
+    let (mut named, meta) = wmae::checkpoint::read_with_metadata(Path::new(&checkpoint())).unwrap();
     named.retain(|(n, _)| n != "conl3w.bias");
     for (n, _) in named.iter_mut() {
         if n == "convl1e.weight" {

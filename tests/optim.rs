@@ -2,6 +2,7 @@
 //! f64 scalar implementation of Zeiler's update for several steps.
 
 use tch::{nn, Device, Kind, Tensor};
+use wmae::checkpoint::NamedTensors;
 use wmae::optim::{Adadelta, AdadeltaConfig};
 
 /// A VarStore with one parameter vector and the loss sum(c * p^2) (gradient 2 c p).
@@ -95,7 +96,7 @@ fn state_round_trip_continues_identically() {
         loss(&p).backward();
         opt.step();
     }
-    let state: Vec<(String, Tensor)> = opt
+    let state: NamedTensors = opt
         .state()
         .into_iter()
         .map(|(n, t)| (n, t.copy()))

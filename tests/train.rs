@@ -54,7 +54,7 @@ fn train(config: &Path, out: &Path, extra: &[&str]) {
 }
 
 /// The tensors of a checkpoint (its metadata apart), in name order.
-fn tensors(path: &Path) -> Vec<(String, tch::Tensor)> {
+fn tensors(path: &Path) -> wmae::checkpoint::NamedTensors {
     wmae::checkpoint::read(path).unwrap().tensors
 }
 
@@ -156,7 +156,10 @@ fn tensorboard_reads_the_event_files() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_config(tmp.path(), 2);
     let run = tmp.path().join("run");
-    train(&config, &run, &[]);
+    // Stopped after epoch 1 and resumed at once (within the same second, most likely): the
+    // resumed process writes a file of its own and epoch 1 stays.
+    train(&config, &run, &["--stop-after", "1"]);
+    train(&config, &run, &["--resume"]);
     let script = format!(
         "{}/scripts/check_tensorboard.py",
         env!("CARGO_MANIFEST_DIR")

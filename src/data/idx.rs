@@ -78,14 +78,15 @@ pub fn read(path: &Path, expected_rank: Option<usize>) -> Result<IdxArray> {
         return parse(&raw, expected_rank).with_context(invalid);
     }
     let mut decoder = GzDecoder::new(raw.as_slice());
-    let array = read_stream(&mut decoder, expected_rank)
-        .map_err(|e| match e.downcast::<std::io::Error>() {
+    let array = read_stream(&mut decoder, expected_rank).map_err(|e| {
+        match e.downcast::<std::io::Error>() {
             Ok(io) => anyhow::anyhow!(
                 "{}: corrupt or truncated gzip stream ({io})",
                 path.display()
             ),
             Err(e) => e.context(invalid()),
-        })?;
+        }
+    })?;
     let rest = decoder.into_inner().len();
     if rest > 0 {
         bail!(

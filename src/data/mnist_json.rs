@@ -46,7 +46,7 @@ fn read_class(path: &Path, label: u8) -> Result<ClassImages> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file: DigitFile = serde_json::from_str(&text)
         .with_context(|| format!("{}: expected {{\"data\": [numbers]}}", path.display()))?;
-    if file.data.is_empty() || file.data.len() % PIXELS != 0 {
+    if file.data.is_empty() || !file.data.len().is_multiple_of(PIXELS) {
         bail!(
             "{}: {} values is not a whole number of {PIXELS}-pixel images",
             path.display(),

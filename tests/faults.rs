@@ -1,0 +1,550 @@
+//! Faults a tester injects: crafted and mutated checkpoints and arrays (seeded, bounded fuzzing
+//! of the real binary under a 4 GiB memory limit), runs killed while they save, a disk that
+//! fills up during a save, and two processes writing into one folder. wmae must answer each with
+//! a clean error (exit status 1, no panic, no abort, no partial file) or with correct results.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use wmae::checkpoint::{self, Metadata};
+use wmae::data::dataset::{load_split, Split};
+use wmae::data::images;
+use wmae::splitmix::splitmix64;
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default.ot")
+}
+
+/// A seeded stream of pseudo-random numbers (the fuzz cases are the same on every run).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        splitmix64(self.0)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// `bytes` with one of the mutations a fuzzer applies: flipped bits, overwritten bytes, a cut,
+/// inserted or removed bytes. Offsets lean towards the start, where headers are.
+fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let len = out.len().max(1);
+    let offset = |rng: &mut Rng| {
+        if rng.below(2) == 0 {
+            rng.below(len.min(256))
+        } else {
+            rng.below(len)
+        }
+    };
+    match rng.below(5) {
+        0 => {
+            for _ in 0..1 + rng.below(8) {
+                let i = offset(rng).min(out.len() - 1);
+                out[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => {
+            let i = offset(rng).min(out.len() - 1);
+            let end = (i + 1 + rng.below(16)).min(out.len());
+            for b in &mut out[i..end] {
+                *b = rng.next() as u8;
+            }
+        }
+        2 => out.truncate(offset(rng)),
+        3 => {
+            let i = offset(rng).min(out.len());
+            let extra: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
+            out.splice(i..i, extra);
+        }
+        _ => {
+            let i = offset(rng).min(out.len() - 1);
+            let end = (i + 1 + rng.below(64)).min(out.len());
+            out.drain(i..end);
+        }
+    }
+    out
+}
+
+/// Runs wmae with `args` under a 4 GiB address-space limit (a runaway allocation fails instead of
+/// taking the machine) and, when given, a file-size limit standing in for a full disk.
+fn wmae_limited(args: &[&str], file_size_limit: Option<u64>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wmae"));
+    cmd.args(args).env_remove("LD_LIBRARY_PATH");
+    // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let address_space = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &address_space);
+            if let Some(limit) = file_size_limit {
+                let size = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &size);
+                // A write past the limit then fails with EFBIG, as one on a full disk fails with
+                // ENOSPC, instead of killing the process with SIGXFSZ.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("cannot start the wmae binary")
+}
+
+/// The run must have ended by itself with status 0 or 1 and without a panic.
+fn assert_clean(out: &Output, what: &str) {
+    let err = common::stderr(out);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{what}: ended with {:?} (signal {:?}): {err}",
+        out.status.code(),
+        out.status.signal()
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
+/// One embedded test digit as a PNG file.
+fn digit_png(dir: &Path) -> PathBuf {
+    let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
+    let path = dir.join("digit.png");
+    images::write_png(
+        &path,
+        &images::to_gray(&split.images_tensor(tch::Device::Cpu).get(0)),
+    )
+    .unwrap();
+    path
+}
+
+fn extract_with(checkpoint: &Path, input: &Path) -> Output {
+    wmae_limited(
+        &[
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "extract",
+            input.to_str().unwrap(),
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ],
+        None,
+    )
+}
+
+/// The shipped model as a .safetensors file with its metadata JSON edited by `edit`.
+fn safetensors_with_metadata(
+    dir: &Path,
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> PathBuf {
+    let (named, meta) = checkpoint::read_with_metadata(&shipped()).unwrap();
+    let mut json = serde_json::to_value(&meta).unwrap();
+    edit(&mut json);
+    let path = dir.join(name);
+    let info = [("wmae".to_string(), json.to_string())]
+        .into_iter()
+        .collect();
+    checkpoint::write_safetensors(&path, &named, info).unwrap();
+    path
+}
+
+#[test]
+fn crafted_metadata_is_refused_naming_the_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let big = i64::MAX;
+    let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+        ("layout", "rows", (-1).into(), "rows and cols"),
+        ("layout", "rows", 0.into(), "rows and cols"),
+        ("layout", "rows", 1000.into(), "does not fit"),
+        ("layout", "top", (-1).into(), "does not fit"),
+        ("layout", "top", 27.into(), "does not fit"),
+        ("layout", "top", big.into(), "does not fit"),
+        ("layout", "left", big.into(), "does not fit"),
+        ("layout", "width", 1000.into(), "28x28"),
+        ("layout", "height", 29.into(), "28x28"),
+        ("", "architecture", "unet".into(), "architecture"),
+        ("", "format", "wmae-checkpoint-9".into(), "format"),
+        ("", "parameters", 5.into(), "parameters"),
+        ("", "head", "step".into(), "metadata"),
+    ];
+    for (i, (table, field, value, message)) in cases.into_iter().enumerate() {
+        let edit = |json: &mut serde_json::Value| {
+            let target = if table.is_empty() {
+                &mut *json
+            } else {
+                &mut json[table]
+            };
+            target[field] = value.clone();
+        };
+        // The same lie in a safetensors header and inside an .ot file.
+        let st = safetensors_with_metadata(tmp.path(), &format!("case{i}.safetensors"), edit);
+        let mut meta =
+            serde_json::to_value(checkpoint::read_with_metadata(&shipped()).unwrap().1).unwrap();
+        edit(&mut meta);
+        let ot = tmp.path().join(format!("case{i}.ot"));
+        // (An unknown head cannot even be put into Metadata: the .safetensors case covers it.)
+        if let Ok(meta) = serde_json::from_value::<Metadata>(meta) {
+            let (named, _) = checkpoint::read_with_metadata(&shipped()).unwrap();
+            checkpoint::save_ot(&ot, &named, &meta).unwrap();
+        }
+        for path in [&st, &ot].into_iter().filter(|p| p.exists()) {
+            let out = extract_with(path, &input);
+            assert_clean(&out, &format!("{table}.{field} = {value}"));
+            let err = common::stderr(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{table}.{field} = {value}: {err}"
+            );
+            assert!(
+                err.contains(path.file_name().unwrap().to_str().unwrap()) && err.contains(message),
+                "{table}.{field} = {value} in {}: {err}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn mutated_checkpoints_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let st = tmp.path().join("model.safetensors");
+    let (named, meta) = checkpoint::read_with_metadata(&shipped()).unwrap();
+    checkpoint::save_safetensors(&st, &named, &meta).unwrap();
+    let mut rng = Rng(9);
+    let mut failed = 0;
+    for (source, cases) in [(shipped(), 40), (st, 40)] {
+        let bytes = std::fs::read(&source).unwrap();
+        let ext = source.extension().unwrap().to_str().unwrap().to_string();
+        for case in 0..cases {
+            let path = tmp.path().join(format!("mutant{case}.{ext}"));
+            std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+            let out = extract_with(&path, &input);
+            assert_clean(&out, &format!("{ext} mutant {case}"));
+            failed += usize::from(out.status.code() == Some(1));
+        }
+    }
+    // Nearly every mutation must be caught (a flipped bit in a zip timestamp is harmless).
+    assert!(
+        failed >= 70,
+        "only {failed} of 80 mutated checkpoints were refused"
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_the_weights_is_caught_by_the_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let mut bytes = std::fs::read(shipped()).unwrap();
+    // The bytes of one weight, found in the file: .ot files store tensors uncompressed.
+    let (named, _) = checkpoint::read_with_metadata(&shipped()).unwrap();
+    let kernel = &named.iter().find(|(n, _)| n == "convl2w.weight").unwrap().1;
+    let values = Vec::<f32>::try_from(kernel.flatten(0, -1)).unwrap();
+    let needle: Vec<u8> = values[100..104]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("the weights lie in the file as float32 bytes");
+    bytes[at + 1] ^= 0x04;
+    let path = tmp.path().join("flipped.ot");
+    std::fs::write(&path, bytes).unwrap();
+    let out = extract_with(&path, &input);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("flipped.ot") && err.contains("checksum"),
+        "{err}"
+    );
+}
+
+/// A `.npy` header for a uint8 array of `shape` (NPY format 1.0, as numpy writes it).
+fn npy_header(shape: &str) -> Vec<u8> {
+    let dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
+    let pad = 64 - (10 + dict.len() + 1) % 64;
+    let text = format!("{dict}{}\n", " ".repeat(pad));
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn mutated_and_crafted_arrays_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = shipped();
+    let run = |path: &Path| extract_with(&ck, path);
+
+    // Crafted: a shape whose element count wraps, a gzip bomb, gzip with trailing garbage.
+    let huge = tmp.path().join("huge.npy");
+    std::fs::write(&huge, npy_header("(4611686018427387904, 28, 28)")).unwrap();
+    let err = common::failure(&["--device", "cpu", "extract", huge.to_str().unwrap()]);
+    assert!(
+        err.contains("huge.npy") && err.contains("truncated data"),
+        "{err}"
+    );
+
+    let mut header = vec![0, 0, 8, 3];
+    for d in [3u32, 28, 28] {
+        header.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut bomb_body = header.clone();
+    bomb_body.resize(header.len() + 3 * 784 + (256 << 20), 0);
+    let bomb = tmp.path().join("bomb-idx3-ubyte.gz");
+    std::fs::write(&bomb, gzip(&bomb_body)).unwrap();
+    let err = common::failure(&["--device", "cpu", "extract", bomb.to_str().unwrap()]);
+    assert!(
+        err.contains("bomb") && err.contains("unexpected trailing bytes"),
+        "{err}"
+    );
+
+    let mut too_large = vec![0, 0, 8, 3];
+    for d in [0x7fff_ffffu32, 28, 28] {
+        too_large.extend_from_slice(&d.to_be_bytes());
+    }
+    let large = tmp.path().join("large-idx3-ubyte.gz");
+    std::fs::write(&large, gzip(&too_large)).unwrap();
+    let err = common::failure(&["--device", "cpu", "extract", large.to_str().unwrap()]);
+    assert!(
+        err.contains("large-idx3") && err.contains("too large"),
+        "{err}"
+    );
+
+    let mut good = header.clone();
+    good.resize(header.len() + 3 * 784, 7);
+    let mut garbage = gzip(&good);
+    garbage.extend_from_slice(b"garbage");
+    let trailing = tmp.path().join("trailing-idx3-ubyte.gz");
+    std::fs::write(&trailing, &garbage).unwrap();
+    let err = common::failure(&["--device", "cpu", "extract", trailing.to_str().unwrap()]);
+    assert!(
+        err.contains("trailing") && err.contains("after the end of the gzip stream"),
+        "{err}"
+    );
+
+    // Mutated: IDX (plain and gzip) and .npy versions of three digits.
+    let mut npy = npy_header("(3, 28, 28)");
+    npy.extend(std::iter::repeat_n(9u8, 3 * 784));
+    let mut rng = Rng(21);
+    for (name, bytes) in [
+        ("a-idx3-ubyte", good.clone()),
+        ("b-idx3-ubyte.gz", gzip(&good)),
+        ("c.npy", npy),
+    ] {
+        for case in 0..16 {
+            let path = tmp.path().join(format!("{case}-{name}"));
+            std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+            assert_clean(&run(&path), &format!("{name} mutant {case}"));
+        }
+    }
+}
+
+/// A small run: 256 training and 128 validation digits, batch 64, `epochs` epochs.
+fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
+    let text = format!(
+        "name = \"tiny\"\n[data]\ndir = \"{}\"\ntrain_range = [0, 256]\nvalidation_range = [256, 384]\n\
+         [loss]\nimage = \"mse\"\nwatermark = \"bce\"\nimage_weight = 10.0\nwatermark_region = \"block\"\n\
+         [train]\nepochs = {epochs}\nbatch_size = 64\n",
+        common::embedded_mnist().display()
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train_args<'a>(config: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--seed",
+        "5",
+        "train",
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Epochs in the run's last.ot (0 when it has none yet).
+fn saved_epochs(run: &Path) -> usize {
+    let last = run.join("last.ot");
+    if !last.exists() {
+        return 0;
+    }
+    checkpoint::read_with_metadata(&last).map_or(0, |(_, meta)| meta.epoch)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn runs_killed_while_saving_resume_to_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 4);
+    let whole = tmp.path().join("whole");
+    let out = common::wmae(&train_args(&config, &whole, &[]));
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    // Each attempt runs `train --resume` (which starts the run when there is no checkpoint yet)
+    // and is killed up to 8 ms after its first epoch's summary line: inside or around the writes
+    // of metrics.csv, the events, best.ot and last.ot that follow it.
+    let killed = tmp.path().join("killed");
+    let mut rng = Rng(33);
+    let mut kills = 0;
+    for attempt in 0..16 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wmae"))
+            .args(train_args(&config, &killed, &["--resume"]))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut finished = true;
+        for line in lines.map_while(Result::ok) {
+            if line.starts_with("epoch ") {
+                std::thread::sleep(std::time::Duration::from_micros(rng.below(8_000) as u64));
+                child.kill().unwrap();
+                finished = false;
+                kills += 1;
+                break;
+            }
+        }
+        let status = child.wait().unwrap();
+        if finished {
+            assert!(status.success(), "attempt {attempt} failed: {status:?}");
+            break;
+        }
+        let rows = std::fs::read_to_string(killed.join("metrics.csv"))
+            .map_or(0, |csv| common::csv_column(&csv, "epoch").len());
+        eprintln!(
+            "attempt {attempt}: killed with {} epochs in last.ot, {rows} in metrics.csv",
+            saved_epochs(&killed)
+        );
+        // After any kill, what is on disk is consistent: last.ot (when there) reads back whole
+        // and metrics.csv holds at least its epochs.
+        if killed.join("last.ot").exists() {
+            let (_, meta) = checkpoint::read_with_metadata(&killed.join("last.ot")).unwrap();
+            let csv = std::fs::read_to_string(killed.join("metrics.csv")).unwrap();
+            assert!(
+                common::csv_column(&csv, "epoch").len() >= meta.epoch,
+                "{csv}"
+            );
+        }
+    }
+    assert!(kills >= 3, "only {kills} kills landed");
+    eprintln!("{kills} kills");
+    if !killed.join("test_metrics.json").exists() {
+        let out = common::wmae(&train_args(&config, &killed, &["--resume"]));
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    }
+    for file in ["metrics.csv", "test_metrics.json"] {
+        let read = |dir: &Path| std::fs::read_to_string(dir.join(file)).unwrap();
+        let (a, b) = (read(&whole), read(&killed));
+        assert_eq!(
+            a,
+            b.replace("killed", "whole"),
+            "{file} differs after {kills} kills"
+        );
+    }
+    for file in ["last.ot", "best.ot"] {
+        let a = checkpoint::read(&whole.join(file)).unwrap().tensors;
+        let b = checkpoint::read(&killed.join(file)).unwrap().tensors;
+        assert_eq!(a.len(), b.len());
+        for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+            assert_eq!(na, nb);
+            assert!(ta.equal(tb), "{file}: {na} differs after {kills} kills");
+        }
+    }
+    let names = files_in(&killed);
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn a_full_disk_during_a_checkpoint_save_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path(), 2);
+    let run = tmp.path().join("run");
+    // 200 KB: metrics.csv, the events and best.ot (94 KB) fit; last.ot with the optimizer's
+    // accumulators (about 280 KB) does not.
+    let out = wmae_limited(&train_args(&config, &run, &[]), Some(200_000));
+    assert_clean(&out, "training on a full disk");
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("last.ot") && err.contains("too large"),
+        "{err}"
+    );
+    let names = files_in(&run);
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    assert!(!names.contains(&"last.ot".to_string()), "{names:?}");
+    // The checkpoint that was written is whole.
+    checkpoint::read_with_metadata(&run.join("best.ot")).unwrap();
+}
+
+#[test]
+fn a_folder_in_use_by_another_wmae_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let out_dir = tmp.path().join("out");
+    let lock = wmae::fsutil::FolderLock::acquire(&out_dir).unwrap();
+    let err = common::failure(&[
+        "--device",
+        "cpu",
+        "embed",
+        input.to_str().unwrap(),
+        "--random",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(err.contains("in use by another wmae"), "{err}");
+    let config = tiny_config(tmp.path(), 1);
+    let err = common::failure(&train_args(&config, &out_dir, &[]));
+    assert!(err.contains("in use by another wmae"), "{err}");
+    assert!(files_in(&out_dir).is_empty(), "{:?}", files_in(&out_dir));
+    drop(lock);
+    let out = common::wmae(&[
+        "--device",
+        "cpu",
+        "embed",
+        input.to_str().unwrap(),
+        "--random",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
