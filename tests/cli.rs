@@ -181,6 +181,14 @@ fn bench_prints_figures_as_json() {
 }
 
 #[test]
+fn bench_refuses_empty_batches() {
+    for option in ["--train-batch", "--infer-batch"] {
+        let err = common::failure(&["--device", "cpu", "bench", option, "0"]);
+        assert!(err.contains("at least 1 (got 0)"), "{err}");
+    }
+}
+
+#[test]
 fn bench_reports_the_variant_it_measured() {
     let v = bench_json(&[
         "--train-batch",

@@ -92,6 +92,27 @@ fn bad_numbers_name_the_key() {
             "image_weight = -1.0",
             "loss.image_weight = -1",
         ),
+        // A top near i64::MAX must not wrap around into "fits".
+        (
+            "top = 0",
+            "top = 9223372036854775807",
+            "watermark: a 4x4 block at top 9223372036854775807",
+        ),
+        (
+            "image_weight = 1.0",
+            "block_weight = nan",
+            "loss.block_weight = NaN",
+        ),
+        (
+            "image_weight = 1.0",
+            "block_weight = inf",
+            "loss.block_weight = inf",
+        ),
+        (
+            "image_weight = 1.0",
+            "block_weight = -2.0",
+            "loss.block_weight = -2",
+        ),
     ];
     for (from, to, want) in cases {
         let e = err(&seed_text().replace(from, to));

@@ -57,6 +57,21 @@ fn run_ok(args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// The JSON lines `extract --json` prints: one per image, then the totals.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The exact-watermark rate of `extract --json` output.
+fn exact_rate(text: &str) -> f64 {
+    let lines = json_lines(text);
+    lines.last().unwrap()["totals"]["scored"]["exact_rate"]
+        .as_f64()
+        .unwrap()
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -97,11 +112,7 @@ fn embed_png_extract_round_trip_recovers_the_bits() {
             &["--json", "--manifest", manifest.to_str().unwrap()],
         );
         args.extend_from_slice(method);
-        let text = run_ok(&args);
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = json_lines(&run_ok(&args));
         assert_eq!(lines.len(), 41);
         let totals = &lines[40]["totals"]["scored"];
         let acc = totals["bit_accuracy"].as_f64().unwrap();
@@ -133,10 +144,11 @@ fn fixed_bits_and_expect() {
         "extract",
         &marked,
         &ck,
-        &["--expect", bits, "--out", maps.to_str().unwrap()],
+        &["--json", "--expect", bits, "--out", maps.to_str().unwrap()],
     ));
-    assert!(text.contains(&format!("bits {bits}")), "{text}");
-    assert!(text.contains("exact watermarks 100.00%"), "{text}");
+    let lines = json_lines(&text);
+    assert!(lines[..5].iter().all(|l| l["bits"] == bits), "{text}");
+    assert_eq!(exact_rate(&text), 1.0, "{text}");
     // --out wrote each binarized map as a 0/255 PNG.
     let map = image::open(tmp.path().join("maps/map-00000.png"))
         .unwrap()
@@ -149,7 +161,7 @@ fn fixed_bits_and_expect() {
 fn bare_extract_is_the_demo_on_the_embedded_test_set() {
     let ck = checkpoint();
     let dir = common::embedded_mnist();
-    let text = run_ok(&[
+    let args = [
         "--device",
         "cpu",
         "extract",
@@ -158,19 +170,18 @@ fn bare_extract_is_the_demo_on_the_embedded_test_set() {
         &ck,
         "--data-dir",
         dir.to_str().unwrap(),
-    ]);
+    ];
+    // The human summary says what was done and shows the all-zeros baseline beside the score.
+    let text = run_ok(&args);
     assert!(text.contains("watermarked the 2000 test digits"), "{text}");
     assert!(text.contains("always answering 0 would score"), "{text}");
-    let acc: f64 = text
-        .split("bit accuracy ")
-        .nth(1)
-        .unwrap()
-        .split('%')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(acc >= 99.0, "{text}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let lines = json_lines(&run_ok(&json_args));
+    let totals = &lines.last().unwrap()["totals"];
+    assert_eq!(totals["images"], 2000);
+    let acc = totals["scored"]["bit_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.99, "bit accuracy {acc}");
 }
 
 #[test]
@@ -342,9 +353,9 @@ fn npy_and_rgb_inputs() {
         "extract",
         &rgb_path,
         &checkpoint(),
-        &["--expect", "1111000011110000"],
+        &["--json", "--expect", "1111000011110000"],
     ));
-    assert!(text.contains("exact watermarks 100.00%"), "{text}");
+    assert_eq!(exact_rate(&text), 1.0, "{text}");
 
     // Floats outside [0,1] are refused, naming the file.
     let bad = tmp.path().join("bad.npy");

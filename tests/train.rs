@@ -214,6 +214,25 @@ fn config_errors_exit_non_zero_naming_file_and_key() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("optimizer.lr = 0"), "{}", stderr(&o));
+
+    // A batch larger than the data would train nothing.
+    for batch in ["257", "18446744073709551615"] {
+        let e = common::failure(&[
+            "--device",
+            "cpu",
+            "train",
+            "--config",
+            tiny_config(tmp.path(), 2).to_str().unwrap(),
+            "--out",
+            tmp.path().join("big-batch").to_str().unwrap(),
+            "--batch-size",
+            batch,
+        ]);
+        assert!(
+            e.contains(&format!("train.batch_size = {batch}")) && e.contains("256 training images"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
