@@ -285,6 +285,22 @@ fn npy_header(shape: &str) -> Vec<u8> {
     bytes
 }
 
+/// An unsigned-byte IDX header of rank 3 with `n` images of 28x28.
+fn idx_header(n: u32) -> Vec<u8> {
+    let mut header = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        header.extend_from_slice(&d.to_be_bytes());
+    }
+    header
+}
+
+/// `wmae extract INPUT` must fail cleanly; its message names the file and says `why`.
+fn extract_fails(input: &Path, why: &str) {
+    let err = common::failure(&["--device", "cpu", "extract", input.to_str().unwrap()]);
+    let name = input.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && err.contains(why), "{err}");
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -298,40 +314,22 @@ fn mutated_and_crafted_arrays_fail_cleanly() {
     let ck = shipped();
     let run = |path: &Path| extract_with(&ck, path);
 
-    // Crafted: a shape whose element count wraps, a gzip bomb, gzip with trailing garbage.
+    // Crafted: a shape whose element count wraps, a gzip bomb, dimensions beyond the limit,
+    // gzip with trailing garbage.
     let huge = tmp.path().join("huge.npy");
     std::fs::write(&huge, npy_header("(4611686018427387904, 28, 28)")).unwrap();
-    let err = common::failure(&["--device", "cpu", "extract", huge.to_str().unwrap()]);
-    assert!(
-        err.contains("huge.npy") && err.contains("truncated data"),
-        "{err}"
-    );
+    extract_fails(&huge, "truncated data");
 
-    let mut header = vec![0, 0, 8, 3];
-    for d in [3u32, 28, 28] {
-        header.extend_from_slice(&d.to_be_bytes());
-    }
+    let header = idx_header(3);
     let mut bomb_body = header.clone();
     bomb_body.resize(header.len() + 3 * 784 + (256 << 20), 0);
     let bomb = tmp.path().join("bomb-idx3-ubyte.gz");
     std::fs::write(&bomb, gzip(&bomb_body)).unwrap();
-    let err = common::failure(&["--device", "cpu", "extract", bomb.to_str().unwrap()]);
-    assert!(
-        err.contains("bomb") && err.contains("unexpected trailing bytes"),
-        "{err}"
-    );
+    extract_fails(&bomb, "unexpected trailing bytes");
 
-    let mut too_large = vec![0, 0, 8, 3];
-    for d in [0x7fff_ffffu32, 28, 28] {
-        too_large.extend_from_slice(&d.to_be_bytes());
-    }
     let large = tmp.path().join("large-idx3-ubyte.gz");
-    std::fs::write(&large, gzip(&too_large)).unwrap();
-    let err = common::failure(&["--device", "cpu", "extract", large.to_str().unwrap()]);
-    assert!(
-        err.contains("large-idx3") && err.contains("too large"),
-        "{err}"
-    );
+    std::fs::write(&large, gzip(&idx_header(0x7fff_ffff))).unwrap();
+    extract_fails(&large, "too large");
 
     let mut good = header.clone();
     good.resize(header.len() + 3 * 784, 7);
@@ -339,11 +337,7 @@ fn mutated_and_crafted_arrays_fail_cleanly() {
     garbage.extend_from_slice(b"garbage");
     let trailing = tmp.path().join("trailing-idx3-ubyte.gz");
     std::fs::write(&trailing, &garbage).unwrap();
-    let err = common::failure(&["--device", "cpu", "extract", trailing.to_str().unwrap()]);
-    assert!(
-        err.contains("trailing") && err.contains("after the end of the gzip stream"),
-        "{err}"
-    );
+    extract_fails(&trailing, "after the end of the gzip stream");
 
     // Mutated: IDX (plain and gzip) and .npy versions of three digits.
     let mut npy = npy_header("(3, 28, 28)");
@@ -360,38 +354,6 @@ fn mutated_and_crafted_arrays_fail_cleanly() {
             assert_clean(&run(&path), &format!("{name} mutant {case}"));
         }
     }
-}
-
-/// A small run: 256 training and 128 validation digits, batch 64, `epochs` epochs.
-fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
-    let text = format!(
-        "name = \"tiny\"\n[data]\ndir = \"{}\"\ntrain_range = [0, 256]\nvalidation_range = [256, 384]\n\
-         [loss]\nimage = \"mse\"\nwatermark = \"bce\"\nimage_weight = 10.0\nwatermark_region = \"block\"\n\
-         [train]\nepochs = {epochs}\nbatch_size = 64\n",
-        common::embedded_mnist().display()
-    );
-    let path = dir.join("tiny.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn train_args<'a>(config: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--device",
-        "cpu",
-        "--threads",
-        "2",
-        "--seed",
-        "5",
-        "train",
-        "--quiet",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    args
 }
 
 /// Epochs in the run's last.ot (0 when it has none yet).
@@ -415,9 +377,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[test]
 fn runs_killed_while_saving_resume_to_the_uninterrupted_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 4);
+    let config = common::tiny_config(tmp.path(), 4);
     let whole = tmp.path().join("whole");
-    let out = common::wmae(&train_args(&config, &whole, &[]));
+    let out = common::wmae(&common::train_args(&config, &whole, &[]));
     assert!(out.status.success(), "{}", common::stderr(&out));
 
     // Each attempt runs `train --resume` (which starts the run when there is no checkpoint yet)
@@ -428,7 +390,7 @@ fn runs_killed_while_saving_resume_to_the_uninterrupted_result() {
     let mut kills = 0;
     for attempt in 0..16 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wmae"))
-            .args(train_args(&config, &killed, &["--resume"]))
+            .args(common::train_args(&config, &killed, &["--resume"]))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -469,7 +431,7 @@ fn runs_killed_while_saving_resume_to_the_uninterrupted_result() {
     assert!(kills >= 3, "only {kills} kills landed");
     eprintln!("{kills} kills");
     if !killed.join("test_metrics.json").exists() {
-        let out = common::wmae(&train_args(&config, &killed, &["--resume"]));
+        let out = common::wmae(&common::train_args(&config, &killed, &["--resume"]));
         assert!(out.status.success(), "{}", common::stderr(&out));
     }
     for file in ["metrics.csv", "test_metrics.json"] {
@@ -497,11 +459,11 @@ fn runs_killed_while_saving_resume_to_the_uninterrupted_result() {
 #[test]
 fn a_full_disk_during_a_checkpoint_save_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 2);
+    let config = common::tiny_config(tmp.path(), 2);
     let run = tmp.path().join("run");
     // 200 KB: metrics.csv, the events and best.ot (94 KB) fit; last.ot with the optimizer's
     // accumulators (about 280 KB) does not.
-    let out = wmae_limited(&train_args(&config, &run, &[]), Some(200_000));
+    let out = wmae_limited(&common::train_args(&config, &run, &[]), Some(200_000));
     assert_clean(&out, "training on a full disk");
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -532,8 +494,8 @@ fn a_folder_in_use_by_another_wmae_is_refused() {
         out_dir.to_str().unwrap(),
     ]);
     assert!(err.contains("in use by another wmae"), "{err}");
-    let config = tiny_config(tmp.path(), 1);
-    let err = common::failure(&train_args(&config, &out_dir, &[]));
+    let config = common::tiny_config(tmp.path(), 1);
+    let err = common::failure(&common::train_args(&config, &out_dir, &[]));
     assert!(err.contains("in use by another wmae"), "{err}");
     assert!(files_in(&out_dir).is_empty(), "{:?}", files_in(&out_dir));
     drop(lock);

@@ -1,6 +1,8 @@
 //! The seed model: Keras layer names, parameter count, Keras initialisation, shapes, dropout only
 //! in training, and the hard head's exact 0/1 forward with the sigmoid's gradient.
 
+mod common;
+
 use tch::{nn, Device, Kind, Tensor};
 use wmae::model::{
     dropout, parameter_count, set_kernel_layout, straight_through_binarize, DropoutMask, Head,
@@ -16,6 +18,7 @@ fn build(head: Head) -> (nn::VarStore, WatermarkAutoencoder) {
 
 #[test]
 fn variables_carry_the_keras_layer_names_and_count() {
+    let _generator = common::generator();
     let (vs, _) = build(Head::Sigmoid);
     // Keras: 160 + 4,640 + 2,312 + 73 per image block, 160 + 4,640 + 2,312 + 9 for the extractor.
     assert_eq!(parameter_count(&vs), 21_491);
@@ -51,6 +54,7 @@ fn variables_carry_the_keras_layer_names_and_count() {
 
 #[test]
 fn initialisation_is_keras_glorot_uniform_with_zero_biases() {
+    let _generator = common::generator();
     let (vs, _) = build(Head::Sigmoid);
     for (name, var) in vs.variables() {
         if name.ends_with(".bias") {
@@ -74,6 +78,7 @@ fn initialisation_is_keras_glorot_uniform_with_zero_biases() {
 
 #[test]
 fn both_heads_have_the_image_shape_and_the_watermark_is_a_second_input() {
+    let _generator = common::generator();
     let (_, model) = build(Head::Sigmoid);
     let image = Tensor::rand([5, 1, 28, 28], (Kind::Float, Device::Cpu));
     let zeros = Tensor::zeros([5, 1, 28, 28], (Kind::Float, Device::Cpu));
@@ -100,6 +105,7 @@ fn both_heads_have_the_image_shape_and_the_watermark_is_a_second_input() {
 
 #[test]
 fn dropout_only_when_training() {
+    let _generator = common::generator();
     let (_, model) = build(Head::Sigmoid);
     let image = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu));
     let map = image.zeros_like();
@@ -113,6 +119,7 @@ fn dropout_only_when_training() {
 
 #[test]
 fn hard_head_outputs_exact_bits_with_the_sigmoid_gradient() {
+    let _generator = common::generator();
     let (vs_soft, soft) = build(Head::Sigmoid);
     let (mut vs_hard, hard) = build(Head::Hard);
     vs_hard.copy(&vs_soft).unwrap();
@@ -139,6 +146,7 @@ fn hard_head_outputs_exact_bits_with_the_sigmoid_gradient() {
 
 #[test]
 fn straight_through_is_exact_at_the_edges() {
+    let _generator = common::generator();
     let p = Tensor::from_slice(&[0.0f32, 0.2, 0.5, 0.5000001, 0.7, 0.999_999_9, 1.0]);
     let b = Vec::<f32>::try_from(straight_through_binarize(&p)).unwrap();
     assert_eq!(b, vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
@@ -146,6 +154,7 @@ fn straight_through_is_exact_at_the_edges() {
 
 #[test]
 fn cpu_kernels_are_channels_last_and_nchw_gives_the_same_outputs() {
+    let _generator = common::generator();
     let (vs, model) = build(Head::Sigmoid);
     let w = &vs.variables()["convl2e.weight"];
     assert_eq!(w.size(), vec![32, 16, 3, 3]);
@@ -176,6 +185,7 @@ fn dropped_share(out: &Tensor) -> f64 {
 
 #[test]
 fn packed_dropout_is_bernoulli_with_keras_scaling() {
+    let _generator = common::generator();
     tch::manual_seed(3);
     let ones = Tensor::ones([1_000_003], (Kind::Float, Device::Cpu));
     let out = dropout(&ones, DropoutMask::PackedBits, true);
@@ -205,6 +215,7 @@ fn packed_dropout_is_bernoulli_with_keras_scaling() {
 
 #[test]
 fn packed_dropout_gradient_is_the_scaled_mask() {
+    let _generator = common::generator();
     let x = Tensor::rand([2, 8, 28, 28], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     let out = dropout(&x, DropoutMask::PackedBits, true);
     out.sum(Kind::Float).backward();

@@ -1,6 +1,8 @@
 //! Adadelta against values computed independently: by hand for the first step, and by a plain
 //! f64 scalar implementation of Zeiler's update for several steps.
 
+mod common;
+
 use tch::{nn, Device, Kind, Tensor};
 use wmae::checkpoint::NamedTensors;
 use wmae::optim::{Adadelta, AdadeltaConfig};
@@ -46,6 +48,7 @@ fn run(cfg: AdadeltaConfig, steps: usize) -> Vec<f32> {
 
 #[test]
 fn first_step_by_hand() {
+    let _generator = common::generator();
     // p = 0.5, c = 1: g = 1; acc_g = 0.05; delta = sqrt(1e-7) / sqrt(0.05 + 1e-7) = 0.00141421...
     let p = run(AdadeltaConfig::default(), 1);
     assert!(
@@ -63,6 +66,7 @@ fn first_step_by_hand() {
 
 #[test]
 fn many_steps_match_the_scalar_reference() {
+    let _generator = common::generator();
     for cfg in [
         AdadeltaConfig::default(),
         AdadeltaConfig {
@@ -88,6 +92,7 @@ fn many_steps_match_the_scalar_reference() {
 
 #[test]
 fn state_round_trip_continues_identically() {
+    let _generator = common::generator();
     let cfg = AdadeltaConfig::default();
     let (vs, p) = setup(&[0.5, -1.2, 3.0]);
     let mut opt = Adadelta::new(&vs, cfg);
@@ -118,6 +123,7 @@ fn state_round_trip_continues_identically() {
 
 #[test]
 fn bad_hyperparameters_name_the_key() {
+    let _generator = common::generator();
     let err = AdadeltaConfig {
         rho: 1.5,
         ..Default::default()
@@ -139,6 +145,7 @@ fn bad_hyperparameters_name_the_key() {
 /// the layout kept, and the model itself sees the updates.
 #[test]
 fn flat_buffer_update_equals_the_per_variable_update_on_the_seed_model() {
+    let _generator = common::generator();
     use wmae::model::{Head, WatermarkAutoencoder};
     let build = || {
         tch::manual_seed(11);

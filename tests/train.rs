@@ -3,53 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{stderr, wmae};
 
-/// A small run: 256 training and 128 validation digits, batch 64.
-fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
-    let text = format!(
-        r#"name = "tiny"
-[data]
-dir = "{}"
-train_range = [0, 256]
-validation_range = [256, 384]
-[watermark]
-mode = "random"
-[loss]
-image = "mse"
-watermark = "bce"
-image_weight = 10.0
-watermark_region = "block"
-[train]
-epochs = {epochs}
-batch_size = 64
-final_lr_fraction = 0.5
-"#,
-        common::embedded_mnist().display()
-    );
-    let path = dir.join("tiny.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn train(config: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "--device",
-        "cpu",
-        "--seed",
-        "11",
-        "train",
-        "--quiet",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = wmae(&args);
+    let o = wmae(&common::train_args(config, out, extra));
     assert!(o.status.success(), "train failed: {}", stderr(&o));
 }
 
@@ -65,7 +25,7 @@ fn metadata(path: &Path) -> wmae::checkpoint::Metadata {
 #[test]
 fn run_folder_holds_config_metrics_events_and_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 2);
+    let config = common::tiny_config(tmp.path(), 2);
     let run = tmp.path().join("run");
     train(&config, &run, &[]);
     for f in [
@@ -107,7 +67,7 @@ fn run_folder_holds_config_metrics_events_and_checkpoints() {
 #[test]
 fn same_seed_gives_identical_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 2);
+    let config = common::tiny_config(tmp.path(), 2);
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     train(&config, &a, &[]);
     train(&config, &b, &[]);
@@ -124,7 +84,7 @@ fn same_seed_gives_identical_metrics() {
 #[test]
 fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 3);
+    let config = common::tiny_config(tmp.path(), 3);
     let (whole, resumed) = (tmp.path().join("whole"), tmp.path().join("resumed"));
     train(&config, &whole, &[]);
     train(&config, &resumed, &["--stop-after", "1"]);
@@ -154,7 +114,7 @@ fn tensorboard_reads_the_event_files() {
         "{python} is missing: scripts/test installs TensorBoard's reader there (scripts/setup-python)"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 2);
+    let config = common::tiny_config(tmp.path(), 2);
     let run = tmp.path().join("run");
     // Stopped after epoch 1 and resumed at once (within the same second, most likely): the
     // resumed process writes a file of its own and epoch 1 stays.
@@ -184,7 +144,7 @@ fn tensorboard_reads_the_event_files() {
 #[test]
 fn config_errors_exit_non_zero_naming_file_and_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 2);
+    let config = common::tiny_config(tmp.path(), 2);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("batch_size = 64", "batch_sise = 64");
@@ -208,7 +168,7 @@ fn config_errors_exit_non_zero_naming_file_and_key() {
         "cpu",
         "train",
         "--config",
-        tiny_config(tmp.path(), 2).to_str().unwrap(),
+        common::tiny_config(tmp.path(), 2).to_str().unwrap(),
         "--lr",
         "0",
     ]);
@@ -222,7 +182,7 @@ fn config_errors_exit_non_zero_naming_file_and_key() {
             "cpu",
             "train",
             "--config",
-            tiny_config(tmp.path(), 2).to_str().unwrap(),
+            common::tiny_config(tmp.path(), 2).to_str().unwrap(),
             "--out",
             tmp.path().join("big-batch").to_str().unwrap(),
             "--batch-size",
@@ -238,7 +198,7 @@ fn config_errors_exit_non_zero_naming_file_and_key() {
 #[test]
 fn init_starts_from_trained_weights() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path(), 1);
+    let config = common::tiny_config(tmp.path(), 1);
     let shipped = format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR"));
     let run = tmp.path().join("finetune");
     train(&config, &run, &["--init", &shipped, "--lr", "0.01"]);

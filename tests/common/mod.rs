@@ -51,3 +51,55 @@ pub fn csv_column(csv: &str, name: &str) -> Vec<f64> {
         .map(|l| l.split(',').nth(col).expect("a full row").parse().unwrap())
         .collect()
 }
+
+/// A small run: 256 training and 128 validation digits, batch 64.
+pub fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
+    let text = format!(
+        r#"name = "tiny"
+[data]
+dir = "{}"
+train_range = [0, 256]
+validation_range = [256, 384]
+[watermark]
+mode = "random"
+[loss]
+image = "mse"
+watermark = "bce"
+image_weight = 10.0
+watermark_region = "block"
+[train]
+epochs = {epochs}
+batch_size = 64
+final_lr_fraction = 0.5
+"#,
+        embedded_mnist().display()
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `wmae --device cpu --seed 11 train --quiet --config CONFIG --out OUT EXTRA..`.
+pub fn train_args<'a>(config: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--device",
+        "cpu",
+        "--seed",
+        "11",
+        "train",
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// libtorch's generator is global to the process: tests that seed it and then draw from it take
+/// turns through this lock, or another test's draw could land between the seeding and the draws.
+pub fn generator() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
