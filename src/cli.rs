@@ -203,7 +203,7 @@ pub struct ExtractArgs {
     pub checkpoint: PathBuf,
 
     /// Binarize at this threshold: a pixel is 1 when its map value is above it.
-    #[arg(long, value_name = "T", default_value_t = 0.5, conflicts_with = "otsu")]
+    #[arg(long, value_name = "T", default_value_t = crate::binarize::DEFAULT_THRESHOLD, conflicts_with = "otsu")]
     pub threshold: f64,
 
     /// Binarize each map at its own Otsu threshold instead.

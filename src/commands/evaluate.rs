@@ -31,7 +31,7 @@ struct Quality {
 #[derive(Debug, Serialize)]
 struct Recovery {
     watermark: &'static str,
-    method: &'static str,
+    method: String,
     bit_accuracy: f64,
     all_zeros_accuracy: f64,
     exact_rate: f64,
@@ -93,7 +93,11 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
             recovery::read_back(&float_maps, &layout, default, &names, Some(&expected))?;
         let float_bit_accuracy = float_totals.scored.map_or(0.0, |s| s.bit_accuracy);
         let mut recovery = Vec::new();
-        for (method, method_name) in [(default, "0.5"), (Method::Otsu, "otsu")] {
+        let methods = [
+            (default, DEFAULT_THRESHOLD.to_string()),
+            (Method::Otsu, "otsu".into()),
+        ];
+        for (method, method_name) in methods {
             let (results, totals) =
                 recovery::read_back(&maps, &layout, method, &names, Some(&expected))?;
             let s = totals.scored.clone().unwrap_or_default();
