@@ -2,6 +2,7 @@
 //! output, a decoder CNN giving the watermarked image and an extractor CNN recovering the map.
 
 pub mod alloc;
+pub mod attack;
 pub mod binarize;
 pub mod checkpoint;
 pub mod cli;
@@ -11,10 +12,12 @@ pub mod data;
 pub mod device;
 pub mod fsutil;
 pub mod inference;
+pub mod jpeg;
 pub mod loss;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod noise;
 pub mod optim;
 pub mod recovery;
 pub mod runlog;

@@ -1,0 +1,1 @@
+//! Inference-time attacks on watermarked 8-bit images (being written).

@@ -1,0 +1,1 @@
+//! Training-time noise layers (being written).
