@@ -11,6 +11,10 @@ use tch::{Kind, Tensor};
 /// The seed's answer: a map value above 0.5 is a 1.
 pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
+/// Class means (in map units) closer than this are no split into 0 and 1 at all: an empty map's
+/// few 1/255 values on 0 are two classes to Otsu (separability 1), but not a watermark.
+pub const MIN_LEVEL_GAP: f64 = 0.5;
+
 /// Below this separability Otsu's split is reported as untrustworthy. Unimodal maps never reach
 /// it: Otsu's best split of a Gaussian gives 2/pi = 0.64, of a uniform distribution 0.75.
 pub const MIN_SEPARABILITY: f64 = 0.8;
@@ -31,6 +35,16 @@ pub struct Binarized {
     pub threshold: f64,
     /// Otsu's between-class over total variance (computed for every method, as a diagnostic).
     pub separability: f64,
+    /// Mean map value above Otsu's threshold minus the mean below it (0 with one class).
+    pub level_gap: f64,
+}
+
+impl Binarized {
+    /// Whether the map fails to split into two distinct levels: low separability, or two
+    /// classes too close together to be 0 and 1.
+    pub fn is_unseparable(&self) -> bool {
+        self.separability < MIN_SEPARABILITY || self.level_gap < MIN_LEVEL_GAP
+    }
 }
 
 /// A map in [0,1] as an 8-bit image (value * 255, rounded), the form Otsu's histogram needs.
@@ -84,22 +98,39 @@ pub fn at_threshold(values: &Tensor, threshold: f64) -> Tensor {
     values.gt(threshold).to_kind(values.kind())
 }
 
+/// The gap between the mean values of the two classes Otsu's `level` splits the map into.
+fn level_gap(values: &[f32], gray: &GrayImage, level: u8) -> f64 {
+    let (mut sums, mut counts) = ([0f64; 2], [0usize; 2]);
+    for (v, p) in values.iter().zip(gray.pixels()) {
+        let class = usize::from(p.0[0] > level);
+        sums[class] += *v as f64;
+        counts[class] += 1;
+    }
+    if counts[0] == 0 || counts[1] == 0 {
+        return 0.0;
+    }
+    sums[1] / counts[1] as f64 - sums[0] / counts[0] as f64
+}
+
 /// Binarizes one map of `width x height` values in [0,1].
 pub fn binarize(values: &[f32], width: u32, height: u32, method: Method) -> Binarized {
     let gray = map_to_gray(values, width, height);
     let otsu = imageproc::contrast::otsu_level(&gray);
     let separability = separability(&gray, otsu);
+    let level_gap = level_gap(values, &gray, otsu);
     match method {
         Method::Threshold(t) => Binarized {
             pixels: values.iter().map(|&v| u8::from(v as f64 > t)).collect(),
             threshold: t,
             separability,
+            level_gap,
         },
         // imageproc's convention: pixels above the level are foreground.
         Method::Otsu => Binarized {
             pixels: gray.pixels().map(|p| u8::from(p.0[0] > otsu)).collect(),
             threshold: (otsu as f64 + 0.5) / 255.0,
             separability,
+            level_gap,
         },
     }
 }

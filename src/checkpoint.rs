@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::model::{Head, SEED_ARCHITECTURE, SEED_IMAGE_SIDE};
+use crate::detect::{Calibration, Detector};
+use crate::model::{Architecture, Head, SEED_IMAGE_SIDE};
 use crate::optim::Adadelta;
 use crate::watermark::Layout;
 
@@ -55,6 +56,9 @@ pub struct Metadata {
     /// absent from files converted by other tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensors_sha256: Option<String>,
+    /// The watermark detector's calibration on clean training images (see `crate::detect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
 }
 
 impl Metadata {
@@ -62,7 +66,7 @@ impl Metadata {
     pub fn seed(layout: Layout, head: Head, parameters: i64, epoch: usize) -> Self {
         Self {
             format: FORMAT.to_string(),
-            architecture: SEED_ARCHITECTURE.to_string(),
+            architecture: Architecture::Seed.name().to_string(),
             layout,
             head,
             parameters,
@@ -70,6 +74,7 @@ impl Metadata {
             best_validation_loss: None,
             config: String::new(),
             tensors_sha256: None,
+            calibration: None,
         }
     }
 
@@ -81,20 +86,20 @@ impl Metadata {
                 self.format
             );
         }
-        if self.architecture != SEED_ARCHITECTURE {
+        if Architecture::from_name(&self.architecture).is_none() {
             bail!(
-                "{source}: architecture {:?} is unknown to this wmae (it knows {SEED_ARCHITECTURE:?})",
+                "{source}: architecture {:?} is unknown to this wmae (it knows \"seed\" and \"seed-residual\")",
                 self.architecture
             );
         }
         self.layout.validate(&format!("{source}: layout"))?;
         let l = &self.layout;
-        if l.height != SEED_IMAGE_SIDE || l.width != SEED_IMAGE_SIDE {
+        if l.height() != SEED_IMAGE_SIDE || l.width() != SEED_IMAGE_SIDE {
             bail!(
                 "{source}: layout height {} and width {}: the {} model works on \
                  {SEED_IMAGE_SIDE}x{SEED_IMAGE_SIDE} images",
-                l.height,
-                l.width,
+                l.height(),
+                l.width(),
                 self.architecture
             );
         }
@@ -330,6 +335,13 @@ pub struct Loaded {
     pub meta: Metadata,
 }
 
+impl Loaded {
+    /// The watermark detector of this model and layout.
+    pub fn detector(&self) -> Detector {
+        Detector::for_layout(&self.meta.layout, self.meta.calibration)
+    }
+}
+
 pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     let path = &resolve_default(path);
     let file = read(path)?;
@@ -348,7 +360,8 @@ pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
         None => read_with_metadata(path).map(|(_, meta)| meta)?,
     };
     let mut vs = VarStore::new(device);
-    let model = crate::model::WatermarkAutoencoder::new(&vs.root(), meta.head);
+    let architecture = Architecture::from_name(&meta.architecture).unwrap_or_default();
+    let model = crate::model::WatermarkAutoencoder::build(&vs.root(), architecture, meta.head);
     load_model(path, &mut vs, &file.tensors)?;
     let parameters = crate::model::parameter_count(&vs);
     if meta.parameters != parameters {

@@ -184,6 +184,11 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
+    /// Embedding strength A: watermarked = original + A x (model output - original). Below 1
+    /// the image is closer to the original (higher PSNR) and the watermark weaker.
+    #[arg(long, value_name = "A", default_value_t = 1.0)]
+    pub strength: f64,
+
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
     /// .safetensors state dict of the seed model.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]

@@ -38,37 +38,72 @@ pub struct DataConfig {
     pub validation_range: [usize; 2],
 }
 
+/// Where the bits go in the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutKind {
+    /// `rows x cols` bits in one block at (`top`, `left`): the seed.
+    #[default]
+    Block,
+    /// `rows x cols` bits spread over the whole map in `cell x cell` cells (keyed by `key`),
+    /// read back at shifts up to `search` pixels.
+    Spread,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatermarkConfig {
     pub mode: Mode,
+    pub layout: LayoutKind,
+    /// The payload: rows x cols bits (a block's shape; for a spread layout only the product counts).
     pub rows: i64,
     pub cols: i64,
+    /// Block layout: the block's top-left pixel.
     pub top: i64,
     pub left: i64,
+    /// Spread layout: cell side in pixels, the key of the cell assignment, the shift search.
+    pub cell: i64,
+    pub key: u64,
+    pub search: i64,
 }
 
 impl Default for WatermarkConfig {
     fn default() -> Self {
-        let l = Layout::default();
         Self {
             mode: Mode::Random,
-            rows: l.rows,
-            cols: l.cols,
-            top: l.top,
-            left: l.left,
+            layout: LayoutKind::Block,
+            rows: 4,
+            cols: 4,
+            top: 0,
+            left: 0,
+            cell: 1,
+            key: 0x5EED,
+            search: 2,
         }
     }
 }
 
 impl WatermarkConfig {
+    /// The layout on the seed model's 28x28 map.
     pub fn layout(&self) -> Layout {
-        Layout {
-            rows: self.rows,
-            cols: self.cols,
-            top: self.top,
-            left: self.left,
-            ..Layout::default()
+        let side = crate::model::SEED_IMAGE_SIDE;
+        match self.layout {
+            LayoutKind::Block => Layout::Block {
+                rows: self.rows,
+                cols: self.cols,
+                top: self.top,
+                left: self.left,
+                height: side,
+                width: side,
+            },
+            LayoutKind::Spread => Layout::Spread {
+                bits: self.rows.saturating_mul(self.cols),
+                cell: self.cell,
+                key: self.key,
+                search: self.search,
+                height: side,
+                width: side,
+            },
         }
     }
 }
@@ -76,6 +111,7 @@ impl WatermarkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    pub architecture: crate::model::Architecture,
     pub head: Head,
 }
 

@@ -41,17 +41,25 @@ fn batched(images: &Tensor, f: impl Fn(&Tensor, i64, i64) -> Tensor) -> Tensor {
     Tensor::cat(&parts, 0)
 }
 
-/// The watermarked images `(N,1,H,W)` (float) of `images` carrying `bits` `(N, rows*cols)`.
+/// The watermarked images `(N,1,H,W)` (float) of `images` carrying `bits` `(N, bits)`, at
+/// `strength`: original + strength x (model output - original). 1 is what the model was trained
+/// for; less trades robustness for PSNR, more the other way, without retraining.
 pub fn embed(
     model: &WatermarkAutoencoder,
     layout: &Layout,
     images: &Tensor,
     bits: &Tensor,
+    strength: f64,
 ) -> Tensor {
     tch::no_grad(|| {
         batched(images, |batch, start, len| {
             let map = layout.map_from_bits(&bits.narrow(0, start, len).to_device(batch.device()));
-            model.embed_t(batch, &map, false)
+            let out = model.embed_t(batch, &map, false);
+            if strength == 1.0 {
+                out
+            } else {
+                (batch + (out - batch) * strength).clamp(0.0, 1.0)
+            }
         })
     })
 }
@@ -88,7 +96,7 @@ pub fn round_trip(
     bits: &Tensor,
     storage: Storage,
 ) -> RoundTrip {
-    let watermarked = store(&embed(model, layout, images, bits), storage);
+    let watermarked = store(&embed(model, layout, images, bits, 1.0), storage);
     let maps = extract(model, &watermarked);
     RoundTrip { watermarked, maps }
 }

@@ -72,15 +72,18 @@ pub struct MapCounts {
 }
 
 impl MapCounts {
-    /// Counts of binary maps `(N,1,H,W)` (exact 0/1) against the true maps.
-    pub fn of(binary: &Tensor, true_map: &Tensor, layout: &Layout) -> Self {
+    /// Counts of binary maps `(N,1,H,W)` (exact 0/1) against the true bits `(N, bits)`; the bits
+    /// are read as the layout reads them (a vote over each bit's pixels), with the shift search
+    /// when `search` (reading files) or without (training, where nothing shifts the map).
+    pub fn of(binary: &Tensor, true_bits: &Tensor, layout: &Layout, search: bool) -> Self {
+        let true_map = &layout.map_from_bits(true_bits);
         let per_image = |t: Tensor| {
             t.to_kind(Kind::Float)
                 .flatten(1, -1)
                 .sum_dim_intlist(1, false, Kind::Float)
         };
         Self {
-            bit_errors: per_image(layout.block(binary).ne_tensor(&layout.block(true_map))),
+            bit_errors: per_image(layout.read(binary, search).bits.ne_tensor(true_bits)),
             pixels_right: per_image(binary.eq_tensor(true_map)),
             intersection: per_image(binary * true_map),
             predicted_ones: per_image(binary.shallow_clone()),
@@ -126,18 +129,19 @@ impl Accumulator {
             layout,
             sums: None,
             images: 0,
-            pixels_per_image: layout.height * layout.width,
+            pixels_per_image: layout.height() * layout.width(),
         }
     }
 
     /// Adds one batch: the originals, the true watermark maps, both heads' outputs and the
     /// batch-mean losses (weighted here by the batch size).
-    pub fn add(&mut self, original: &Tensor, true_map: &Tensor, out: &Output, losses: &Losses) {
+    pub fn add(&mut self, original: &Tensor, bits: &Tensor, out: &Output, losses: &Losses) {
+        let true_map = &self.layout.map_from_bits(bits);
         let (watermarked, predicted_map) = (&out.watermarked, &out.watermark_map);
         let (loss, image_loss, watermark_loss) = (&losses.total, &losses.image, &losses.watermark);
         let n = original.size()[0];
         let binary = at_threshold(predicted_map, DEFAULT_THRESHOLD);
-        let counts = MapCounts::of(&binary, true_map, &self.layout);
+        let counts = MapCounts::of(&binary, bits, &self.layout, false);
         let bits = self.layout.bit_count() as f64;
         let f = |t: Tensor| t.to_kind(Kind::Float).reshape([1]);
         let total = |t: &Tensor| f(t.sum(Kind::Float));

@@ -56,8 +56,9 @@ pub struct Trainee {
 impl Trainee {
     pub fn new(config: Config, device: Device) -> Self {
         let vs = VarStore::new(device);
-        let model = WatermarkAutoencoder::new(&vs.root(), config.model.head);
-        let block = config.watermark.layout().block_mask(Kind::Float, device);
+        let model =
+            WatermarkAutoencoder::build(&vs.root(), config.model.architecture, config.model.head);
+        let block = config.watermark.layout().carrier_mask(Kind::Float, device);
         let watermark_weights = match config.loss.watermark_region {
             Region::Map => block * (config.loss.block_weight - 1.0) + 1.0,
             Region::Block => block,
@@ -289,14 +290,11 @@ fn print_banner(
     let c = config;
     let layout = c.watermark.layout();
     println!(
-        "wmae train: run {} | device {} | {} parameters | watermark {}x{} at ({}, {}), {} mode | head {:?}",
+        "wmae train: run {} | device {} | {} parameters | watermark {}, {} mode | head {:?}",
         opts.dir.display(),
         crate::device::describe(opts.device),
         parameters,
-        layout.rows,
-        layout.cols,
-        layout.top,
-        layout.left,
+        layout.describe(),
         match c.watermark.mode {
             Mode::Fixed => "fixed",
             Mode::Random => "random",
@@ -416,6 +414,7 @@ fn record_epoch(
         model::parameter_count(&trainee.vs),
         epoch + 1,
     );
+    meta.architecture = c.model.architecture.name().to_string();
     meta.best_validation_loss = Some(progress.best_loss).filter(|l| l.is_finite());
     meta.config = c.to_toml()?;
     if improved {

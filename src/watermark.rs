@@ -1,93 +1,12 @@
-//! Watermarks: a block of `rows x cols` bits placed at (`top`, `left`) of a zero map the size of
-//! the image (the seed: 4x4 bits in the top-left corner of a 28x28 map), and the bits read back.
+//! Watermark bits: fixed or random bits for training and evaluation, bit strings in and out. Where
+//! the bits go in the map is the layout's business (`crate::layout`).
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+pub use crate::layout::Layout;
 use crate::splitmix::splitmix64;
-
-/// Where the bits sit in the watermark map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layout {
-    pub rows: i64,
-    pub cols: i64,
-    pub top: i64,
-    pub left: i64,
-    /// Size of the map, the image size.
-    pub height: i64,
-    pub width: i64,
-}
-
-impl Default for Layout {
-    fn default() -> Self {
-        Self {
-            rows: 4,
-            cols: 4,
-            top: 0,
-            left: 0,
-            height: 28,
-            width: 28,
-        }
-    }
-}
-
-impl Layout {
-    /// Checks that the block is non-empty and lies inside the map; `key` names the config key.
-    pub fn validate(&self, key: &str) -> Result<()> {
-        if self.rows < 1 || self.cols < 1 {
-            bail!(
-                "{key}: rows and cols must be at least 1 (got {}x{})",
-                self.rows,
-                self.cols
-            );
-        }
-        // Checked sums: a top or left near i64::MAX must not wrap around into "fits".
-        let fits = |start: i64, len: i64, size: i64| {
-            start >= 0 && start.checked_add(len).is_some_and(|end| end <= size)
-        };
-        if !fits(self.top, self.rows, self.height) || !fits(self.left, self.cols, self.width) {
-            bail!(
-                "{key}: a {}x{} block at top {}, left {} does not fit in a {}x{} image",
-                self.rows,
-                self.cols,
-                self.top,
-                self.left,
-                self.height,
-                self.width
-            );
-        }
-        Ok(())
-    }
-
-    /// Bits the block holds.
-    pub fn bit_count(&self) -> i64 {
-        self.rows * self.cols
-    }
-
-    /// The watermark map `(N,1,H,W)`: zeros with `bits` `(N, rows*cols)` in the block.
-    pub fn map_from_bits(&self, bits: &Tensor) -> Tensor {
-        let n = bits.size()[0];
-        let bottom = self.height - self.top - self.rows;
-        let right = self.width - self.left - self.cols;
-        bits.reshape([n, 1, self.rows, self.cols])
-            .constant_pad_nd([self.left, right, self.top, bottom])
-    }
-
-    /// The block of a map `(N,1,H,W)`, flattened to `(N, rows*cols)` in row-major bit order.
-    pub fn block(&self, map: &Tensor) -> Tensor {
-        let n = map.size()[0];
-        map.narrow(2, self.top, self.rows)
-            .narrow(3, self.left, self.cols)
-            .reshape([n, self.bit_count()])
-    }
-
-    /// A mask `(1,1,H,W)` that is 1 on the block and 0 elsewhere.
-    pub fn block_mask(&self, kind: Kind, device: Device) -> Tensor {
-        self.map_from_bits(&Tensor::ones([1, self.bit_count()], (kind, device)))
-    }
-}
 
 /// How watermarks are drawn during training and evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -170,10 +89,9 @@ pub fn parse_bits(text: &str, layout: &Layout) -> Result<Vec<f32>> {
         .collect::<Result<Vec<f32>>>()?;
     if bits.len() != want {
         bail!(
-            "bits {text:?}: {} bits given, the {}x{} watermark block holds exactly {want}",
+            "bits {text:?}: {} bits given, the watermark ({}) holds exactly {want}",
             bits.len(),
-            layout.rows,
-            layout.cols
+            layout.describe()
         );
     }
     Ok(bits)

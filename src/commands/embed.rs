@@ -14,6 +14,9 @@ use crate::manifest::{output_names, Manifest, ManifestEntry, MANIFEST_FORMAT, MA
 use crate::watermark;
 
 pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
+    if !(args.strength > 0.0 && args.strength <= 10.0) {
+        anyhow::bail!("--strength {}: must lie in (0, 10]", args.strength);
+    }
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
     let layout = loaded.meta.layout;
@@ -36,6 +39,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         &layout,
         &inputs.tensor().to_device(device),
         &bits,
+        args.strength,
     );
 
     // One writer per output folder: a second embed into it stops here instead of mixing its

@@ -61,6 +61,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
     let layout = loaded.meta.layout;
+    let detector = loaded.detector();
     let split = load_split(&args.data_dir, Split::Test)?;
     let originals = split.images_tensor(device);
     let n = originals.size()[0];
@@ -69,7 +70,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     for (mode, mode_name) in [(Mode::Fixed, "fixed"), (Mode::Random, "random")] {
         let bits = BitSource::new(layout, mode, global.seed, Purpose::Test, device).draw(n);
         let true_maps = layout.map_from_bits(&bits);
-        let float = inference::embed(&loaded.model, &layout, &originals, &bits);
+        let float = inference::embed(&loaded.model, &layout, &originals, &bits, 1.0);
         let float_maps = inference::extract(&loaded.model, &float);
         let watermarked = inference::store(&float, Storage::Png8);
         let maps = inference::extract(&loaded.model, &watermarked);
@@ -81,7 +82,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
         };
         let scores = Vec::<f32>::try_from(
             layout
-                .block(&maps)
+                .bit_values(&maps)
                 .to_device(tch::Device::Cpu)
                 .flatten(0, -1),
         )?;
@@ -90,7 +91,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
         let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
         let default = Method::Threshold(DEFAULT_THRESHOLD);
         let (_, float_totals) =
-            recovery::read_back(&float_maps, &layout, default, &names, Some(&expected))?;
+            recovery::read_back(&float_maps, &layout, default, &detector, &names, Some(&expected))?;
         let float_bit_accuracy = float_totals.scored.map_or(0.0, |s| s.bit_accuracy);
         let mut recovery = Vec::new();
         let methods = [
@@ -99,7 +100,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
         ];
         for (method, method_name) in methods {
             let (results, totals) =
-                recovery::read_back(&maps, &layout, method, &names, Some(&expected))?;
+                recovery::read_back(&maps, &layout, method, &detector, &names, Some(&expected))?;
             let s = totals.scored.clone().unwrap_or_default();
             recovery.push(Recovery {
                 watermark: mode_name,
@@ -110,7 +111,7 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
                 bit_error_rate: s.bit_error_rate,
                 dice: s.dice,
                 pixel_accuracy: s.pixel_accuracy,
-                low_separability: totals.low_separability,
+                low_separability: totals.unseparable,
             });
             if mode == Mode::Random && method == default {
                 write_grid(
@@ -206,7 +207,7 @@ fn write_grid(
     results: &[ImageResult],
 ) -> Result<()> {
     let layout = loaded.meta.layout;
-    let (h, w) = (layout.height as u32, layout.width as u32);
+    let (h, w) = (layout.height() as u32, layout.width() as u32);
     let samples = args.samples.clamp(1, results.len()) as u32;
     const GAP: u32 = 2;
     let columns = 6u32;

@@ -19,13 +19,10 @@ pub fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
         ),
     }
     println!(
-        "exported {} tensors ({} parameters, {}x{} watermark at ({}, {}), {:?} head, config sha256 {}) to {}",
+        "exported {} tensors ({} parameters, watermark {}, {:?} head, config sha256 {}) to {}",
         named.len(),
         loaded.meta.parameters,
-        loaded.meta.layout.rows,
-        loaded.meta.layout.cols,
-        loaded.meta.layout.top,
-        loaded.meta.layout.left,
+        loaded.meta.layout.describe(),
         loaded.meta.head,
         &checkpoint::config_sha256(&loaded.meta.config)[..12],
         args.out.display()

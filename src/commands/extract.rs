@@ -43,7 +43,7 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
         (inputs.names.clone(), maps, expected)
     };
     let (results, totals) =
-        recovery::read_back(&maps, &layout, method, &names, expected.as_deref())?;
+        recovery::read_back(&maps, &layout, method, &loaded.detector(), &names, expected.as_deref())?;
 
     if let Some(dir) = &args.out {
         write_maps(dir, &results, &layout)?;
@@ -119,7 +119,7 @@ fn expected_bits(args: &ExtractArgs, layout: &Layout, names: &[String]) -> Resul
 fn write_maps(dir: &Path, results: &[ImageResult], layout: &Layout) -> Result<()> {
     for (i, r) in results.iter().enumerate() {
         let pixels: Vec<u8> = r.binary_map.iter().map(|&p| p * 255).collect();
-        let image = image::GrayImage::from_raw(layout.width as u32, layout.height as u32, pixels)
+        let image = image::GrayImage::from_raw(layout.width() as u32, layout.height() as u32, pixels)
             .context("binarized map size")?;
         images::write_png(&dir.join(format!("map-{i:05}.png")), &image)?;
     }
@@ -150,9 +150,14 @@ fn report(
     // Per image lines for small inputs; a summary always.
     if results.len() <= 50 {
         for r in results {
+            let verdict = if r.watermarked {
+                format!("watermark {}", r.bits)
+            } else {
+                "no watermark".to_string()
+            };
             let mut line = format!(
-                "{}  bits {}  threshold {:.3}  confidence {:.3}  separability {:.2}",
-                r.name, r.bits, r.threshold, r.confidence, r.separability
+                "{}  {verdict}  (bits read {}, agreement {:.3} at shift {:?}, threshold {:.3}, separability {:.2})",
+                r.name, r.bits, r.agreement, r.shift, r.threshold, r.separability
             );
             if let (Some(e), Some(exp), Some(d)) = (r.bit_errors, &r.expected, r.dice) {
                 line.push_str(&format!("  expected {exp}  errors {e}  Dice {d:.3}"));

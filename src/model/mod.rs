@@ -11,8 +11,34 @@ use tch::{nn, Tensor};
 pub use cpu::{dropout, set_kernel_layout, DropoutMask, KernelLayout, DROPOUT};
 pub use seed::{Decoder, Encoder, Extractor, WatermarkAutoencoder};
 
-/// The seed's architecture name, as checkpoint metadata records it.
-pub const SEED_ARCHITECTURE: &str = "seed";
+/// The graph around the seed's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// The Keras graph: the decoder's relu output is the watermarked image, redrawn whole.
+    #[default]
+    Seed,
+    /// The same layers, but the watermarked image is the image plus the decoder's output (no
+    /// relu: changes of either sign), clamped to [0,1]: the model only writes a change, so its
+    /// reconstruction error no longer caps the PSNR.
+    SeedResidual,
+}
+
+impl Architecture {
+    /// The name checkpoint metadata records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Seed => "seed",
+            Architecture::SeedResidual => "seed-residual",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Architecture::Seed, Architecture::SeedResidual]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+}
 
 /// Side of the square grayscale images the seed model takes.
 pub const SEED_IMAGE_SIDE: i64 = 28;

@@ -18,7 +18,7 @@ use tch::nn;
 use tch::Tensor;
 
 use super::cpu::{self, dropout, DropoutMask};
-use super::{straight_through_binarize, Head, Output};
+use super::{straight_through_binarize, Architecture, Head, Output};
 
 /// A Keras Conv2D: Glorot-uniform kernel, zero bias, `same` padding.
 fn conv(vs: &nn::Path, name: &str, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D {
@@ -106,7 +106,12 @@ impl Decoder {
     }
 
     pub fn forward_t(&self, merged: &Tensor, train: bool) -> Tensor {
-        self.body.forward_t(merged, train).apply(&self.out).relu()
+        self.change_t(merged, train).relu()
+    }
+
+    /// `decoder_output` before its relu: the residual architecture's change to the image.
+    pub fn change_t(&self, merged: &Tensor, train: bool) -> Tensor {
+        self.body.forward_t(merged, train).apply(&self.out)
     }
 }
 
@@ -146,15 +151,22 @@ pub struct WatermarkAutoencoder {
     pub encoder: Encoder,
     pub decoder: Decoder,
     pub extractor: Extractor,
+    pub architecture: Architecture,
 }
 
 impl WatermarkAutoencoder {
     /// Builds the model's variables under `vs` (names at the root, as in Keras).
     pub fn new(vs: &nn::Path, head: Head) -> Self {
+        Self::build(vs, Architecture::Seed, head)
+    }
+
+    /// The seed graph, or its residual variant (same layers and variables).
+    pub fn build(vs: &nn::Path, architecture: Architecture, head: Head) -> Self {
         Self {
             encoder: Encoder::new(vs),
             decoder: Decoder::new(vs),
             extractor: Extractor::new(vs, head),
+            architecture,
         }
     }
 
@@ -168,7 +180,14 @@ impl WatermarkAutoencoder {
     /// The watermarked image: decoder(encoder(image) + watermark map).
     pub fn embed_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Tensor {
         let merged = self.encoder.forward_t(image, train) + watermark_map;
-        self.decoder.forward_t(&merged, train)
+        match self.architecture {
+            Architecture::Seed => self.decoder.forward_t(&merged, train),
+            // The decoder's output is a change to the image, of either sign; the clamp keeps the
+            // result an image (and passes the gradient wherever it is inside [0,1]).
+            Architecture::SeedResidual => {
+                (image + self.decoder.change_t(&merged, train)).clamp(0.0, 1.0)
+            }
+        }
     }
 
     /// Both heads; dropout only when `train`.

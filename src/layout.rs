@@ -1,0 +1,348 @@
+//! Watermark layouts: which pixels of the watermark map carry which bit, and how the bits are read
+//! back from a binarized map.
+//!
+//! - `Block` (the seed): `rows x cols` bits in a block at (`top`, `left`) of a zero map; one pixel
+//!   per bit. A model-free reader sees it, and an empty (all-zero) map reads as the all-zero word.
+//! - `Spread`: every `cell x cell` cell of the map carries one bit, the cells assigned to the bits
+//!   by a keyed pseudo-random permutation (each bit gets the same number of cells, spread over the
+//!   whole image), and half of each bit's cells carry it inverted. The map is then half ones
+//!   whatever the bits, so an empty map agrees with no word better than chance.
+//!
+//! Reading: each bit is the majority vote of its pixels (inverted ones counted inverted). For a
+//! spread layout the vote is taken at every integer shift of the map within `search` pixels and
+//! the shift whose pixels agree best wins: a shifted image gives a shifted map (the extractor is a
+//! convolution), and this re-synchronises it. The share of pixels that agree with the word read is
+//! the evidence `detect` weighs: about one half on a map without a watermark, near one with one.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::splitmix::splitmix64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Layout {
+    /// `rows x cols` bits in one block at (`top`, `left`) of a `height x width` map.
+    Block {
+        rows: i64,
+        cols: i64,
+        top: i64,
+        left: i64,
+        height: i64,
+        width: i64,
+    },
+    /// `bits` bits, each on an equal share of the `cell x cell` cells of a `height x width` map,
+    /// assigned by a permutation keyed by `key`; read back at shifts up to `search` pixels.
+    Spread {
+        bits: i64,
+        cell: i64,
+        key: u64,
+        search: i64,
+        height: i64,
+        width: i64,
+    },
+}
+
+impl Default for Layout {
+    /// The seed's: 4x4 bits in the top-left corner of a 28x28 map.
+    fn default() -> Self {
+        Layout::Block {
+            rows: 4,
+            cols: 4,
+            top: 0,
+            left: 0,
+            height: 28,
+            width: 28,
+        }
+    }
+}
+
+/// For each map pixel (row-major): the bit it carries (None: no bit) and whether inverted.
+struct Assignment {
+    bit_of: Vec<Option<usize>>,
+    inverted: Vec<bool>,
+}
+
+/// The bits read from binarized maps.
+pub struct Reading {
+    /// `(N, bits)` 0./1.
+    pub bits: Tensor,
+    /// `(N,)` share of the bit-carrying pixels that agree with the bits read (inverted ones
+    /// counted inverted), at the chosen shift.
+    pub agreement: Tensor,
+    /// `(N, 2)` the shift (rows, columns) at which the bits were read.
+    pub shift: Tensor,
+}
+
+impl Layout {
+    pub fn height(&self) -> i64 {
+        match *self {
+            Layout::Block { height, .. } | Layout::Spread { height, .. } => height,
+        }
+    }
+
+    pub fn width(&self) -> i64 {
+        match *self {
+            Layout::Block { width, .. } | Layout::Spread { width, .. } => width,
+        }
+    }
+
+    /// Bits a watermark holds.
+    pub fn bit_count(&self) -> i64 {
+        match *self {
+            Layout::Block { rows, cols, .. } => rows * cols,
+            Layout::Spread { bits, .. } => bits,
+        }
+    }
+
+    /// Checks that the layout describes bits that fit its map; `key` names the config key.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let (height, width) = (self.height(), self.width());
+        if height < 1 || width < 1 || height > 4096 || width > 4096 {
+            bail!("{key}: a {height}x{width} map: height and width must lie in 1..=4096");
+        }
+        match *self {
+            Layout::Block {
+                rows,
+                cols,
+                top,
+                left,
+                ..
+            } => {
+                if rows < 1 || cols < 1 {
+                    bail!("{key}: rows and cols must be at least 1 (got {rows}x{cols})");
+                }
+                // Checked sums: a top or left near i64::MAX must not wrap around into "fits".
+                let fits = |start: i64, len: i64, size: i64| {
+                    start >= 0 && start.checked_add(len).is_some_and(|end| end <= size)
+                };
+                if !fits(top, rows, height) || !fits(left, cols, width) {
+                    bail!(
+                        "{key}: a {rows}x{cols} block at top {top}, left {left} does not fit in a \
+                         {height}x{width} image"
+                    );
+                }
+            }
+            Layout::Spread {
+                bits, cell, search, ..
+            } => {
+                if !(1..=height.min(width)).contains(&cell) {
+                    bail!("{key}: cell = {cell}: must lie in 1..={}", height.min(width));
+                }
+                let cells = (height / cell) * (width / cell);
+                if bits < 1 || bits * 2 > cells {
+                    bail!(
+                        "{key}: bits = {bits}: a {height}x{width} map of {cell}x{cell} cells has \
+                         {cells} cells, and every bit needs at least two (one plain, one inverted)"
+                    );
+                }
+                if !(0..=8).contains(&search) {
+                    bail!("{key}: search = {search}: must lie in 0..=8 pixels");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn assignment(&self) -> Assignment {
+        let (h, w) = (self.height() as usize, self.width() as usize);
+        let mut bit_of = vec![None; h * w];
+        let mut inverted = vec![false; h * w];
+        match *self {
+            Layout::Block {
+                rows,
+                cols,
+                top,
+                left,
+                ..
+            } => {
+                for k in 0..(rows * cols) as usize {
+                    let r = top as usize + k / cols as usize;
+                    let c = left as usize + k % cols as usize;
+                    bit_of[r * w + c] = Some(k);
+                }
+            }
+            Layout::Spread { bits, cell, key, .. } => {
+                let (bits, cell) = (bits as usize, cell as usize);
+                let (rows, cols) = (h / cell, w / cell);
+                let per_bit = rows * cols / bits;
+                // Fisher-Yates over the cells, driven by the key: cell order -> (bit, polarity).
+                let mut order: Vec<usize> = (0..rows * cols).collect();
+                for i in (1..order.len()).rev() {
+                    let j = (splitmix64(key ^ splitmix64(i as u64)) % (i as u64 + 1)) as usize;
+                    order.swap(i, j);
+                }
+                for (rank, &c) in order.iter().take(per_bit * bits).enumerate() {
+                    let (bit, nth) = (rank % bits, rank / bits);
+                    let (r0, c0) = ((c / cols) * cell, (c % cols) * cell);
+                    for r in r0..r0 + cell {
+                        for cc in c0..c0 + cell {
+                            bit_of[r * w + cc] = Some(bit);
+                            inverted[r * w + cc] = nth % 2 == 1;
+                        }
+                    }
+                }
+            }
+        }
+        Assignment { bit_of, inverted }
+    }
+
+    /// `(H*W, bits)` 0/1: which bit each pixel carries; and `(H*W,)` 1 where inverted.
+    fn matrices(&self, device: Device) -> (Tensor, Tensor) {
+        let a = self.assignment();
+        let bits = self.bit_count() as usize;
+        let mut onehot = vec![0f32; a.bit_of.len() * bits];
+        for (p, b) in a.bit_of.iter().enumerate() {
+            if let Some(k) = b {
+                onehot[p * bits + k] = 1.0;
+            }
+        }
+        let inverted: Vec<f32> = a.inverted.iter().map(|&i| f32::from(u8::from(i))).collect();
+        (
+            Tensor::from_slice(&onehot)
+                .reshape([a.bit_of.len() as i64, bits as i64])
+                .to_device(device),
+            Tensor::from_slice(&inverted).to_device(device),
+        )
+    }
+
+    /// The watermark map `(N,1,H,W)` of `bits` `(N, bits)`: each pixel the value of its bit
+    /// (inverted where the layout says), 0 where it carries none.
+    pub fn map_from_bits(&self, bits: &Tensor) -> Tensor {
+        let n = bits.size()[0];
+        let (onehot, inverted) = self.matrices(bits.device());
+        let plain = bits.to_kind(Kind::Float).matmul(&onehot.tr());
+        let carried = onehot.sum_dim_intlist(1, false, Kind::Float);
+        let map = &plain + &inverted * (carried - &plain * 2.0);
+        map.reshape([n, 1, self.height(), self.width()])
+    }
+
+    /// A mask `(1,1,H,W)` that is 1 on the pixels that carry bits and 0 elsewhere.
+    pub fn carrier_mask(&self, kind: Kind, device: Device) -> Tensor {
+        let (onehot, _) = self.matrices(device);
+        onehot
+            .sum_dim_intlist(1, false, kind)
+            .reshape([1, 1, self.height(), self.width()])
+    }
+
+    /// The mean map value of each bit's pixels `(N, bits)`, inverted pixels counted as 1 - value:
+    /// near 1 for a 1-bit and near 0 for a 0-bit in an extracted map (soft bits, not shifted).
+    pub fn bit_values(&self, maps: &Tensor) -> Tensor {
+        let n = maps.size()[0];
+        let (onehot, inverted) = self.matrices(maps.device());
+        let m = maps.to_kind(Kind::Float).reshape([n, -1]);
+        let corrected = &m + &inverted * (m.neg() * 2.0 + 1.0);
+        corrected.matmul(&onehot) / onehot.sum_dim_intlist(0, false, Kind::Float)
+    }
+
+    /// How many pixels carry each bit.
+    pub fn carrier_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.bit_count() as usize];
+        for k in self.assignment().bit_of.into_iter().flatten() {
+            counts[k] += 1;
+        }
+        counts
+    }
+
+    /// How many shifts `read` tries when it searches.
+    pub fn shift_count(&self) -> usize {
+        self.shifts().len()
+    }
+
+    /// The shifts the reader tries: (0, 0) first, then the others within `search` pixels.
+    fn shifts(&self) -> Vec<(i64, i64)> {
+        let search = match *self {
+            Layout::Block { .. } => 0,
+            Layout::Spread { search, .. } => search,
+        };
+        let mut shifts = vec![(0, 0)];
+        for dy in -search..=search {
+            for dx in -search..=search {
+                if (dy, dx) != (0, 0) {
+                    shifts.push((dy, dx));
+                }
+            }
+        }
+        shifts
+    }
+
+    /// Reads the bits of binary maps `(N,1,H,W)` (exact 0/1) by majority vote over each bit's
+    /// pixels, at the best shift when `search` is set (ties: the first shift, no shift first).
+    pub fn read(&self, binary: &Tensor, search: bool) -> Reading {
+        let n = binary.size()[0];
+        let device = binary.device();
+        let (onehot, inverted) = self.matrices(device);
+        let shifts = if search {
+            self.shifts()
+        } else {
+            vec![(0, 0)]
+        };
+        let ones = binary.ones_like();
+        let mut best: Option<(Tensor, Tensor, Tensor)> = None;
+        for (dy, dx) in shifts {
+            // The map content that the layout's pixel (r, c) sees under shift (dy, dx) is the
+            // binary map at (r + dy, c + dx); pixels shifted in from outside do not vote.
+            let seen = shift_map(binary, dy, dx).reshape([n, -1]);
+            let valid = shift_map(&ones, dy, dx).reshape([n, -1]);
+            let corrected = (&seen + &inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
+            let ones_votes = corrected.matmul(&onehot);
+            let totals = valid.matmul(&onehot);
+            let bits = (&ones_votes * 2.0).gt_tensor(&totals).to_kind(Kind::Float);
+            let agreeing = ones_votes
+                .max_other(&(&totals - &ones_votes))
+                .sum_dim_intlist(1, false, Kind::Float);
+            let agreement = agreeing / totals.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+            let shift = Tensor::from_slice(&[dy, dx]).to_device(device).expand([n, 2], false);
+            best = Some(match best {
+                None => (bits, agreement, shift),
+                Some((b, a, s)) => {
+                    let better = agreement.gt_tensor(&a);
+                    (
+                        bits.where_self(&better.unsqueeze(1), &b),
+                        agreement.where_self(&better, &a),
+                        shift.where_self(&better.unsqueeze(1), &s),
+                    )
+                }
+            });
+        }
+        let (bits, agreement, shift) = best.expect("at least the unshifted reading");
+        Reading {
+            bits,
+            agreement,
+            shift,
+        }
+    }
+
+    /// One line for banners and reports.
+    pub fn describe(&self) -> String {
+        match *self {
+            Layout::Block {
+                rows,
+                cols,
+                top,
+                left,
+                ..
+            } => format!("{rows}x{cols} block at ({top}, {left})"),
+            Layout::Spread {
+                bits, cell, search, ..
+            } => format!(
+                "{bits} bits spread over {cell}x{cell} cells, read at shifts up to {search} px"
+            ),
+        }
+    }
+}
+
+/// `out[r, c] = map[r + dy, c + dx]`, 0 outside the map.
+fn shift_map(map: &Tensor, dy: i64, dx: i64) -> Tensor {
+    let size = map.size();
+    let (h, w) = (size[2], size[3]);
+    if dy == 0 && dx == 0 {
+        return map.shallow_clone();
+    }
+    // Pad by |d| on both sides, then take the window that starts at |d| + d.
+    let (py, px) = (dy.abs(), dx.abs());
+    map.constant_pad_nd([px, px, py, py])
+        .narrow(2, py + dy, h)
+        .narrow(3, px + dx, w)
+}
