@@ -460,8 +460,10 @@ pub fn apply_float(
         })?,
         Attack::Brightness { delta } => (x + delta as f64 / 255.0).clamp(0.0, 1.0),
         Attack::Contrast { factor } => {
-            // PIL's ImageEnhance.Contrast: the mean gray level, rounded to an 8-bit level.
-            let mean = (x.mean_dim(&[1i64, 2, 3][..], true, Kind::Float) * 255.0).round() / 255.0;
+            // PIL's ImageEnhance.Contrast: the mean gray level rounded to an 8-bit level as PIL
+            // rounds it, int(mean + 0.5) (halves up, where torch's round would go to even).
+            let mean =
+                (x.mean_dim(&[1i64, 2, 3][..], true, Kind::Float) * 255.0 + 0.5).floor() / 255.0;
             (&mean + (&x - &mean) * factor as f64).clamp(0.0, 1.0)
         }
         Attack::SaltPepper { percent } => {

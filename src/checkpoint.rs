@@ -272,8 +272,16 @@ fn load_ot(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
 }
 
 fn parse_metadata(path: &Path, json: &[u8]) -> Result<Metadata> {
-    serde_json::from_slice(json)
-        .with_context(|| format!("{}: not wmae checkpoint metadata", path.display()))
+    let bad = || format!("{}: not wmae checkpoint metadata", path.display());
+    let mut value: serde_json::Value = serde_json::from_slice(json).with_context(bad)?;
+    // Metadata written before spread layouts (and by scripts/keras_to_wmae.py) describes a block
+    // without naming its kind.
+    if let Some(layout) = value.get_mut("layout").and_then(|l| l.as_object_mut()) {
+        layout
+            .entry("kind")
+            .or_insert_with(|| serde_json::Value::from("block"));
+    }
+    serde_json::from_value(value).with_context(bad)
 }
 
 /// Copies the model variables of `named` into `vs`; a missing, unexpected or misshapen variable

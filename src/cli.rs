@@ -65,8 +65,11 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Image quality and watermark recovery on a data set's test split, as a table and a PNG grid.
     Evaluate(EvaluateArgs),
-    /// Export a checkpoint's model to .ot (with a .json sidecar) or .safetensors (metadata in its
-    /// header), chosen by the output's extension; .safetensors state dicts from PyTorch load too.
+    /// The attack suite: watermark images, edit them (JPEG, noise, blur, shifts, ...; and the
+    /// model-free reader, forger and remover), and report per attack how the watermark fares.
+    Attack(AttackArgs),
+    /// Export a checkpoint's model to .ot or .safetensors (metadata inside), chosen by the output's
+    /// extension; .safetensors state dicts from PyTorch load too.
     Export(ExportArgs),
     /// Training and inference throughput (images/s) of the seed model on synthetic batches.
     Bench(BenchArgs),
@@ -234,6 +237,37 @@ pub struct ExtractArgs {
     /// Data set folder for the run without inputs.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AttackArgs {
+    /// Original (unwatermarked) images, as for embed. None: the test split of --data-dir.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Model checkpoint: .ot or .safetensors written by wmae.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
+    pub checkpoint: PathBuf,
+
+    /// Data set folder whose test split is attacked when no input is given.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Attacks, comma-separated (e.g. jpeg-90,shift-1), or "standard" for the whole suite.
+    #[arg(long, value_name = "LIST", default_value = "standard")]
+    pub attacks: String,
+
+    /// Embedding strengths to compare, comma-separated (see embed --strength).
+    #[arg(long, value_name = "A,..", value_delimiter = ',', default_value = "1")]
+    pub strength: Vec<f64>,
+
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the rows as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::loss::{LossKind, Region};
 use crate::model::Head;
+use crate::noise::NoiseConfig;
 use crate::optim::AdadeltaConfig;
 use crate::watermark::{Layout, Mode};
 
@@ -25,6 +26,9 @@ pub struct Config {
     #[serde(default)]
     pub optimizer: AdadeltaConfig,
     pub train: TrainConfig,
+    /// Noise layers between the decoder and the extractor in training (default: none).
+    #[serde(default, skip_serializing_if = "NoiseConfig::is_default")]
+    pub noise: NoiseConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +236,7 @@ impl Config {
             );
         }
         self.optimizer.validate("optimizer")?;
+        self.noise.validate("noise")?;
         if self.train.epochs == 0 {
             bail!("train.epochs = 0: at least one epoch is needed");
         }

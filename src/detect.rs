@@ -95,6 +95,12 @@ fn null_tail(counts: &[usize]) -> Vec<f64> {
     tail
 }
 
+/// P(agreement count >= `a`) under the null model, for bits of `counts[k]` pixels, one shift.
+pub fn null_tail_at(counts: &[usize], a: usize) -> f64 {
+    let tail = null_tail(counts);
+    tail[a.min(tail.len() - 1)]
+}
+
 impl Detector {
     /// The rule for bits carried by `counts[k]` pixels each, read at `shifts` shifts, with the
     /// model's calibration when it has one.

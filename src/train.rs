@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Metadata};
+use crate::detect::Calibration;
 use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::fsutil::FolderLock;
@@ -25,6 +26,7 @@ use crate::inference::{self, Storage};
 use crate::loss::{self, Losses, Region};
 use crate::metrics::{Accumulator, Summary};
 use crate::model::{self, WatermarkAutoencoder};
+use crate::noise::NoiseLayers;
 use crate::optim::Adadelta;
 use crate::runlog::{csv_header, csv_row, print_summary, progress_bar, summary_json, truncate_csv};
 use crate::tensorboard::EventWriter;
@@ -51,10 +53,12 @@ pub struct Trainee {
     /// Per-pixel weights of the watermark loss: 1 on the background, `block_weight` on the block
     /// (Region::Map), or 1 on the block only (Region::Block).
     watermark_weights: Tensor,
+    /// What happens to the watermarked image before the extractor sees it, in training.
+    noise: NoiseLayers,
 }
 
 impl Trainee {
-    pub fn new(config: Config, device: Device) -> Self {
+    pub fn new(config: Config, device: Device) -> Result<Self> {
         let vs = VarStore::new(device);
         let model =
             WatermarkAutoencoder::build(&vs.root(), config.model.architecture, config.model.head);
@@ -63,12 +67,14 @@ impl Trainee {
             Region::Map => block * (config.loss.block_weight - 1.0) + 1.0,
             Region::Block => block,
         };
-        Self {
+        let noise = NoiseLayers::new(&config.noise)?;
+        Ok(Self {
             vs,
             model,
             config,
             watermark_weights,
-        }
+            noise,
+        })
     }
 
     pub fn layout(&self) -> Layout {
@@ -125,7 +131,7 @@ impl Trainee {
             watermark_map: trip.maps,
         };
         let mut acc = Accumulator::new(layout);
-        tch::no_grad(|| acc.add(images, &map, &out, &self.losses(&out, images, &map)));
+        tch::no_grad(|| acc.add(images, &bits, &out, &self.losses(&out, images, &map)));
         acc.summary()
     }
 }
@@ -359,13 +365,19 @@ fn train_epoch(
         let start = b * batch_size;
         let len = batch_size.min(n - start);
         let batch = images.index_select(0, &order.narrow(0, start, len));
-        let map = layout.map_from_bits(&source.draw(len));
-        let out = trainee.model.forward_t(&batch, &map, true);
+        let bits = source.draw(len);
+        let map = layout.map_from_bits(&bits);
+        let watermarked = trainee.model.embed_t(&batch, &map, true);
+        let attacked = trainee.noise.apply(&watermarked, &batch);
+        let out = model::Output {
+            watermark_map: trainee.model.extractor.forward_t(&attacked, true),
+            watermarked,
+        };
         let losses = trainee.losses(&out, &batch, &map);
         optimizer.zero_grad();
         losses.total.backward();
         optimizer.step();
-        acc.add(&batch, &map, &out, &losses);
+        acc.add(&batch, &bits, &out, &losses);
         if b % 8 == 7 || b + 1 == batches {
             let s = acc.summary();
             bar.set_message(format!(
@@ -423,12 +435,36 @@ fn record_epoch(
     checkpoint::save(&folder.last(), &trainee.vs, Some(optimizer), &meta)
 }
 
+/// The detector's calibration: the agreement of the model's maps with the words read from them on
+/// clean (unwatermarked) `images`, as `extract` reads them (threshold 0.5, shift search).
+pub fn calibrate(model: &WatermarkAutoencoder, layout: &Layout, images: &Tensor) -> Result<Calibration> {
+    let maps = inference::extract(model, images);
+    let binary = crate::binarize::at_threshold(&maps, crate::binarize::DEFAULT_THRESHOLD);
+    let agreement = layout.read(&binary, true).agreement;
+    let values = Vec::<f64>::try_from(agreement.to_kind(Kind::Double).to_device(Device::Cpu))?;
+    Ok(Calibration::from_agreements(&values))
+}
+
 /// Test figures of the best checkpoint, float and after the 8-bit round trip, printed and
-/// written to test_metrics.json.
-fn final_test(folder: &RunFolder, trainee: &mut Trainee, images: &Tensor, seed: u64) -> Result<()> {
+/// written to test_metrics.json; the best checkpoint gets the detector's calibration on the clean
+/// training images.
+fn final_test(
+    folder: &RunFolder,
+    trainee: &mut Trainee,
+    splits: &Splits,
+    seed: u64,
+) -> Result<()> {
     let best = folder.best();
-    let named = checkpoint::read(&best)?.tensors;
+    let (named, mut meta) = checkpoint::read_with_metadata(&best)?;
     checkpoint::load_model(&best, &mut trainee.vs, &named)?;
+    let calibration = calibrate(&trainee.model, &trainee.layout(), &splits.train)?;
+    println!(
+        "detector calibration on {} clean training images: agreement mean {:.4}, std {:.4}, max {:.4}",
+        calibration.images, calibration.mean, calibration.std, calibration.max
+    );
+    meta.calibration = Some(calibration);
+    checkpoint::save_ot(&best, &named, &meta)?;
+    let images = &splits.test;
     let test = trainee.evaluate(images, Purpose::Test, seed, Storage::Float);
     let test_8bit = trainee.evaluate(images, Purpose::Test, seed, Storage::Png8);
     println!("test split, best checkpoint ({}):", best.display());
@@ -446,7 +482,7 @@ fn final_test(folder: &RunFolder, trainee: &mut Trainee, images: &Tensor, seed: 
 pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
     let splits = Splits::load(&config, opts.device)?;
     let folder = RunFolder::open(&opts.dir)?;
-    let mut trainee = Trainee::new(config.clone(), opts.device);
+    let mut trainee = Trainee::new(config.clone(), opts.device)?;
     let mut optimizer = Adadelta::new(&trainee.vs, config.optimizer);
     let mut progress = start(&folder, opts, &mut trainee, &mut optimizer)?;
     folder.write("config.toml", &config.to_toml()?)?;
@@ -500,6 +536,6 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
         println!("stopped after epoch {end_epoch} as asked; continue with --resume");
         return Ok(opts.dir.clone());
     }
-    final_test(&folder, &mut trainee, &splits.test, opts.seed)?;
+    final_test(&folder, &mut trainee, &splits, opts.seed)?;
     Ok(opts.dir.clone())
 }

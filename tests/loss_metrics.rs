@@ -16,7 +16,7 @@ fn scalar(x: &Tensor) -> f64 {
 
 /// A 1x2 bit block on the top row of a 2x2 map.
 fn one_by_two_on_2x2() -> Layout {
-    Layout {
+    Layout::Block {
         rows: 1,
         cols: 2,
         top: 0,
@@ -53,7 +53,7 @@ fn bce_by_hand_with_keras_clipping() {
 #[test]
 fn masked_loss_only_counts_the_block() {
     let layout = one_by_two_on_2x2();
-    let mask = layout.block_mask(Kind::Float, Device::Cpu);
+    let mask = layout.carrier_mask(Kind::Float, Device::Cpu);
     let pred = t(&[1.0, 0.0, 0.3, 0.3]).reshape([1, 1, 2, 2]);
     let target = t(&[1.0, 1.0, 0.0, 0.0]).reshape([1, 1, 2, 2]);
     let got = scalar(&weighted_mean_loss(LossKind::Mse, &pred, &target, &mask));
@@ -79,7 +79,7 @@ fn binarized_watermark_metrics_by_hand() {
     // 2x2 maps, a 1x2 block on top. Image 1: bits 1,0 read as 1,0 (exact), background right.
     // Image 2: bits 1,1 read as 1,0, one background pixel wrongly 1.
     let layout = one_by_two_on_2x2();
-    let truth = t(&[1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]).reshape([2, 1, 2, 2]);
+    let truth = t(&[1.0, 0.0, 1.0, 1.0]).reshape([2, 2]);
     let pred = t(&[0.9, 0.2, 0.1, 0.4, 0.7, 0.5, 0.6, 0.0]).reshape([2, 1, 2, 2]);
     let image = Tensor::zeros([2, 1, 2, 2], (Kind::Float, Device::Cpu));
     let zero = || Tensor::from(0.0f32);

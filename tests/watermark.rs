@@ -5,7 +5,7 @@ use wmae::watermark::{self, fixed_bits, parse_bits, BitSource, Layout, Mode, Pur
 
 #[test]
 fn bits_land_in_the_block_and_read_back() {
-    let layout = Layout {
+    let layout = Layout::Block {
         rows: 2,
         cols: 3,
         top: 1,
@@ -22,13 +22,14 @@ fn bits_land_in_the_block_and_read_back() {
         want[(1 + k / 3) * 6 + 2 + k % 3] = b;
     }
     assert_eq!(m, want);
-    assert!(layout.block(&map).equal(&bits));
+    assert!(layout.read(&map, false).bits.equal(&bits));
+    assert!(layout.bit_values(&map).equal(&bits));
 }
 
 #[test]
 fn seed_layout_is_the_top_left_4x4_of_28x28() {
     let layout = Layout::default();
-    let mask = layout.block_mask(Kind::Float, Device::Cpu);
+    let mask = layout.carrier_mask(Kind::Float, Device::Cpu);
     assert_eq!(mask.sum(Kind::Float).double_value(&[]), 16.0);
     assert_eq!(mask.double_value(&[0, 0, 3, 3]), 1.0);
     assert_eq!(mask.double_value(&[0, 0, 4, 0]), 0.0);
@@ -36,7 +37,7 @@ fn seed_layout_is_the_top_left_4x4_of_28x28() {
 
 #[test]
 fn block_outside_the_image_is_refused() {
-    let layout = Layout {
+    let layout = Layout::Block {
         rows: 4,
         cols: 4,
         top: 26,
@@ -83,9 +84,95 @@ fn bit_strings() {
     assert_eq!(watermark::format_bits(&bits), "0110000011110001");
     let err = parse_bits("0110", &l).unwrap_err().to_string();
     assert!(
-        err.contains("4 bits given, the 4x4 watermark block holds exactly 16"),
+        err.contains("4 bits given, the watermark (4x4 block at (0, 0)) holds exactly 16"),
         "{err}"
     );
     let err = parse_bits("01102000111100010", &l).unwrap_err().to_string();
     assert!(err.contains("character 5 is '2'"), "{err}");
+}
+
+fn spread(key: u64) -> Layout {
+    Layout::Spread {
+        bits: 16,
+        cell: 1,
+        key,
+        search: 2,
+        height: 28,
+        width: 28,
+    }
+}
+
+#[test]
+fn spread_bits_cover_the_map_evenly_half_inverted() {
+    let layout = spread(7);
+    layout.validate("watermark").unwrap();
+    // 784 pixels, 16 bits: 49 pixels each, every pixel carries one.
+    assert_eq!(layout.carrier_counts(), vec![49; 16]);
+    assert_eq!(
+        layout.carrier_mask(Kind::Float, Device::Cpu).sum(Kind::Float).double_value(&[]),
+        784.0
+    );
+    // All-zero and all-one words light up the inverted and the plain pixels: 24 and 25 of each
+    // bit's 49, so the map is about half ones whatever the bits.
+    let zeros = layout.map_from_bits(&Tensor::zeros([1, 16], (Kind::Float, Device::Cpu)));
+    let ones = layout.map_from_bits(&Tensor::ones([1, 16], (Kind::Float, Device::Cpu)));
+    assert_eq!(zeros.sum(Kind::Float).double_value(&[]), 16.0 * 24.0);
+    assert!((&zeros + &ones).eq(1.0).all().int64_value(&[]) == 1);
+    // The key decides the assignment.
+    assert!(!zeros.equal(
+        &spread(8).map_from_bits(&Tensor::zeros([1, 16], (Kind::Float, Device::Cpu)))
+    ));
+}
+
+#[test]
+fn spread_bits_read_back_exactly_and_after_a_shift() {
+    tch::manual_seed(4);
+    let layout = spread(7);
+    let bits = Tensor::randint(2, [5, 16], (Kind::Float, Device::Cpu));
+    let map = layout.map_from_bits(&bits);
+    let r = layout.read(&map, true);
+    assert!(r.bits.equal(&bits));
+    assert!(r.agreement.eq(1.0).all().int64_value(&[]) == 1);
+    assert!(layout.bit_values(&map).equal(&bits));
+    // The map moved 2 px down and 1 px right (zeros enter): the search finds (-2, -1)... the
+    // layout's pixel (r, c) now sits at (r + 2, c + 1).
+    let moved = map
+        .constant_pad_nd([1, 0, 2, 0])
+        .narrow(2, 0, 28)
+        .narrow(3, 0, 28);
+    let r = layout.read(&moved, true);
+    assert!(r.bits.equal(&bits));
+    assert_eq!(Vec::<i64>::try_from(r.shift.get(0)).unwrap(), vec![2, 1]);
+    // Without the search the same map reads at about chance.
+    let unsearched = layout.read(&moved, false);
+    let right = unsearched.bits.eq_tensor(&bits).to_kind(Kind::Float).mean(Kind::Float);
+    assert!(right.double_value(&[]) < 0.8, "{right:?}");
+    // An empty map agrees with no word better than the majority of 25 to 24 in each bit (at
+    // other shifts, pixels shifted in from outside do not vote, which moves that a little).
+    let empty = Tensor::zeros([1, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let unshifted = layout.read(&empty, false).agreement.double_value(&[0]);
+    assert!((unshifted - 25.0 / 49.0).abs() < 1e-6, "{unshifted}");
+    let searched = layout.read(&empty, true).agreement.double_value(&[0]);
+    assert!(searched < 0.55, "{searched}");
+}
+
+#[test]
+fn spread_layouts_that_cannot_hold_their_bits_are_refused() {
+    let bad = |bits, cell, search| {
+        Layout::Spread {
+            bits,
+            cell,
+            key: 1,
+            search,
+            height: 28,
+            width: 28,
+        }
+        .validate("watermark")
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(bad(400, 1, 2).contains("bits = 400"));
+    assert!(bad(16, 0, 2).contains("cell = 0"));
+    assert!(bad(16, 29, 2).contains("cell = 29"));
+    assert!(bad(16, 1, 9).contains("search = 9"));
 }

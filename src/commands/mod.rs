@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its parsed arguments and does the whole job.
 
+pub mod attack;
 pub mod bench;
 pub mod data;
 pub mod embed;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed::run(&args, global),
         Command::Extract(args) => extract::run(&args, global),
         Command::Evaluate(args) => evaluate::run(&args, global),
+        Command::Attack(args) => attack::run(&args, global),
         Command::Export(args) => export::run(&args, global),
         Command::Bench(args) => bench::run(&args, global),
     }
