@@ -348,4 +348,9 @@ pub struct BenchArgs {
     /// How dropout draws its mask (default: packed-bits on the CPU, bernoulli on CUDA).
     #[arg(long, value_enum, value_name = "MASK")]
     pub dropout_mask: Option<DropoutMask>,
+
+    /// Training steps pass the watermarked batch through the noise layers of this config's
+    /// `[noise]` table (one layer drawn per step), as `train` does.
+    #[arg(long, value_name = "CONFIG")]
+    pub noise: Option<PathBuf>,
 }

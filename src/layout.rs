@@ -245,9 +245,19 @@ impl Layout {
         counts
     }
 
-    /// How many shifts `read` tries when it searches.
+    /// How many alignments `read` tries when it searches: every shift at every rescale.
     pub fn shift_count(&self) -> usize {
-        self.shifts().len()
+        self.shifts().len() * self.rescales().len()
+    }
+
+    /// The border crops `c` the reader undoes (0: none): an image cut by `c` pixels on every
+    /// side and resized back to its size gives a map scaled the same way, which the reader
+    /// scales back down to `size - 2c` and pads by `c` before voting.
+    fn rescales(&self) -> Vec<i64> {
+        match *self {
+            Layout::Block { .. } => vec![0],
+            Layout::Spread { search, .. } => (0..=search).collect(),
+        }
     }
 
     /// The shifts the reader tries: (0, 0) first, then the others within `search` pixels.
@@ -273,17 +283,20 @@ impl Layout {
         let n = binary.size()[0];
         let device = binary.device();
         let (onehot, inverted) = self.matrices(device);
-        let shifts = if search {
-            self.shifts()
+        let (shifts, rescales) = if search {
+            (self.shifts(), self.rescales())
         } else {
-            vec![(0, 0)]
+            (vec![(0, 0)], vec![0])
         };
-        let ones = binary.ones_like();
+        let alignments = rescales
+            .iter()
+            .flat_map(|&c| shifts.iter().map(move |&(dy, dx)| (c, dy, dx)));
         let mut best: Option<(Tensor, Tensor, Tensor)> = None;
-        for (dy, dx) in shifts {
+        for (crop, dy, dx) in alignments {
+            let (unscaled, ones) = undo_crop(binary, crop);
             // The map content that the layout's pixel (r, c) sees under shift (dy, dx) is the
             // binary map at (r + dy, c + dx); pixels shifted in from outside do not vote.
-            let seen = shift_map(binary, dy, dx).reshape([n, -1]);
+            let seen = shift_map(&unscaled, dy, dx).reshape([n, -1]);
             let valid = shift_map(&ones, dy, dx).reshape([n, -1]);
             let corrected = (&seen + &inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
             let ones_votes = corrected.matmul(&onehot);
@@ -327,10 +340,32 @@ impl Layout {
             Layout::Spread {
                 bits, cell, search, ..
             } => format!(
-                "{bits} bits spread over {cell}x{cell} cells, read at shifts up to {search} px"
+                "{bits} bits spread over {cell}x{cell} cells, read at shifts up to {search} px \
+                 and border crops up to {search} px"
             ),
         }
     }
+}
+
+/// A binary map of an image cut by `crop` pixels per side and resized back, scaled back down
+/// and padded to its place (re-binarized at 0.5), with the mask of the pixels that hold data.
+fn undo_crop(binary: &Tensor, crop: i64) -> (Tensor, Tensor) {
+    let ones = binary.ones_like();
+    if crop == 0 {
+        return (binary.shallow_clone(), ones);
+    }
+    let size = binary.size();
+    let (h, w) = (size[2] - 2 * crop, size[3] - 2 * crop);
+    let down = binary
+        .to_kind(Kind::Float)
+        .upsample_bilinear2d([h, w], false, None, None)
+        .gt(0.5)
+        .to_kind(Kind::Float);
+    let pad = [crop, crop, crop, crop];
+    (
+        down.constant_pad_nd(pad),
+        ones.narrow(2, 0, h).narrow(3, 0, w).constant_pad_nd(pad),
+    )
 }
 
 /// `out[r, c] = map[r + dy, c + dx]`, 0 outside the map.

@@ -46,9 +46,31 @@ fn seed_preset_is_the_keras_program() {
         (embedded.loss, embedded.optimizer, embedded.train),
         (c.loss, c.optimizer, c.train)
     );
-    preset("default.toml");
-    preset("fashion.toml");
-    preset("default-finetune.toml");
+    // Every shipped preset parses and validates; the seed keeps its block, the default recipe
+    // spreads its bits and trains through noise layers after its first stage.
+    for name in [
+        "stamp.toml",
+        "stamp-finetune.toml",
+        "default.toml",
+        "default-robust.toml",
+        "default-finetune.toml",
+        "fashion.toml",
+        "fashion-robust.toml",
+        "fashion-finetune.toml",
+    ] {
+        let p = preset(name);
+        if name.starts_with("stamp") {
+            assert!(matches!(p.watermark.layout(), wmae::layout::Layout::Block { .. }));
+        } else {
+            assert!(matches!(p.watermark.layout(), wmae::layout::Layout::Spread { .. }));
+        }
+        assert_eq!(
+            p.noise.is_default(),
+            name == "default.toml" || name == "fashion.toml" || name.starts_with("stamp"),
+            "{name}"
+        );
+    }
+    assert!(matches!(c.watermark.layout(), wmae::layout::Layout::Block { .. }));
 }
 
 #[test]

@@ -149,12 +149,24 @@ fn fixed_bits_and_expect() {
     let lines = json_lines(&text);
     assert!(lines[..5].iter().all(|l| l["bits"] == bits), "{text}");
     assert_eq!(exact_rate(&text), 1.0, "{text}");
-    // --out wrote each binarized map as a 0/255 PNG.
-    let map = image::open(tmp.path().join("maps/map-00000.png"))
+    // --out wrote each binarized map as a 0/255 PNG named after its input, close to the map of
+    // the embedded bits in the checkpoint's layout.
+    let map = image::open(tmp.path().join("maps/map-digit00.png"))
         .unwrap()
         .to_luma8();
     assert!(map.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
-    assert_eq!(map.get_pixel(0, 0).0[0], 255); // the first bit is 1
+    let (_, meta) = wmae::checkpoint::read_with_metadata(Path::new(&ck)).unwrap();
+    let want = wmae::watermark::parse_bits(bits, &meta.layout).unwrap();
+    let true_map = meta
+        .layout
+        .map_from_bits(&tch::Tensor::from_slice(&want).reshape([1, 16]));
+    let true_map = Vec::<f32>::try_from(true_map.flatten(0, -1)).unwrap();
+    let same = map
+        .pixels()
+        .zip(&true_map)
+        .filter(|(p, &t)| (p.0[0] == 255) == (t == 1.0))
+        .count();
+    assert!(same as f64 >= 0.8 * true_map.len() as f64, "{same} of 784 pixels");
 }
 
 #[test]

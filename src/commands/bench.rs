@@ -95,6 +95,11 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         .unwrap_or(KernelLayout::for_device(device));
     let dropout_mask = args.dropout_mask.unwrap_or(DropoutMask::for_device(device));
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
+    let noise_config = match &args.noise {
+        Some(path) => crate::config::Config::load(path)?.noise,
+        None => crate::noise::NoiseConfig::default(),
+    };
+    let noise = crate::noise::NoiseLayers::new(&noise_config)?;
     let batch_of = |n: i64| {
         let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
         let bits = crate::watermark::random_bits(&layout, n, device);
@@ -105,9 +110,11 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     for &batch in &args.train_batch {
         let (images, map) = batch_of(batch);
         let runs = measure(device, batch, args, || {
-            let out = model.forward_t(&images, &map, true);
-            let total = loss::mean_loss(LossKind::Mse, &out.watermarked, &images)
-                + loss::mean_loss(LossKind::Mse, &out.watermark_map, &map);
+            let watermarked = model.embed_t(&images, &map, true);
+            let attacked = noise.apply(&watermarked, &images);
+            let extracted = model.extractor.forward_t(&attacked, true);
+            let total = loss::mean_loss(LossKind::Mse, &watermarked, &images)
+                + loss::mean_loss(LossKind::Mse, &extracted, &map);
             optimizer.zero_grad();
             total.backward();
             optimizer.step();
@@ -143,6 +150,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             "kernel_layout": kernel_layout,
             "dropout_mask": dropout_mask,
             "keeps_freed_memory": crate::alloc::keeps_freed_memory(),
+            "noise_layers": noise_config.layers.iter().map(|l| l.name()).collect::<Vec<_>>(),
             "figures": figures,
         });
         println!("{report}");
@@ -153,6 +161,15 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             args.repeats,
             args.steps,
             args.warmup
+        );
+        println!(
+            "  training noise layers: {}",
+            noise_config
+                .layers
+                .iter()
+                .map(|l| l.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         println!(
             "  kernels {}, dropout mask {}, freed memory {}",

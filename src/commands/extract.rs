@@ -94,10 +94,22 @@ fn expected_bits(args: &ExtractArgs, layout: &Layout, names: &[String]) -> Resul
             path.display()
         );
     }
+    // By file name, or by stem: the same images saved again as .jpg still match their entry.
+    let stem = |file: &str| {
+        Path::new(file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let by_file: HashMap<&str, &str> = manifest
         .images
         .iter()
         .map(|e| (e.file.as_str(), e.bits.as_str()))
+        .collect();
+    let by_stem: HashMap<String, &str> = manifest
+        .images
+        .iter()
+        .map(|e| (stem(&e.file), e.bits.as_str()))
         .collect();
     names
         .iter()
@@ -106,9 +118,12 @@ fn expected_bits(args: &ExtractArgs, layout: &Layout, names: &[String]) -> Resul
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let bits = by_file.get(file.as_str()).with_context(|| {
-                format!("{name}: not listed in the manifest {}", path.display())
-            })?;
+            let bits = by_file
+                .get(file.as_str())
+                .or_else(|| by_stem.get(&stem(&file)))
+                .with_context(|| {
+                    format!("{name}: not listed in the manifest {}", path.display())
+                })?;
             watermark::parse_bits(bits, layout)
                 .with_context(|| format!("{}: entry {file}", path.display()))
         })
@@ -116,12 +131,15 @@ fn expected_bits(args: &ExtractArgs, layout: &Layout, names: &[String]) -> Resul
         .map(Some)
 }
 
+/// Each binarized map as a 0/255 PNG named after its input (`map-NAME.png`, made unique as
+/// embed's outputs are).
 fn write_maps(dir: &Path, results: &[ImageResult], layout: &Layout) -> Result<()> {
-    for (i, r) in results.iter().enumerate() {
+    let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
+    for (r, file) in results.iter().zip(crate::manifest::output_names(&names)) {
         let pixels: Vec<u8> = r.binary_map.iter().map(|&p| p * 255).collect();
         let image = image::GrayImage::from_raw(layout.width() as u32, layout.height() as u32, pixels)
             .context("binarized map size")?;
-        images::write_png(&dir.join(format!("map-{i:05}.png")), &image)?;
+        images::write_png(&dir.join(format!("map-{file}")), &image)?;
     }
     Ok(())
 }

@@ -1,0 +1,149 @@
+//! The shipped model as a watermark: it survives common edits, a model-free reader sees nothing,
+//! a forger without the key fails, and images without a watermark are answered "no watermark".
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+use wmae::data::dataset::{load_split, Split};
+use wmae::data::idx::{self, IdxArray};
+
+fn checkpoint() -> String {
+    format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The first `n` embedded test digits as an IDX file.
+fn test_digits(dir: &Path, n: usize) -> PathBuf {
+    let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
+    let path = dir.join("digits-idx3-ubyte");
+    let array = IdxArray::new(vec![n, 28, 28], split.images.data[..n * 784].to_vec()).unwrap();
+    idx::write(&path, &array).unwrap();
+    path
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = common::wmae(args);
+    assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+    serde_json::from_str(&common::stdout(&out)).unwrap()
+}
+
+#[test]
+fn the_watermark_survives_edits_and_the_model_free_attacks_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digits = test_digits(tmp.path(), 300);
+    let ck = checkpoint();
+    let report = json(&[
+        "--device",
+        "cpu",
+        "--seed",
+        "2",
+        "attack",
+        digits.to_str().unwrap(),
+        "--checkpoint",
+        &ck,
+        "--attacks",
+        "none,jpeg-90,noise-5,dropout-30%,shift-2,crop2-resize",
+        "--json",
+    ]);
+    let rows = report["rows"].as_array().unwrap();
+    let row = |prefix: &str| {
+        rows.iter()
+            .find(|r| r["attack"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no row {prefix}: {rows:?}"))
+    };
+    let value = |prefix: &str, key: &str| row(prefix)[key].as_f64().unwrap();
+    for (attack, least) in [
+        ("none", 0.999),
+        ("jpeg-90", 0.99),
+        ("noise-5", 0.99),
+        ("dropout-30%", 0.99),
+        ("shift-2", 0.95),
+        ("crop2-resize", 0.9),
+    ] {
+        assert!(
+            value(attack, "bit_accuracy") >= least,
+            "{attack}: {}",
+            row(attack)
+        );
+    }
+    assert!(value("none", "detected") >= 0.99, "{}", row("none"));
+    // Images without a watermark, pixels read without the model, a forger without the key.
+    assert!(value("clean", "detected") <= 0.01, "{}", row("clean"));
+    assert!(value("read-pixels", "bit_accuracy") <= 0.6, "{}", row("read-pixels"));
+    let forged = row("forge without the key");
+    assert!(forged["exact_rate"].as_f64().unwrap() <= 0.01, "{forged}");
+    assert!(forged["detected"].as_f64().unwrap() <= 0.01, "{forged}");
+    // The image stays close to the original.
+    let psnr = report["psnr_vs_original"][0]["psnr"].as_f64().unwrap();
+    assert!(psnr >= 33.0, "PSNR {psnr}");
+}
+
+/// Synthetic images without a watermark: flat, noise and checkerboards.
+fn synthetic(dir: &Path) -> PathBuf {
+    let mut images: Vec<Tensor> = [0.0, 0.5, 1.0]
+        .iter()
+        .map(|&v| Tensor::full([28, 28], v, (Kind::Float, Device::Cpu)))
+        .collect();
+    tch::manual_seed(9);
+    for _ in 0..3 {
+        images.push(Tensor::rand([28, 28], (Kind::Float, Device::Cpu)));
+    }
+    let coords = Tensor::arange(28, (Kind::Int64, Device::Cpu));
+    for period in [1, 2, 4, 7] {
+        let r = coords.divide_scalar_mode(period, "floor").view([28, 1]);
+        let c = coords.divide_scalar_mode(period, "floor").view([1, 28]);
+        images.push(((r + c).remainder(2)).to_kind(Kind::Float));
+    }
+    let batch = Tensor::stack(&images, 0);
+    let bytes = Vec::<u8>::try_from(
+        (batch * 255.0)
+            .round()
+            .to_kind(Kind::Uint8)
+            .flatten(0, -1),
+    )
+    .unwrap();
+    let path = dir.join("synthetic-idx3-ubyte");
+    idx::write(&path, &IdxArray::new(vec![images.len(), 28, 28], bytes).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn images_without_a_watermark_are_answered_no_watermark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = checkpoint();
+    for input in [synthetic(tmp.path()), test_digits(tmp.path(), 500)] {
+        let out = common::wmae(&[
+            "--device",
+            "cpu",
+            "extract",
+            input.to_str().unwrap(),
+            "--checkpoint",
+            &ck,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let text = common::stdout(&out);
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (images, totals) = lines.split_at(lines.len() - 1);
+        let found: Vec<&serde_json::Value> =
+            images.iter().filter(|r| r["watermarked"] == true).collect();
+        assert!(found.is_empty(), "{}: {found:?}", input.display());
+        assert!(totals[0]["totals"]["detection_threshold"].as_f64().unwrap() < 1.0);
+    }
+    // A flat image's map has no two levels: the warning fires.
+    let flat = synthetic(tmp.path());
+    let out = common::wmae(&[
+        "--device",
+        "cpu",
+        "extract",
+        flat.to_str().unwrap(),
+        "--checkpoint",
+        &ck,
+        "--json",
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(common::stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["unseparable"], true, "{first}");
+}
