@@ -499,12 +499,16 @@ pub fn shift_by(watermarked: &Tensor, dy: &Tensor, dx: &Tensor) -> Tensor {
     let valid = |s: &Tensor, len: i64| s.ge(0).logical_and(&s.lt(len));
     let rows = watermarked.gather(
         2,
-        &ys.clamp(0, h - 1).view([n, 1, h, 1]).expand([n, c, h, w], false),
+        &ys.clamp(0, h - 1)
+            .view([n, 1, h, 1])
+            .expand([n, c, h, w], false),
         false,
     );
     let moved = rows.gather(
         3,
-        &xs.clamp(0, w - 1).view([n, 1, 1, w]).expand([n, c, h, w], false),
+        &xs.clamp(0, w - 1)
+            .view([n, 1, 1, w])
+            .expand([n, c, h, w], false),
         false,
     );
     let inside = valid(&ys, h)
@@ -671,7 +675,10 @@ impl NoiseLayers {
     /// Draws one layer by weight from libtorch's CPU generator; with a single drawable layer it
     /// is returned without drawing a random number.
     pub fn draw(&self) -> Layer {
-        let (last, total) = *self.cumulative.last().expect("a validated config has a layer");
+        let (last, total) = *self
+            .cumulative
+            .last()
+            .expect("a validated config has a layer");
         if self.cumulative.len() == 1 {
             return last;
         }
