@@ -15,7 +15,13 @@ use wmae::data::dataset::{load_split, Split};
 use wmae::data::images;
 use wmae::splitmix::splitmix64;
 
+/// The first shipped model: a block layout, whose metadata has rows, cols, top and left.
 fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/stamp.ot")
+}
+
+/// The shipped default: a spread layout.
+fn spread_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default.ot")
 }
 
@@ -179,6 +185,7 @@ fn crafted_metadata_is_refused_naming_the_file_and_field() {
         ("", "format", "wmae-checkpoint-9".into(), "format"),
         ("", "parameters", 5.into(), "parameters"),
         ("", "head", "step".into(), "metadata"),
+        ("layout", "kind", "tiles".into(), "metadata"),
     ];
     for (i, (table, field, value, message)) in cases.into_iter().enumerate() {
         let edit = |json: &mut serde_json::Value| {
@@ -215,6 +222,34 @@ fn crafted_metadata_is_refused_naming_the_file_and_field() {
                 path.display()
             );
         }
+    }
+}
+
+#[test]
+fn crafted_spread_layouts_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let (named, meta) = checkpoint::read_with_metadata(&spread_model()).unwrap();
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("bits", 1000.into(), "bits = 1000"),
+        ("bits", 0.into(), "bits = 0"),
+        ("cell", 0.into(), "cell = 0"),
+        ("cell", 100.into(), "cell = 100"),
+        ("search", 99.into(), "search = 99"),
+        ("search", (-1).into(), "search = -1"),
+        ("width", 1000.into(), "28x28"),
+    ];
+    for (i, (field, value, message)) in cases.into_iter().enumerate() {
+        let mut json = serde_json::to_value(&meta).unwrap();
+        json["layout"][field] = value.clone();
+        let crafted: Metadata = serde_json::from_value(json).unwrap();
+        let path = tmp.path().join(format!("spread{i}.ot"));
+        checkpoint::save_ot(&path, &named, &crafted).unwrap();
+        let out = extract_with(&path, &input);
+        assert_clean(&out, &format!("layout.{field} = {value}"));
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{field} = {value}: {err}");
+        assert!(err.contains(&format!("spread{i}.ot")) && err.contains(message), "{err}");
     }
 }
 

@@ -80,7 +80,7 @@ fn exported_weights_give_the_same_outputs_in_pytorch() {
     let o = common::wmae(&[
         "export",
         "--checkpoint",
-        &format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR")),
+        &format!("{}/checkpoints/stamp.ot", env!("CARGO_MANIFEST_DIR")),
         "--out",
         model_path.to_str().unwrap(),
     ]);
