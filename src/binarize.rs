@@ -15,10 +15,6 @@ pub const DEFAULT_THRESHOLD: f64 = 0.5;
 /// few 1/255 values on 0 are two classes to Otsu (separability 1), but not a watermark.
 pub const MIN_LEVEL_GAP: f64 = 0.5;
 
-/// Below this separability Otsu's split is reported as untrustworthy. Unimodal maps never reach
-/// it: Otsu's best split of a Gaussian gives 2/pi = 0.64, of a uniform distribution 0.75.
-pub const MIN_SEPARABILITY: f64 = 0.8;
-
 /// How a map is binarized.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
@@ -40,10 +36,12 @@ pub struct Binarized {
 }
 
 impl Binarized {
-    /// Whether the map fails to split into two distinct levels: low separability, or two
-    /// classes too close together to be 0 and 1.
+    /// Whether the map fails to split into two distinct levels: Otsu's two classes lie too
+    /// close together to be 0 and 1 (an empty map; a map near 0.5 everywhere). Separability
+    /// alone does not tell: an empty map's few 1/255 values on 0 are perfectly separable, and a
+    /// spread layout's map may be noisy (separability below 0.8) while its votes read every bit.
     pub fn is_unseparable(&self) -> bool {
-        self.separability < MIN_SEPARABILITY || self.level_gap < MIN_LEVEL_GAP
+        self.level_gap < MIN_LEVEL_GAP
     }
 }
 

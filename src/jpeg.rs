@@ -16,9 +16,11 @@ pub fn round_trip(image: &GrayImage, quality: u8) -> Result<GrayImage> {
     JpegEncoder::new_with_quality(&mut bytes, quality)
         .encode_image(image)
         .context("JPEG encoding")?;
-    Ok(image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg)
-        .context("JPEG decoding")?
-        .to_luma8())
+    Ok(
+        image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg)
+            .context("JPEG decoding")?
+            .to_luma8(),
+    )
 }
 
 /// The JPEG round trip of each image of a `(N,1,H,W)` tensor in [0,1] (rounded to 8 bits first,

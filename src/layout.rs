@@ -128,7 +128,10 @@ impl Layout {
                 bits, cell, search, ..
             } => {
                 if !(1..=height.min(width)).contains(&cell) {
-                    bail!("{key}: cell = {cell}: must lie in 1..={}", height.min(width));
+                    bail!(
+                        "{key}: cell = {cell}: must lie in 1..={}",
+                        height.min(width)
+                    );
                 }
                 let cells = (height / cell) * (width / cell);
                 if bits < 1 || bits * 2 > cells {
@@ -163,7 +166,9 @@ impl Layout {
                     bit_of[r * w + c] = Some(k);
                 }
             }
-            Layout::Spread { bits, cell, key, .. } => {
+            Layout::Spread {
+                bits, cell, key, ..
+            } => {
                 let (bits, cell) = (bits as usize, cell as usize);
                 let (rows, cols) = (h / cell, w / cell);
                 let per_bit = rows * cols / bits;
@@ -306,7 +311,9 @@ impl Layout {
                 .max_other(&(&totals - &ones_votes))
                 .sum_dim_intlist(1, false, Kind::Float);
             let agreement = agreeing / totals.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-            let shift = Tensor::from_slice(&[dy, dx]).to_device(device).expand([n, 2], false);
+            let shift = Tensor::from_slice(&[dy, dx])
+                .to_device(device)
+                .expand([n, 2], false);
             best = Some(match best {
                 None => (bits, agreement, shift),
                 Some((b, a, s)) => {

@@ -148,7 +148,11 @@ fn score(
     expected: &[Vec<f32>],
 ) -> Result<Scores> {
     let n = results.len();
-    if expected.len() != n || expected.iter().any(|e| e.len() as i64 != layout.bit_count()) {
+    if expected.len() != n
+        || expected
+            .iter()
+            .any(|e| e.len() as i64 != layout.bit_count())
+    {
         bail!(
             "{} expected bit vectors for {n} images of {} bits",
             expected.len(),
@@ -182,8 +186,7 @@ fn score(
         bit_error_rate: sum(&errors) / total_bits,
         exact_rate: results.iter().filter(|r| r.exact == Some(true)).count() as f64 / n as f64,
         dice: dice(sum(&inter), sum(&predicted), sum(&truth)),
-        pixel_accuracy: sum(&pixels_right)
-            / (n as f64 * (layout.height() * layout.width()) as f64),
+        pixel_accuracy: sum(&pixels_right) / (n as f64 * (layout.height() * layout.width()) as f64),
     })
 }
 
@@ -230,11 +233,10 @@ pub fn print_totals(label: &str, t: &Totals) {
     }
     if t.unseparable > 0 {
         println!(
-            "  warning: {} of {} maps do not split into two distinct levels (Otsu separability below \
-             {} or class means closer than {}): their bits are not to be trusted",
+            "  warning: {} of {} maps do not split into two distinct levels (Otsu's class means \
+             closer than {}): their bits are not to be trusted",
             t.unseparable,
             t.images,
-            binarize::MIN_SEPARABILITY,
             binarize::MIN_LEVEL_GAP
         );
     }

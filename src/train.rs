@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Metadata};
-use crate::detect::Calibration;
 use crate::config::Config;
 use crate::data::dataset::Dataset;
+use crate::detect::Calibration;
 use crate::fsutil::FolderLock;
 use crate::inference::{self, Storage};
 use crate::loss::{self, Losses, Region};
@@ -437,7 +437,11 @@ fn record_epoch(
 
 /// The detector's calibration: the agreement of the model's maps with the words read from them on
 /// clean (unwatermarked) `images`, as `extract` reads them (threshold 0.5, shift search).
-pub fn calibrate(model: &WatermarkAutoencoder, layout: &Layout, images: &Tensor) -> Result<Calibration> {
+pub fn calibrate(
+    model: &WatermarkAutoencoder,
+    layout: &Layout,
+    images: &Tensor,
+) -> Result<Calibration> {
     let maps = inference::extract(model, images);
     let binary = crate::binarize::at_threshold(&maps, crate::binarize::DEFAULT_THRESHOLD);
     let agreement = layout.read(&binary, true).agreement;
@@ -448,12 +452,7 @@ pub fn calibrate(model: &WatermarkAutoencoder, layout: &Layout, images: &Tensor)
 /// Test figures of the best checkpoint, float and after the 8-bit round trip, printed and
 /// written to test_metrics.json; the best checkpoint gets the detector's calibration on the clean
 /// training images.
-fn final_test(
-    folder: &RunFolder,
-    trainee: &mut Trainee,
-    splits: &Splits,
-    seed: u64,
-) -> Result<()> {
+fn final_test(folder: &RunFolder, trainee: &mut Trainee, splits: &Splits, seed: u64) -> Result<()> {
     let best = folder.best();
     let (named, mut meta) = checkpoint::read_with_metadata(&best)?;
     checkpoint::load_model(&best, &mut trainee.vs, &named)?;

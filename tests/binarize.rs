@@ -2,7 +2,7 @@
 //! SSIM against hand values.
 
 use tch::{Device, Kind, Tensor};
-use wmae::binarize::{binarize, map_to_gray, separability, Method, MIN_SEPARABILITY};
+use wmae::binarize::{binarize, map_to_gray, separability, Method, MIN_LEVEL_GAP};
 use wmae::metrics::{roc_auc, ssim_per_image};
 
 /// Otsu by brute force over 256 levels in f64: the level maximising the between-class variance
@@ -91,10 +91,12 @@ fn unimodal_noise_is_flagged() {
     let b = binarize(&map, 28, 28, Method::Otsu);
     assert!(b.pixels.contains(&1), "Otsu always splits");
     assert!(
-        b.separability < MIN_SEPARABILITY && b.separability > 0.7,
+        // Otsu's best split of a uniform distribution: 0.75.
+        b.separability < 0.8 && b.separability > 0.7,
         "{}",
         b.separability
     );
+    assert!(b.is_unseparable(), "class means {} apart", b.level_gap);
 }
 
 #[test]
@@ -149,4 +151,31 @@ fn ssim_by_hand() {
     let got = ssim_per_image(&ia, &ib).double_value(&[0]);
     let want = (2.0 * a * b + c1) / (a * a + b * b + c1);
     assert!((got - want).abs() < 1e-4, "{got} vs {want}"); // float32 window sums
+}
+
+#[test]
+fn empty_maps_are_unseparable_however_separable_otsu_finds_them() {
+    // An empty output's 8-bit map: a few 1/255 values on 0. Otsu splits it perfectly
+    // (separability 1), but its two levels are no 0 and 1.
+    let mut empty = vec![0f32; 784];
+    for v in empty.iter_mut().step_by(50) {
+        *v = 1.0 / 255.0;
+    }
+    let b = binarize(&empty, 28, 28, Method::Otsu);
+    assert!(b.separability > 0.99, "{}", b.separability);
+    assert!(b.level_gap < MIN_LEVEL_GAP && b.is_unseparable());
+    // A map near 0.5 everywhere is no split either; a clean 0/1 map is.
+    let flat: Vec<f32> = (0..784)
+        .map(|i| 0.5 + 0.01 * ((i % 7) as f32 - 3.0))
+        .collect();
+    assert!(binarize(&flat, 28, 28, Method::Threshold(0.5)).is_unseparable());
+    let two: Vec<f32> = (0..784)
+        .map(|i| if i % 3 == 0 { 0.97 } else { 0.02 })
+        .collect();
+    let b = binarize(&two, 28, 28, Method::Otsu);
+    assert!(
+        !b.is_unseparable() && (b.level_gap - 0.95).abs() < 1e-3,
+        "{}",
+        b.level_gap
+    );
 }

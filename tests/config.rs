@@ -60,9 +60,15 @@ fn seed_preset_is_the_keras_program() {
     ] {
         let p = preset(name);
         if name.starts_with("stamp") {
-            assert!(matches!(p.watermark.layout(), wmae::layout::Layout::Block { .. }));
+            assert!(matches!(
+                p.watermark.layout(),
+                wmae::layout::Layout::Block { .. }
+            ));
         } else {
-            assert!(matches!(p.watermark.layout(), wmae::layout::Layout::Spread { .. }));
+            assert!(matches!(
+                p.watermark.layout(),
+                wmae::layout::Layout::Spread { .. }
+            ));
         }
         assert_eq!(
             p.noise.is_default(),
@@ -70,7 +76,10 @@ fn seed_preset_is_the_keras_program() {
             "{name}"
         );
     }
-    assert!(matches!(c.watermark.layout(), wmae::layout::Layout::Block { .. }));
+    assert!(matches!(
+        c.watermark.layout(),
+        wmae::layout::Layout::Block { .. }
+    ));
 }
 
 #[test]

@@ -166,7 +166,10 @@ fn fixed_bits_and_expect() {
         .zip(&true_map)
         .filter(|(p, &t)| (p.0[0] == 255) == (t == 1.0))
         .count();
-    assert!(same as f64 >= 0.8 * true_map.len() as f64, "{same} of 784 pixels");
+    assert!(
+        same as f64 >= 0.8 * true_map.len() as f64,
+        "{same} of 784 pixels"
+    );
 }
 
 #[test]

@@ -249,7 +249,10 @@ fn crafted_spread_layouts_are_refused() {
         assert_clean(&out, &format!("layout.{field} = {value}"));
         let err = common::stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{field} = {value}: {err}");
-        assert!(err.contains(&format!("spread{i}.ot")) && err.contains(message), "{err}");
+        assert!(
+            err.contains(&format!("spread{i}.ot")) && err.contains(message),
+            "{err}"
+        );
     }
 }
 

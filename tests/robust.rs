@@ -70,7 +70,11 @@ fn the_watermark_survives_edits_and_the_model_free_attacks_fail() {
     assert!(value("none", "detected") >= 0.99, "{}", row("none"));
     // Images without a watermark, pixels read without the model, a forger without the key.
     assert!(value("clean", "detected") <= 0.01, "{}", row("clean"));
-    assert!(value("read-pixels", "bit_accuracy") <= 0.6, "{}", row("read-pixels"));
+    assert!(
+        value("read-pixels", "bit_accuracy") <= 0.6,
+        "{}",
+        row("read-pixels")
+    );
     let forged = row("forge without the key");
     assert!(forged["exact_rate"].as_f64().unwrap() <= 0.01, "{forged}");
     assert!(forged["detected"].as_f64().unwrap() <= 0.01, "{forged}");
@@ -96,15 +100,14 @@ fn synthetic(dir: &Path) -> PathBuf {
         images.push(((r + c).remainder(2)).to_kind(Kind::Float));
     }
     let batch = Tensor::stack(&images, 0);
-    let bytes = Vec::<u8>::try_from(
-        (batch * 255.0)
-            .round()
-            .to_kind(Kind::Uint8)
-            .flatten(0, -1),
+    let bytes =
+        Vec::<u8>::try_from((batch * 255.0).round().to_kind(Kind::Uint8).flatten(0, -1)).unwrap();
+    let path = dir.join("synthetic-idx3-ubyte");
+    idx::write(
+        &path,
+        &IdxArray::new(vec![images.len(), 28, 28], bytes).unwrap(),
     )
     .unwrap();
-    let path = dir.join("synthetic-idx3-ubyte");
-    idx::write(&path, &IdxArray::new(vec![images.len(), 28, 28], bytes).unwrap()).unwrap();
     path
 }
 
@@ -124,8 +127,10 @@ fn images_without_a_watermark_are_answered_no_watermark() {
         ]);
         assert!(out.status.success(), "{}", common::stderr(&out));
         let text = common::stdout(&out);
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         let (images, totals) = lines.split_at(lines.len() - 1);
         let found: Vec<&serde_json::Value> =
             images.iter().filter(|r| r["watermarked"] == true).collect();

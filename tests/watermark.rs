@@ -109,7 +109,10 @@ fn spread_bits_cover_the_map_evenly_half_inverted() {
     // 784 pixels, 16 bits: 49 pixels each, every pixel carries one.
     assert_eq!(layout.carrier_counts(), vec![49; 16]);
     assert_eq!(
-        layout.carrier_mask(Kind::Float, Device::Cpu).sum(Kind::Float).double_value(&[]),
+        layout
+            .carrier_mask(Kind::Float, Device::Cpu)
+            .sum(Kind::Float)
+            .double_value(&[]),
         784.0
     );
     // All-zero and all-one words light up the inverted and the plain pixels: 24 and 25 of each
@@ -119,9 +122,9 @@ fn spread_bits_cover_the_map_evenly_half_inverted() {
     assert_eq!(zeros.sum(Kind::Float).double_value(&[]), 16.0 * 24.0);
     assert!((&zeros + &ones).eq(1.0).all().int64_value(&[]) == 1);
     // The key decides the assignment.
-    assert!(!zeros.equal(
-        &spread(8).map_from_bits(&Tensor::zeros([1, 16], (Kind::Float, Device::Cpu)))
-    ));
+    assert!(
+        !zeros.equal(&spread(8).map_from_bits(&Tensor::zeros([1, 16], (Kind::Float, Device::Cpu))))
+    );
 }
 
 #[test]
@@ -145,7 +148,11 @@ fn spread_bits_read_back_exactly_and_after_a_shift() {
     assert_eq!(Vec::<i64>::try_from(r.shift.get(0)).unwrap(), vec![2, 1]);
     // Without the search the same map reads at about chance.
     let unsearched = layout.read(&moved, false);
-    let right = unsearched.bits.eq_tensor(&bits).to_kind(Kind::Float).mean(Kind::Float);
+    let right = unsearched
+        .bits
+        .eq_tensor(&bits)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
     assert!(right.double_value(&[]) < 0.8, "{right:?}");
     // An empty map agrees with no word better than the majority of 25 to 24 in each bit (at
     // other shifts, pixels shifted in from outside do not vote, which moves that a little).

@@ -55,7 +55,9 @@ pub fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
     let originals = if args.inputs.is_empty() {
         load_split(&args.data_dir, Split::Test)?.images_tensor(device)
     } else {
-        images::read_inputs(&args.inputs)?.tensor().to_device(device)
+        images::read_inputs(&args.inputs)?
+            .tensor()
+            .to_device(device)
     };
     let n = originals.size()[0];
     let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
@@ -86,7 +88,8 @@ pub fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
         ));
         quality.push((strength, mean(&psnr_per_image(&watermarked, &originals))));
         for (i, attack) in suite.iter().enumerate() {
-            let attacked = attacks::apply(attack, &watermarked, &originals, global.seed + i as u64)?;
+            let attacked =
+                attacks::apply(attack, &watermarked, &originals, global.seed + i as u64)?;
             let (bit_accuracy, exact_rate, detected) = score(&attacked, &bits)?;
             rows.push(Row {
                 attack: attack.name(),
@@ -205,7 +208,9 @@ fn remove(watermarked: &Tensor, layout: &Layout) -> Result<Tensor> {
             .context("image size matches its pixels")?;
         medians.extend_from_slice(imageproc::filter::median_filter(&image, 1, 1).as_raw());
     }
-    let median = (Tensor::from_slice(&medians).reshape(size.as_slice()).to_kind(Kind::Float)
+    let median = (Tensor::from_slice(&medians)
+        .reshape(size.as_slice())
+        .to_kind(Kind::Float)
         / 255.0)
         .to_device(watermarked.device());
     Ok(&mask * median + (mask.neg() + 1.0) * watermarked)
@@ -225,7 +230,7 @@ fn guessed_key(layout: &Layout) -> Layout {
         } => Layout::Spread {
             bits,
             cell,
-            key: crate::splitmix::splitmix64(key ^ 0xF0E6_E5),
+            key: crate::splitmix::splitmix64(key ^ 0x00F0_E6E5),
             search,
             height,
             width,
@@ -271,7 +276,9 @@ fn print_table(
         detector.null_fpr_at_threshold
     );
     for (a, p) in quality {
-        println!("  strength {a}: PSNR of the 8-bit watermarked image against the original {p:.2} dB");
+        println!(
+            "  strength {a}: PSNR of the 8-bit watermarked image against the original {p:.2} dB"
+        );
     }
     println!(
         "{:<44} {:>8} {:>10} {:>9} {:>9} {:>9}",

@@ -90,8 +90,14 @@ pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
         let expected = Vec::<Vec<f32>>::try_from(bits.to_device(tch::Device::Cpu))?;
         let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
         let default = Method::Threshold(DEFAULT_THRESHOLD);
-        let (_, float_totals) =
-            recovery::read_back(&float_maps, &layout, default, &detector, &names, Some(&expected))?;
+        let (_, float_totals) = recovery::read_back(
+            &float_maps,
+            &layout,
+            default,
+            &detector,
+            &names,
+            Some(&expected),
+        )?;
         let float_bit_accuracy = float_totals.scored.map_or(0.0, |s| s.bit_accuracy);
         let mut recovery = Vec::new();
         let methods = [

@@ -42,8 +42,14 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
         let maps = inference::extract(&loaded.model, &inputs.tensor().to_device(device));
         (inputs.names.clone(), maps, expected)
     };
-    let (results, totals) =
-        recovery::read_back(&maps, &layout, method, &loaded.detector(), &names, expected.as_deref())?;
+    let (results, totals) = recovery::read_back(
+        &maps,
+        &layout,
+        method,
+        &loaded.detector(),
+        &names,
+        expected.as_deref(),
+    )?;
 
     if let Some(dir) = &args.out {
         write_maps(dir, &results, &layout)?;
@@ -137,8 +143,9 @@ fn write_maps(dir: &Path, results: &[ImageResult], layout: &Layout) -> Result<()
     let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
     for (r, file) in results.iter().zip(crate::manifest::output_names(&names)) {
         let pixels: Vec<u8> = r.binary_map.iter().map(|&p| p * 255).collect();
-        let image = image::GrayImage::from_raw(layout.width() as u32, layout.height() as u32, pixels)
-            .context("binarized map size")?;
+        let image =
+            image::GrayImage::from_raw(layout.width() as u32, layout.height() as u32, pixels)
+                .context("binarized map size")?;
         images::write_png(&dir.join(format!("map-{file}")), &image)?;
     }
     Ok(())
