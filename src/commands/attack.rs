@@ -14,7 +14,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::attack as attacks;
-use crate::binarize::{self, Method, DEFAULT_THRESHOLD};
+use crate::binarize::{Method, DEFAULT_THRESHOLD};
 use crate::checkpoint;
 use crate::cli::{AttackArgs, GlobalArgs};
 use crate::data::dataset::{load_split, Split};
@@ -303,8 +303,7 @@ fn print_table(
     println!(
         "(PSNR of the attacked image against the watermarked one; bits and exact against the \
          embedded bits, at threshold {DEFAULT_THRESHOLD} with the shift search; the clean and forge \
-         rows use images without a watermark; binarization {:?})",
-        binarize::Method::Threshold(DEFAULT_THRESHOLD)
+         rows use images without a watermark)"
     );
 }
 
