@@ -246,9 +246,13 @@ fn start(
     if opts.resume {
         let (named, meta) = checkpoint::read_with_metadata(&last)?;
         let layout = trainee.layout();
-        if meta.layout != layout || meta.head != trainee.config.model.head {
+        let model = &trainee.config.model;
+        if meta.layout != layout
+            || meta.head != model.head
+            || meta.architecture != model.architecture.name()
+        {
             bail!(
-                "{}: its watermark layout or head differs from the run's config.toml",
+                "{}: its watermark layout, architecture or head differs from the run's config.toml",
                 last.display()
             );
         }
