@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use image::codecs::jpeg::JpegEncoder;
 use image::{GrayImage, ImageFormat};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Encodes `image` as a JPEG of `quality` (1..=100) and decodes it again.
 pub fn round_trip(image: &GrayImage, quality: u8) -> Result<GrayImage> {
@@ -26,25 +26,5 @@ pub fn round_trip(image: &GrayImage, quality: u8) -> Result<GrayImage> {
 /// The JPEG round trip of each image of a `(N,1,H,W)` tensor in [0,1] (rounded to 8 bits first,
 /// as a file would be), as a float tensor in [0,1] on the input's device.
 pub fn round_trip_tensor(images: &Tensor, quality: u8) -> Result<Tensor> {
-    let size = images.size();
-    let (n, h, w) = (size[0], size[2], size[3]);
-    let bytes = Vec::<u8>::try_from(
-        (images.detach().clamp(0.0, 1.0) * 255.0)
-            .round()
-            .to_kind(Kind::Uint8)
-            .to_device(tch::Device::Cpu)
-            .flatten(0, -1),
-    )?;
-    let per_image = (h * w) as usize;
-    let mut out = Vec::with_capacity(bytes.len());
-    for chunk in bytes.chunks(per_image.max(1)) {
-        let image = GrayImage::from_raw(w as u32, h as u32, chunk.to_vec())
-            .context("image size matches its pixels")?;
-        out.extend_from_slice(round_trip(&image, quality)?.as_raw());
-    }
-    Ok((Tensor::from_slice(&out)
-        .reshape([n, 1, h, w])
-        .to_kind(Kind::Float)
-        / 255.0)
-        .to_device(images.device()))
+    crate::data::images::map_8bit(images, |image| round_trip(image, quality))
 }

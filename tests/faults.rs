@@ -522,7 +522,7 @@ fn a_folder_in_use_by_another_wmae_is_refused() {
     let input = digit_png(tmp.path());
     let out_dir = tmp.path().join("out");
     let lock = wmae::fsutil::FolderLock::acquire(&out_dir).unwrap();
-    let err = common::failure(&[
+    let embed = [
         "--device",
         "cpu",
         "embed",
@@ -530,21 +530,14 @@ fn a_folder_in_use_by_another_wmae_is_refused() {
         "--random",
         "--out",
         out_dir.to_str().unwrap(),
-    ]);
+    ];
+    let err = common::failure(&embed);
     assert!(err.contains("in use by another wmae"), "{err}");
     let config = common::tiny_config(tmp.path(), 1);
     let err = common::failure(&common::train_args(&config, &out_dir, &[]));
     assert!(err.contains("in use by another wmae"), "{err}");
     assert!(files_in(&out_dir).is_empty(), "{:?}", files_in(&out_dir));
     drop(lock);
-    let out = common::wmae(&[
-        "--device",
-        "cpu",
-        "embed",
-        input.to_str().unwrap(),
-        "--random",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = common::wmae(&embed);
     assert!(out.status.success(), "{}", common::stderr(&out));
 }

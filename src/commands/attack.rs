@@ -9,7 +9,6 @@
 use std::io::Write as _;
 
 use anyhow::{bail, Context, Result};
-use image::GrayImage;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -193,26 +192,9 @@ fn model_free_reading(watermarked: &Tensor, layout: &Layout, bits: &Tensor) -> R
 /// Overwrites every bit-carrying pixel with the 3x3 median of the image around it.
 fn remove(watermarked: &Tensor, layout: &Layout) -> Result<Tensor> {
     let mask = layout.carrier_mask(Kind::Float, watermarked.device());
-    let size = watermarked.size();
-    let (h, w) = (size[2], size[3]);
-    let pixels = Vec::<u8>::try_from(
-        (watermarked.clamp(0.0, 1.0) * 255.0)
-            .round()
-            .to_kind(Kind::Uint8)
-            .to_device(Device::Cpu)
-            .flatten(0, -1),
-    )?;
-    let mut medians = Vec::with_capacity(pixels.len());
-    for chunk in pixels.chunks((h * w) as usize) {
-        let image = GrayImage::from_raw(w as u32, h as u32, chunk.to_vec())
-            .context("image size matches its pixels")?;
-        medians.extend_from_slice(imageproc::filter::median_filter(&image, 1, 1).as_raw());
-    }
-    let median = (Tensor::from_slice(&medians)
-        .reshape(size.as_slice())
-        .to_kind(Kind::Float)
-        / 255.0)
-        .to_device(watermarked.device());
+    let median = images::map_8bit(watermarked, |image| {
+        Ok(imageproc::filter::median_filter(image, 1, 1))
+    })?;
     Ok(&mask * median + (mask.neg() + 1.0) * watermarked)
 }
 

@@ -217,6 +217,32 @@ pub fn to_gray(image: &Tensor) -> GrayImage {
     GrayImage::from_raw(w as u32, h as u32, bytes).expect("size matches")
 }
 
+/// Each image of a `(N,1,H,W)` batch in [0,1], rounded to 8 bits as a file stores it, through
+/// `f` (an 8-bit image operation: a codec, a filter); the results as a float batch in [0,1] on
+/// the input's device.
+pub fn map_8bit(images: &Tensor, f: impl Fn(&GrayImage) -> Result<GrayImage>) -> Result<Tensor> {
+    let size = images.size();
+    let (h, w) = (size[2], size[3]);
+    let bytes = Vec::<u8>::try_from(
+        (images.detach().clamp(0.0, 1.0) * 255.0)
+            .round()
+            .to_kind(Kind::Uint8)
+            .to_device(tch::Device::Cpu)
+            .flatten(0, -1),
+    )?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for chunk in bytes.chunks(((h * w) as usize).max(1)) {
+        let image = GrayImage::from_raw(w as u32, h as u32, chunk.to_vec())
+            .context("image size matches its pixels")?;
+        out.extend_from_slice(f(&image)?.as_raw());
+    }
+    Ok((Tensor::from_slice(&out)
+        .reshape(size.as_slice())
+        .to_kind(Kind::Float)
+        / 255.0)
+        .to_device(images.device()))
+}
+
 /// PNG-encodes and writes an image atomically.
 pub fn write_png(path: &Path, image: &GrayImage) -> Result<()> {
     let mut encoded = Vec::new();
