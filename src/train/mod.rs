@@ -10,27 +10,30 @@
 //! file is written to a temporary file and renamed into place, checkpoints as one file each, so a
 //! run killed at any moment resumes from a consistent epoch to the uninterrupted result.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+mod folder;
+mod trainee;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Metadata};
 use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::detect::Calibration;
-use crate::fsutil::FolderLock;
 use crate::inference::{self, Storage};
-use crate::loss::{self, Losses, Region};
 use crate::metrics::{Accumulator, Summary};
 use crate::model::{self, WatermarkAutoencoder};
-use crate::noise::NoiseLayers;
 use crate::optim::Adadelta;
-use crate::runlog::{csv_header, csv_row, print_summary, progress_bar, summary_json, truncate_csv};
+use crate::runlog::{csv_row, print_summary, progress_bar, summary_json};
 use crate::tensorboard::EventWriter;
 use crate::watermark::{BitSource, Layout, Mode, Purpose};
+
+use folder::{start, Progress, RunFolder};
+use trainee::epoch_seed;
+pub use trainee::Trainee;
 
 /// How a run is placed and started.
 pub struct RunOptions {
@@ -43,106 +46,6 @@ pub struct RunOptions {
     /// Start from these weights (fine-tuning) instead of a fresh initialisation.
     pub init: Option<PathBuf>,
     pub quiet: bool,
-}
-
-/// The model, its variables and how its losses are taken: what a pass over data needs.
-pub struct Trainee {
-    pub vs: VarStore,
-    pub model: WatermarkAutoencoder,
-    pub config: Config,
-    /// Per-pixel weights of the watermark loss: 1 on the background, `block_weight` on the block
-    /// (Region::Map), or 1 on the block only (Region::Block).
-    watermark_weights: Tensor,
-    /// What happens to the watermarked image before the extractor sees it, in training.
-    noise: NoiseLayers,
-}
-
-impl Trainee {
-    pub fn new(config: Config, device: Device) -> Result<Self> {
-        let vs = VarStore::new(device);
-        let model =
-            WatermarkAutoencoder::build(&vs.root(), config.model.architecture, config.model.head);
-        let block = config.watermark.layout().carrier_mask(Kind::Float, device);
-        let watermark_weights = match config.loss.watermark_region {
-            Region::Map => block * (config.loss.block_weight - 1.0) + 1.0,
-            Region::Block => block,
-        };
-        let noise = NoiseLayers::new(&config.noise)?;
-        Ok(Self {
-            vs,
-            model,
-            config,
-            watermark_weights,
-            noise,
-        })
-    }
-
-    pub fn layout(&self) -> Layout {
-        self.config.watermark.layout()
-    }
-
-    /// The weighted losses of both heads' outputs against the originals and the true maps.
-    fn losses(&self, out: &model::Output, images: &Tensor, map: &Tensor) -> Losses {
-        let c = &self.config.loss;
-        let image_loss = loss::mean_loss(c.image, &out.watermarked, images);
-        let watermark_loss = match (c.watermark_region, c.block_weight) {
-            // The seed's plain mean, computed as Keras does.
-            (Region::Map, 1.0) => loss::mean_loss(c.watermark, &out.watermark_map, map),
-            _ => loss::weighted_mean_loss(
-                c.watermark,
-                &out.watermark_map,
-                map,
-                &self.watermark_weights,
-            ),
-        };
-        let total = &image_loss * c.image_weight + &watermark_loss * c.watermark_weight;
-        Losses {
-            total,
-            image: image_loss,
-            watermark: watermark_loss,
-        }
-    }
-
-    /// Evaluation pass over `images` with watermarks for `purpose`, through the inference path
-    /// users get: with `Storage::Png8` the watermarked image is rounded to 8 bits before
-    /// extraction, exactly what saving it as an 8-bit PNG and reading it back does.
-    pub fn evaluate(
-        &self,
-        images: &Tensor,
-        purpose: Purpose,
-        seed: u64,
-        storage: Storage,
-    ) -> Summary {
-        let layout = self.layout();
-        let source = BitSource::new(
-            layout,
-            self.config.watermark.mode,
-            seed,
-            purpose,
-            images.device(),
-        );
-        // Random watermarks for evaluation come from their own seed, the same every epoch.
-        tch::manual_seed(eval_seed(seed, purpose));
-        let bits = source.draw(images.size()[0]);
-        let trip = inference::round_trip(&self.model, &layout, images, &bits, storage);
-        let map = layout.map_from_bits(&bits);
-        let out = model::Output {
-            watermarked: trip.watermarked,
-            watermark_map: trip.maps,
-        };
-        let mut acc = Accumulator::new(layout);
-        tch::no_grad(|| acc.add(images, &bits, &out, &self.losses(&out, images, &map)));
-        acc.summary()
-    }
-}
-
-fn eval_seed(seed: u64, purpose: Purpose) -> i64 {
-    (crate::splitmix::splitmix64(seed ^ (0xE7A1 << 16) ^ purpose as u64) >> 1) as i64
-}
-
-fn epoch_seed(seed: u64, epoch: usize) -> i64 {
-    (crate::splitmix::splitmix64(seed.wrapping_mul(0x1_0000_0001).wrapping_add(epoch as u64)) >> 1)
-        as i64
 }
 
 /// The images a run trains, validates and tests on, on its device.
@@ -186,108 +89,6 @@ fn slice_images(all: &Tensor, range: [usize; 2], key: &str) -> Result<Tensor> {
         bail!("{key} = [{start}, {end}]: the training split has only {n} images");
     }
     Ok(all.narrow(0, start as i64, (end - start) as i64))
-}
-
-/// The run folder, locked for the life of the run, and the paths of what it holds.
-struct RunFolder {
-    dir: PathBuf,
-    _lock: FolderLock,
-}
-
-impl RunFolder {
-    /// Locks `dir` and removes temporary files a killed run left there.
-    fn open(dir: &Path) -> Result<Self> {
-        let lock = FolderLock::acquire(dir)?;
-        crate::fsutil::remove_stale_temporaries(dir)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn last(&self) -> PathBuf {
-        self.path("last.ot")
-    }
-
-    fn best(&self) -> PathBuf {
-        self.path("best.ot")
-    }
-
-    fn events(&self) -> PathBuf {
-        self.path("tensorboard")
-    }
-
-    fn write(&self, name: &str, text: &str) -> Result<()> {
-        crate::fsutil::write_atomically(&self.path(name), |f| f.write_all(text.as_bytes()))
-    }
-}
-
-/// Where a run stands: the next epoch to train, the best validation loss so far and the rows of
-/// metrics.csv written so far.
-struct Progress {
-    next_epoch: usize,
-    best_loss: f64,
-    csv: String,
-}
-
-/// Restores a run from `last.ot` (weights, optimizer state, epoch), or starts one (from
-/// `--init` weights when given), clearing an earlier run's events.
-fn start(
-    folder: &RunFolder,
-    opts: &RunOptions,
-    trainee: &mut Trainee,
-    optimizer: &mut Adadelta,
-) -> Result<Progress> {
-    let last = folder.last();
-    if opts.resume {
-        let (named, meta) = checkpoint::read_with_metadata(&last)?;
-        let layout = trainee.layout();
-        let model = &trainee.config.model;
-        if meta.layout != layout
-            || meta.head != model.head
-            || meta.architecture != model.architecture.name()
-        {
-            bail!(
-                "{}: its watermark layout, architecture or head differs from the run's config.toml",
-                last.display()
-            );
-        }
-        checkpoint::load_model(&last, &mut trainee.vs, &named)?;
-        optimizer
-            .load_state(&named)
-            .with_context(|| format!("{}", last.display()))?;
-        return Ok(Progress {
-            next_epoch: meta.epoch,
-            best_loss: meta.best_validation_loss.unwrap_or(f64::INFINITY),
-            csv: truncate_csv(&folder.path("metrics.csv"), meta.epoch)?,
-        });
-    }
-    if let Some(init) = &opts.init {
-        let named = checkpoint::read(init)?.tensors;
-        checkpoint::load_model(init, &mut trainee.vs, &named)?;
-    }
-    if last.exists() {
-        println!(
-            "note: replacing the earlier run in {}",
-            folder.dir.display()
-        );
-    }
-    // A fresh run replaces whatever an earlier run (finished or killed) left; its event files
-    // would otherwise be shown by TensorBoard as one run with two histories.
-    let events = folder.events();
-    if events.exists() {
-        std::fs::remove_dir_all(&events)
-            .with_context(|| format!("cannot clear {}", events.display()))?;
-    }
-    Ok(Progress {
-        next_epoch: 0,
-        best_loss: f64::INFINITY,
-        csv: format!("{}\n", csv_header()),
-    })
 }
 
 fn print_banner(
