@@ -1,4 +1,4 @@
-//! Training-time noise layers (src/noise.rs): each layer is the identity at strength 0, has the
+//! Training-time noise layers (src/noise/): each layer is the identity at strength 0, has the
 //! statistics its strength says, keeps the shape and lets gradients reach the watermarked image;
 //! the config parses, round-trips and refuses bad values naming the key; the default draws only
 //! the identity.
