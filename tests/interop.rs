@@ -13,15 +13,7 @@ use tch::{Device, Kind, Tensor};
 use wmae::checkpoint;
 use wmae::watermark::Layout;
 
-fn python() -> String {
-    let python = std::env::var("WMAE_PYTHON")
-        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
-    assert!(
-        Path::new(&python).exists(),
-        "{python} is missing: run scripts/setup-python (scripts/test does)"
-    );
-    python
-}
+use common::python;
 
 fn reference(args: &[&str]) -> String {
     let script = format!("{}/scripts/reference_model.py", env!("CARGO_MANIFEST_DIR"));

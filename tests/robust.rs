@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind, Tensor};
 use wmae::data::dataset::{load_split, Split};
 use wmae::data::idx::{self, IdxArray};
 
@@ -83,31 +82,20 @@ fn the_watermark_survives_edits_and_the_model_free_attacks_fail() {
     assert!(psnr >= 32.5, "PSNR {psnr}");
 }
 
-/// Synthetic images without a watermark: flat, noise and checkerboards.
+/// Images without a watermark, written by numpy (`np.save`) through scripts/clean-images.py:
+/// flat black, gray and white, uniform noise, checkerboards of periods 1, 2, 4 and 7 px (3 each).
 fn synthetic(dir: &Path) -> PathBuf {
-    let mut images: Vec<Tensor> = [0.0, 0.5, 1.0]
-        .iter()
-        .map(|&v| Tensor::full([28, 28], v, (Kind::Float, Device::Cpu)))
-        .collect();
-    tch::manual_seed(9);
-    for _ in 0..3 {
-        images.push(Tensor::rand([28, 28], (Kind::Float, Device::Cpu)));
-    }
-    let coords = Tensor::arange(28, (Kind::Int64, Device::Cpu));
-    for period in [1, 2, 4, 7] {
-        let r = coords.divide_scalar_mode(period, "floor").view([28, 1]);
-        let c = coords.divide_scalar_mode(period, "floor").view([1, 28]);
-        images.push(((r + c).remainder(2)).to_kind(Kind::Float));
-    }
-    let batch = Tensor::stack(&images, 0);
-    let bytes =
-        Vec::<u8>::try_from((batch * 255.0).round().to_kind(Kind::Uint8).flatten(0, -1)).unwrap();
-    let path = dir.join("synthetic-idx3-ubyte");
-    idx::write(
-        &path,
-        &IdxArray::new(vec![images.len(), 28, 28], bytes).unwrap(),
-    )
-    .unwrap();
+    let path = dir.join("clean.npy");
+    let script = format!("{}/scripts/clean-images.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(common::python())
+        .args([script.as_str(), path.to_str().unwrap(), "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 

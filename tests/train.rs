@@ -107,12 +107,8 @@ fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
 
 #[test]
 fn tensorboard_reads_the_event_files() {
-    let python = std::env::var("WMAE_PYTHON")
-        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
-    assert!(
-        Path::new(&python).exists(),
-        "{python} is missing: scripts/test installs TensorBoard's reader there (scripts/setup-python)"
-    );
+    // scripts/setup-python installs TensorBoard's reader in the project's .venv.
+    let python = common::python();
     let tmp = tempfile::tempdir().unwrap();
     let config = common::tiny_config(tmp.path(), 2);
     let run = tmp.path().join("run");

@@ -103,3 +103,15 @@ pub fn generator() -> std::sync::MutexGuard<'static, ()> {
     static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
     GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The Python of the cross-checks (`WMAE_PYTHON`, or the project's `.venv`, which
+/// scripts/setup-python makes and scripts/test runs).
+pub fn python() -> String {
+    let python = std::env::var("WMAE_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    assert!(
+        Path::new(&python).exists(),
+        "{python} is missing: run scripts/setup-python (scripts/test does)"
+    );
+    python
+}
