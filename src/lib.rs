@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod attack;
+pub mod bch;
 pub mod binarize;
 pub mod checkpoint;
 pub mod cli;
