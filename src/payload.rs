@@ -18,7 +18,7 @@ impl Payload {
     /// Parses `hex:<digits>` (or `0x<digits>`), `text:<utf-8>`, `uuid:<uuid>` (or a bare
     /// 8-4-4-4-12 UUID) into exactly `data_bits` bits (a multiple of 8).
     pub fn parse(spec: &str, data_bits: usize) -> Result<Self> {
-        if data_bits == 0 || data_bits % 8 != 0 {
+        if data_bits == 0 || !data_bits.is_multiple_of(8) {
             bail!("a payload of {data_bits} bits: the size must be a positive multiple of 8");
         }
         let capacity = data_bits / 8;
