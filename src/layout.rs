@@ -8,6 +8,10 @@
 //!   whole image), and half of each bit's cells carry it inverted. The map is then half ones
 //!   whatever the bits, so an empty map agrees with no word better than chance.
 //!
+//! - `Tile`: a `tile x tile` tile, repeated over the whole map, carries every bit once (at keyed
+//!   positions, keyed bits inverted). A crop of the image keeps whole tiles and only moves their
+//!   origin, so the reader tries every cyclic shift of the tile: the photo layout.
+//!
 //! Reading: each bit is the majority vote of its pixels (inverted ones counted inverted). For a
 //! spread layout the vote is taken at every integer shift of the map within `search` pixels and
 //! the shift whose pixels agree best wins: a shifted image gives a shifted map (the extractor is a
@@ -39,6 +43,15 @@ pub enum Layout {
         cell: i64,
         key: u64,
         search: i64,
+        height: i64,
+        width: i64,
+    },
+    /// `bits` bits, each once in a `tile x tile` tile at positions keyed by `key`, the tile
+    /// repeated over a `height x width` map; read back at every cyclic shift of the tile.
+    Tile {
+        bits: i64,
+        tile: i64,
+        key: u64,
         height: i64,
         width: i64,
     },
@@ -78,13 +91,17 @@ pub struct Reading {
 impl Layout {
     pub fn height(&self) -> i64 {
         match *self {
-            Layout::Block { height, .. } | Layout::Spread { height, .. } => height,
+            Layout::Block { height, .. }
+            | Layout::Spread { height, .. }
+            | Layout::Tile { height, .. } => height,
         }
     }
 
     pub fn width(&self) -> i64 {
         match *self {
-            Layout::Block { width, .. } | Layout::Spread { width, .. } => width,
+            Layout::Block { width, .. }
+            | Layout::Spread { width, .. }
+            | Layout::Tile { width, .. } => width,
         }
     }
 
@@ -92,7 +109,7 @@ impl Layout {
     pub fn bit_count(&self) -> i64 {
         match *self {
             Layout::Block { rows, cols, .. } => rows * cols,
-            Layout::Spread { bits, .. } => bits,
+            Layout::Spread { bits, .. } | Layout::Tile { bits, .. } => bits,
         }
     }
 
@@ -144,6 +161,19 @@ impl Layout {
                     bail!("{key}: search = {search}: must lie in 0..=8 pixels");
                 }
             }
+            Layout::Tile { bits, tile, .. } => {
+                if !(2..=64).contains(&tile) || tile > height.min(width) {
+                    bail!(
+                        "{key}: tile = {tile}: must lie in 2..=64 and fit the {height}x{width} map"
+                    );
+                }
+                if bits < 1 || bits > tile * tile {
+                    bail!(
+                        "{key}: bits = {bits}: a {tile}x{tile} tile holds 1..={} bits",
+                        tile * tile
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -189,8 +219,44 @@ impl Layout {
                     }
                 }
             }
+            Layout::Tile { tile, .. } => {
+                let (slot_bit, slot_inverted) = self.tile_slots();
+                let tile = tile as usize;
+                for r in 0..h {
+                    for c in 0..w {
+                        let slot = (r % tile) * tile + c % tile;
+                        bit_of[r * w + c] = slot_bit[slot];
+                        inverted[r * w + c] = slot_inverted[slot];
+                    }
+                }
+            }
         }
         Assignment { bit_of, inverted }
+    }
+
+    /// For a tile layout, what each of the tile's positions (row-major) carries: the bit (None:
+    /// a spare position) and whether inverted. Positions by a keyed Fisher-Yates shuffle; each
+    /// bit inverted by a keyed coin, so no bit pattern (all zeros, say) paints a flat map.
+    fn tile_slots(&self) -> (Vec<Option<usize>>, Vec<bool>) {
+        let Layout::Tile {
+            bits, tile, key, ..
+        } = *self
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        let slots = (tile * tile) as usize;
+        let mut order: Vec<usize> = (0..slots).collect();
+        for i in (1..slots).rev() {
+            let j = (splitmix64(key ^ splitmix64(i as u64)) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let mut bit_of = vec![None; slots];
+        let mut inverted = vec![false; slots];
+        for (bit, &slot) in order.iter().take(bits as usize).enumerate() {
+            bit_of[slot] = Some(bit);
+            inverted[slot] = splitmix64(key.rotate_left(17) ^ bit as u64) & 1 == 1;
+        }
+        (bit_of, inverted)
     }
 
     /// `(H*W, bits)` 0/1: which bit each pixel carries; and `(H*W,)` 1 where inverted.
@@ -252,7 +318,12 @@ impl Layout {
 
     /// How many alignments `read` tries when it searches: every shift at every rescale.
     pub fn shift_count(&self) -> usize {
-        self.shifts().len() * self.rescales().len()
+        match *self {
+            Layout::Tile { tile, .. } => (tile * tile) as usize,
+            Layout::Block { .. } | Layout::Spread { .. } => {
+                self.shifts().len() * self.rescales().len()
+            }
+        }
     }
 
     /// The border crops `c` the reader undoes (0: none): an image cut by `c` pixels on every
@@ -260,7 +331,7 @@ impl Layout {
     /// scales back down to `size - 2c` and pads by `c` before voting.
     fn rescales(&self) -> Vec<i64> {
         match *self {
-            Layout::Block { .. } => vec![0],
+            Layout::Block { .. } | Layout::Tile { .. } => vec![0],
             Layout::Spread { search, .. } => (0..=search).collect(),
         }
     }
@@ -268,7 +339,7 @@ impl Layout {
     /// The shifts the reader tries: (0, 0) first, then the others within `search` pixels.
     fn shifts(&self) -> Vec<(i64, i64)> {
         let search = match *self {
-            Layout::Block { .. } => 0,
+            Layout::Block { .. } | Layout::Tile { .. } => 0,
             Layout::Spread { search, .. } => search,
         };
         let mut shifts = vec![(0, 0)];
@@ -284,7 +355,16 @@ impl Layout {
 
     /// Reads the bits of binary maps `(N,1,H,W)` (exact 0/1) by majority vote over each bit's
     /// pixels, at the best shift when `search` is set (ties: the first shift, no shift first).
+    /// A tile layout is read unshifted (see `tile_readings`).
     pub fn read(&self, binary: &Tensor, search: bool) -> Reading {
+        if let Some((bits, agreement)) = self.tile_readings(binary) {
+            // Unshifted: the shift of a tile layout is the payload code's to find.
+            return Reading {
+                bits: bits.select(1, 0),
+                agreement: agreement.select(1, 0),
+                shift: Tensor::zeros([binary.size()[0], 2], (Kind::Int64, binary.device())),
+            };
+        }
         let n = binary.size()[0];
         let device = binary.device();
         let (onehot, inverted) = self.matrices(device);
@@ -334,6 +414,65 @@ impl Layout {
         }
     }
 
+    /// The bits of binary maps `(N,1,H,W)` under a tile layout at every cyclic shift of the tile:
+    /// `(N, tile*tile, bits)` bits and `(N, tile*tile)` agreements, shift `dy * tile + dx` meaning
+    /// that the map's tile origin sits at (dy, dx). The map is folded onto one tile (per tile
+    /// position, how many pixels are 1 and how many there are) and each shift votes on the folded
+    /// counts. The vote cannot tell the shifts apart (a tiled map is consistent under all of
+    /// them): the payload's code does, by decoding at each shift. `None` for other layouts.
+    pub fn tile_readings(&self, binary: &Tensor) -> Option<(Tensor, Tensor)> {
+        let Layout::Tile { bits, tile, .. } = *self else {
+            return None;
+        };
+        let size = binary.size();
+        let (n, h, w) = (size[0], size[2], size[3]);
+        let device = binary.device();
+        let (slot_bit, slot_inverted) = self.tile_slots();
+        let slots = (tile * tile) as usize;
+        let mut onehot = vec![0f32; slots * bits as usize];
+        for (p, b) in slot_bit.iter().enumerate() {
+            if let Some(k) = b {
+                onehot[p * bits as usize + k] = 1.0;
+            }
+        }
+        let onehot = Tensor::from_slice(&onehot)
+            .reshape([slots as i64, bits])
+            .to_device(device);
+        let inverted: Vec<f32> = slot_inverted.iter().map(|&i| f32::from(u8::from(i))).collect();
+        let inverted = Tensor::from_slice(&inverted).to_device(device);
+        // Pad to whole tiles; padded pixels do not vote.
+        let (ph, pw) = ((tile - h % tile) % tile, (tile - w % tile) % tile);
+        let fold = |t: &Tensor| {
+            t.to_kind(Kind::Float)
+                .reshape([n, h, w])
+                .constant_pad_nd([0, pw, 0, ph])
+                .reshape([n, (h + ph) / tile, tile, (w + pw) / tile, tile])
+                .sum_dim_intlist([1, 3].as_slice(), false, Kind::Float)
+        };
+        let (ones, counts) = (fold(binary), fold(&binary.ones_like()));
+        let mut all_bits = Vec::with_capacity(slots);
+        let mut all_agreements = Vec::with_capacity(slots);
+        for dy in 0..tile {
+            for dx in 0..tile {
+                // Map pixel (r, c) holds the layout's tile position (r - dy, c - dx): the layout
+                // position p sees the folded count at p + (dy, dx).
+                let seen = ones.roll([-dy, -dx], [1, 2]).reshape([n, -1]);
+                let valid = counts.roll([-dy, -dx], [1, 2]).reshape([n, -1]);
+                let corrected = &seen + &inverted * (&valid - &seen * 2.0);
+                let ones_votes = corrected.matmul(&onehot);
+                let totals = valid.matmul(&onehot);
+                all_bits.push((&ones_votes * 2.0).gt_tensor(&totals).to_kind(Kind::Float));
+                all_agreements.push(
+                    ones_votes
+                        .max_other(&(&totals - &ones_votes))
+                        .sum_dim_intlist(1, false, Kind::Float)
+                        / totals.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0),
+                );
+            }
+        }
+        Some((Tensor::stack(&all_bits, 1), Tensor::stack(&all_agreements, 1)))
+    }
+
     /// One line for banners and reports.
     pub fn describe(&self) -> String {
         match *self {
@@ -349,6 +488,10 @@ impl Layout {
             } => format!(
                 "{bits} bits spread over {cell}x{cell} cells, read at shifts up to {search} px \
                  and border crops up to {search} px"
+            ),
+            Layout::Tile { bits, tile, .. } => format!(
+                "{bits} bits in a {tile}x{tile} tile repeated over the map, read at every cyclic \
+                 shift of the tile"
             ),
         }
     }

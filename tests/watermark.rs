@@ -183,3 +183,90 @@ fn spread_layouts_that_cannot_hold_their_bits_are_refused() {
     assert!(bad(16, 29, 2).contains("cell = 29"));
     assert!(bad(16, 1, 9).contains("search = 9"));
 }
+
+fn tile(bits: i64, tile: i64, height: i64, width: i64) -> Layout {
+    Layout::Tile {
+        bits,
+        tile,
+        key: 77,
+        height,
+        width,
+    }
+}
+
+fn random_bits(n: i64, bits: i64, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::rand([n, bits], (Kind::Float, Device::Cpu))
+        .gt(0.5)
+        .to_kind(Kind::Float)
+}
+
+#[test]
+fn tile_carries_every_bit_once_per_tile_at_keyed_positions() {
+    let layout = tile(60, 8, 24, 40);
+    layout.validate("watermark").unwrap();
+    // 15 whole 8x8 tiles: each bit on 15 pixels, 4 spare positions per tile carry nothing.
+    assert_eq!(layout.carrier_counts(), vec![15; 60]);
+    let mask = layout.carrier_mask(Kind::Float, Device::Cpu);
+    assert_eq!(mask.sum(Kind::Float).double_value(&[]), 900.0);
+    let bits = random_bits(3, 60, 5);
+    let map = layout.map_from_bits(&bits);
+    // The same tile everywhere: the map repeats with period 8 in both directions.
+    assert!(map.narrow(2, 0, 8).equal(&map.narrow(2, 8, 8)));
+    assert!(map.narrow(3, 0, 8).equal(&map.narrow(3, 32, 8)));
+    // All-zero bits do not give a flat map (keyed inversions), nor do all-one bits.
+    for value in [0.0, 1.0] {
+        let flat = layout.map_from_bits(&Tensor::full([1, 60], value, (Kind::Float, Device::Cpu)));
+        let ones = flat.sum(Kind::Float).double_value(&[]);
+        assert!((300.0..=600.0).contains(&ones), "{ones} ones of 900 carried");
+    }
+    // Another key, other positions.
+    let other = Layout::Tile {
+        bits: 60,
+        tile: 8,
+        key: 78,
+        height: 24,
+        width: 40,
+    };
+    assert!(!other.map_from_bits(&bits).equal(&map));
+}
+
+#[test]
+fn tile_bits_read_back_from_any_crop() {
+    let layout = tile(60, 8, 64, 64);
+    let bits = random_bits(4, 60, 9);
+    let map = layout.map_from_bits(&bits);
+    let read = layout.read(&map, false);
+    assert!(read.bits.equal(&bits));
+    assert_eq!(read.agreement.min().double_value(&[]), 1.0);
+    // A crop from (13, 5) of 40x50 pixels: the tile's origin moves to (-13, -5) mod 8 = (3, 3).
+    let crop = map.narrow(2, 13, 40).narrow(3, 5, 50);
+    let (words, agreements) = layout.tile_readings(&crop).unwrap();
+    assert_eq!(words.size(), vec![4, 64, 60]);
+    assert!(words.select(1, 3 * 8 + 3).equal(&bits), "bits at the crop's shift");
+    // Every shift is self-consistent (the vote cannot find the shift), and the others read
+    // other words: the payload code has to choose.
+    assert_eq!(agreements.min().double_value(&[]), 1.0);
+    let right = words.select(1, 27).unsqueeze(1);
+    let same = words.eq_tensor(&right).all_dim(2, false).sum(Kind::Int64);
+    assert_eq!(same.int64_value(&[]), 4, "only one shift reads the embedded word");
+    assert!(!layout.read(&crop, true).bits.equal(&bits));
+    // A fifth of the pixels flipped: the vote over 64 tiles still reads every bit.
+    tch::manual_seed(3);
+    let flips = Tensor::rand_like(&map).lt(0.2).to_kind(Kind::Float);
+    let noisy = (&map - &flips).abs();
+    assert!(layout.read(&noisy, true).bits.equal(&bits));
+    assert_eq!(layout.shift_count(), 64);
+}
+
+#[test]
+fn tile_layouts_that_cannot_hold_their_bits_are_refused() {
+    for (layout, needle) in [
+        (tile(65, 8, 64, 64), "bits = 65: a 8x8 tile holds 1..=64 bits"),
+        (tile(4, 1, 64, 64), "tile = 1: must lie in 2..=64"),
+        (tile(4, 16, 12, 64), "fit the 12x64 map"),
+    ] {
+        let err = layout.validate("watermark").unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
