@@ -1,0 +1,431 @@
+//! Photographs of any size in and out of wmae: the network works on a fixed square of `S x S`
+//! luma values, so a photo is squashed to `S x S` (aspect ratio not kept, as TrustMark and
+//! VideoSeal do) to read or compute the watermark, and the `S x S` residual the network makes is
+//! resized back to the photo's full size and added there. Only the residual is ever resized: the
+//! photo's own pixels are changed by the residual and nothing else, whatever their size.
+//!
+//! The watermark lives in luma only. Adding the same change `d` to R, G and B changes BT.601
+//! luma by exactly `d` (0.299 + 0.587 + 0.114 = 1) and leaves Cb and Cr unchanged (their weights
+//! each sum to 0), so no colour conversion is needed on the way in or out; clipping to [0, 255]
+//! and rounding to 8 bits are the only departures from this.
+//!
+//! Pixels are kept on the grid they are stored on: a JPEG's EXIF orientation is not applied.
+//! The EXIF block (orientation included) and the ICC profile are copied into the output, so a
+//! viewer shows the watermarked photo exactly as it showed the original, and extraction reads the
+//! same pixel grid the watermark was written on.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::PngEncoder;
+use image::{
+    DynamicImage, ExtendedColorType, GrayAlphaImage, GrayImage, ImageDecoder, ImageEncoder,
+    ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
+};
+use tch::{Device, Kind, Tensor};
+
+/// Shortest side accepted, in pixels. Smaller images are icons or thumbnails rather than
+/// photos: squashed up to a working size such as 256 they would be magnified four times or
+/// more, and too few of their own pixels would carry the watermark for it to survive.
+pub const MIN_SIDE: u32 = 64;
+
+/// Largest photo accepted, in pixels (100 megapixels). The header's dimensions are checked
+/// against it before any pixel is decoded, so a crafted header cannot make wmae allocate
+/// gigabytes.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// The JPEG quality outputs are written at unless told otherwise: high enough that the
+/// re-encoding itself costs the watermark little.
+pub const DEFAULT_JPEG_QUALITY: u8 = 95;
+
+/// Rows handled at a time when pixels move between the image and a tensor, so no full-size
+/// temporary is made besides the one tensor itself.
+const ROWS_PER_CHUNK: usize = 64;
+
+/// A photo's file format, from its content rather than its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhotoFormat {
+    Png,
+    Jpeg,
+}
+
+/// A photo's 8-bit pixels, in the colour type it was stored with.
+#[derive(Clone, PartialEq)]
+pub enum Pixels {
+    Gray(GrayImage),
+    GrayAlpha(GrayAlphaImage),
+    Rgb(RgbImage),
+    Rgba(RgbaImage),
+}
+
+impl Pixels {
+    /// `(width, height)`.
+    /// The raw 8-bit samples, interleaved as the colour type has them.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Pixels::Gray(i) => i.as_raw(),
+            Pixels::GrayAlpha(i) => i.as_raw(),
+            Pixels::Rgb(i) => i.as_raw(),
+            Pixels::Rgba(i) => i.as_raw(),
+        }
+    }
+
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Pixels::Gray(i) => i.dimensions(),
+            Pixels::GrayAlpha(i) => i.dimensions(),
+            Pixels::Rgb(i) => i.dimensions(),
+            Pixels::Rgba(i) => i.dimensions(),
+        }
+    }
+
+    pub fn is_gray(&self) -> bool {
+        matches!(self, Pixels::Gray(_) | Pixels::GrayAlpha(_))
+    }
+
+    pub fn has_alpha(&self) -> bool {
+        matches!(self, Pixels::GrayAlpha(_) | Pixels::Rgba(_))
+    }
+
+    /// Bytes per pixel, alpha included.
+    fn channels(&self) -> usize {
+        match self {
+            Pixels::Gray(_) => 1,
+            Pixels::GrayAlpha(_) => 2,
+            Pixels::Rgb(_) => 3,
+            Pixels::Rgba(_) => 4,
+        }
+    }
+
+    fn raw(&self) -> &[u8] {
+        match self {
+            Pixels::Gray(i) => i.as_raw(),
+            Pixels::GrayAlpha(i) => i.as_raw(),
+            Pixels::Rgb(i) => i.as_raw(),
+            Pixels::Rgba(i) => i.as_raw(),
+        }
+    }
+
+    fn raw_mut(&mut self) -> &mut [u8] {
+        match self {
+            Pixels::Gray(i) => i,
+            Pixels::GrayAlpha(i) => i,
+            Pixels::Rgb(i) => i,
+            Pixels::Rgba(i) => i,
+        }
+    }
+
+    fn color_type(&self) -> ExtendedColorType {
+        match self {
+            Pixels::Gray(_) => ExtendedColorType::L8,
+            Pixels::GrayAlpha(_) => ExtendedColorType::La8,
+            Pixels::Rgb(_) => ExtendedColorType::Rgb8,
+            Pixels::Rgba(_) => ExtendedColorType::Rgba8,
+        }
+    }
+
+    /// BT.601 luma in [0,1] of each pixel of `raw` (whole pixels), unrounded; alpha ignored.
+    fn luma_of(&self, raw: &[u8], out: &mut Vec<f32>) {
+        out.clear();
+        let c = self.channels();
+        if self.is_gray() {
+            out.extend(raw.chunks_exact(c).map(|p| p[0] as f32 / 255.0));
+        } else {
+            out.extend(raw.chunks_exact(c).map(|p| {
+                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0
+            }));
+        }
+    }
+}
+
+/// Debug output names the colour type and size, not millions of bytes.
+impl std::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (w, h) = self.dimensions();
+        write!(f, "{:?}({w}x{h})", self.color_type())
+    }
+}
+
+/// A photo read from a PNG or JPEG file, with the metadata its output keeps.
+#[derive(Clone)]
+pub struct Photo {
+    pub pixels: Pixels,
+    /// The format it was read in, and the one it is saved in.
+    pub format: PhotoFormat,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// A 16-bit PNG is read scaled to 8 bits and saved as an 8-bit PNG: the watermark is
+    /// written in 8-bit steps anyway, and one 8-bit pipeline keeps the code small. True when
+    /// that happened, so a caller can say so.
+    pub converted_from_16_bit: bool,
+    icc_profile: Option<Vec<u8>>,
+    exif: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Photo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Photo")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("pixels", &self.pixels)
+            .field("converted_from_16_bit", &self.converted_from_16_bit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Photo {
+    /// Reads a PNG or JPEG photo (8-bit or 16-bit PNG, gray, gray+alpha, RGB or RGBA; a palette
+    /// PNG is read as RGB or RGBA). Its format comes from its content, not its name. The header's
+    /// dimensions are checked against [`MIN_SIDE`] and [`MAX_PIXELS`] before anything is decoded.
+    pub fn open(path: &Path) -> Result<Photo> {
+        let mut file =
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut magic = Vec::with_capacity(16);
+        file.by_ref()
+            .take(16)
+            .read_to_end(&mut magic)
+            .and_then(|_| file.seek(SeekFrom::Start(0)))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let (format, image_format) = match image::guess_format(&magic) {
+            Ok(ImageFormat::Png) => (PhotoFormat::Png, ImageFormat::Png),
+            Ok(ImageFormat::Jpeg) => (PhotoFormat::Jpeg, ImageFormat::Jpeg),
+            Ok(other) => bail!(
+                "{}: a {other:?} file; only PNG and JPEG photos are supported",
+                path.display()
+            ),
+            Err(_) => bail!("{}: not a PNG or JPEG file", path.display()),
+        };
+        let mut reader = ImageReader::with_format(BufReader::new(file), image_format);
+        // No width or height limit (checked below, as a pixel count, with a clear message);
+        // the allocation bound only has to cover the largest accepted photo at 16-bit RGBA.
+        let mut limits = Limits::default();
+        limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+        reader.limits(limits);
+        let mut decoder = reader
+            .into_decoder()
+            .with_context(|| format!("{}: not a readable {format:?} file", path.display()))?;
+        let (width, height) = decoder.dimensions();
+        check_size(path, width, height)?;
+        let icc_profile = decoder
+            .icc_profile()
+            .with_context(|| format!("{}: unreadable ICC profile", path.display()))?;
+        let exif = decoder
+            .exif_metadata()
+            .with_context(|| format!("{}: unreadable EXIF metadata", path.display()))?;
+        let image = DynamicImage::from_decoder(decoder)
+            .with_context(|| format!("{}: cannot decode this {format:?} file", path.display()))?;
+        let converted_from_16_bit = matches!(
+            image,
+            DynamicImage::ImageLuma16(_)
+                | DynamicImage::ImageLumaA16(_)
+                | DynamicImage::ImageRgb16(_)
+                | DynamicImage::ImageRgba16(_)
+        );
+        let pixels = match image {
+            DynamicImage::ImageLuma8(i) => Pixels::Gray(i),
+            DynamicImage::ImageLumaA8(i) => Pixels::GrayAlpha(i),
+            DynamicImage::ImageRgb8(i) => Pixels::Rgb(i),
+            DynamicImage::ImageRgba8(i) => Pixels::Rgba(i),
+            i @ DynamicImage::ImageLuma16(_) => Pixels::Gray(i.into_luma8()),
+            i @ DynamicImage::ImageLumaA16(_) => Pixels::GrayAlpha(i.into_luma_alpha8()),
+            i @ DynamicImage::ImageRgb16(_) => Pixels::Rgb(i.into_rgb8()),
+            i @ DynamicImage::ImageRgba16(_) => Pixels::Rgba(i.into_rgba8()),
+            other => bail!(
+                "{}: unsupported colour type {:?}",
+                path.display(),
+                other.color()
+            ),
+        };
+        Ok(Photo {
+            pixels,
+            format,
+            path: path.to_path_buf(),
+            converted_from_16_bit,
+            icc_profile,
+            exif,
+        })
+    }
+
+    pub fn width(&self) -> u32 {
+        self.pixels.dimensions().0
+    }
+
+    pub fn height(&self) -> u32 {
+        self.pixels.dimensions().1
+    }
+
+    pub fn is_gray(&self) -> bool {
+        self.pixels.is_gray()
+    }
+
+    /// The photo's BT.601 luma (0.299 R + 0.587 G + 0.114 B, unrounded, in [0,1]) squashed to
+    /// `size x size`, as a `(1,1,size,size)` float tensor on the CPU. The downscale is bilinear
+    /// with antialiasing (libtorch's, the same as PyTorch's
+    /// `interpolate(mode="bilinear", antialias=True, align_corners=False)`), so every pixel of the
+    /// photo counts and fine detail does not alias into the watermark's band.
+    pub fn luma_at(&self, size: i64) -> Result<Tensor> {
+        if size < 1 {
+            bail!("working size {size}: must be at least 1");
+        }
+        let (width, height) = self.pixels.dimensions();
+        let (w, h) = (width as usize, height as usize);
+        let luma = Tensor::f_empty([1, 1, h as i64, w as i64], (Kind::Float, Device::Cpu))?;
+        let row_bytes = w * self.pixels.channels();
+        let mut chunk = Vec::with_capacity(ROWS_PER_CHUNK * w);
+        for (i, rows) in self
+            .pixels
+            .raw()
+            .chunks(ROWS_PER_CHUNK * row_bytes)
+            .enumerate()
+        {
+            self.pixels.luma_of(rows, &mut chunk);
+            let n = (rows.len() / row_bytes) as i64;
+            let src = Tensor::from_slice(&chunk).view([1, 1, n, w as i64]);
+            luma.f_narrow(2, (i * ROWS_PER_CHUNK) as i64, n)?
+                .f_copy_(&src)?;
+        }
+        Ok(luma.f_internal_upsample_bilinear2d_aa([size, size], false, None, None)?)
+    }
+
+    /// This photo with `residual` added: `residual` is `(1,1,S,S)` in luma units ([0,1] is the
+    /// full 8-bit range), resized bilinearly (align_corners false) to the photo's full size,
+    /// multiplied by `strength` and added to each colour channel alike (see the module comment:
+    /// this adds exactly that much luma), then clamped to [0,255] and rounded to 8 bits. Alpha,
+    /// size, colour type, format and metadata are kept.
+    pub fn with_residual(&self, residual: &Tensor, strength: f64) -> Result<Photo> {
+        let size = residual.size();
+        let s = match size.as_slice() {
+            [1, 1, h, w] if h == w && *h > 0 => *h,
+            _ => bail!("residual of shape {size:?}: expected (1,1,S,S)"),
+        };
+        if !strength.is_finite() {
+            bail!("watermark strength {strength}: must be a finite number");
+        }
+        let residual = residual
+            .detach()
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?;
+        if !bool::try_from(residual.f_isfinite()?.f_all()?)? {
+            bail!("residual ({s}x{s}) holds NaN or infinite values");
+        }
+        let (width, height) = self.pixels.dimensions();
+        let (w, h) = (width as usize, height as usize);
+        let full = residual
+            .f_upsample_bilinear2d([h as i64, w as i64], false, None, None)?
+            .f_mul_scalar(strength * 255.0)?
+            .f_view([h as i64, w as i64])?;
+
+        let mut out = self.clone();
+        let channels = out.pixels.channels();
+        let colours = if out.pixels.is_gray() { 1 } else { 3 };
+        let row_bytes = w * channels;
+        let mut change = vec![0f32; ROWS_PER_CHUNK.min(h) * w];
+        for (i, rows) in out
+            .pixels
+            .raw_mut()
+            .chunks_mut(ROWS_PER_CHUNK * row_bytes)
+            .enumerate()
+        {
+            let n = rows.len() / row_bytes;
+            full.f_narrow(0, (i * ROWS_PER_CHUNK) as i64, n as i64)?
+                .f_copy_data(&mut change, n * w)?;
+            for (pixel, &d) in rows.chunks_exact_mut(channels).zip(&change) {
+                for v in &mut pixel[..colours] {
+                    *v = (*v as f32 + d).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the photo to `path` in the format it was read in: PNG losslessly, JPEG at
+    /// `jpeg_quality` (1..=100, see [`DEFAULT_JPEG_QUALITY`]; checked for PNG too, so a bad
+    /// setting shows up whatever the input). Gray stays gray; the ICC profile and EXIF block are
+    /// copied. The name's extension is the caller's choice and is not checked. The file is
+    /// written atomically.
+    pub fn save(&self, path: &Path, jpeg_quality: u8) -> Result<()> {
+        if !(1..=100).contains(&jpeg_quality) {
+            bail!("JPEG quality {jpeg_quality}: must lie in 1..=100");
+        }
+        if self.format == PhotoFormat::Jpeg && self.pixels.has_alpha() {
+            bail!(
+                "{}: JPEG has no alpha channel; save this photo as PNG",
+                path.display()
+            );
+        }
+        let (width, height) = self.pixels.dimensions();
+        let color = self.pixels.color_type();
+        let raw = self.pixels.raw();
+        crate::fsutil::write_atomically(path, |writer| {
+            let result = match self.format {
+                PhotoFormat::Png => {
+                    let encoder = PngEncoder::new(writer);
+                    self.encode(encoder, raw, width, height, color)
+                }
+                PhotoFormat::Jpeg => {
+                    let encoder = JpegEncoder::new_with_quality(writer, jpeg_quality);
+                    self.encode(encoder, raw, width, height, color)
+                }
+            };
+            result.map_err(std::io::Error::other)
+        })
+    }
+
+    fn encode(
+        &self,
+        mut encoder: impl ImageEncoder,
+        raw: &[u8],
+        width: u32,
+        height: u32,
+        color: ExtendedColorType,
+    ) -> image::ImageResult<()> {
+        // Both encoders accept both; an encoder that did not would only lose the metadata.
+        if let Some(icc) = &self.icc_profile {
+            let _ = encoder.set_icc_profile(icc.clone());
+        }
+        if let Some(exif) = &self.exif {
+            let _ = encoder.set_exif_metadata(exif.clone());
+        }
+        encoder.write_image(raw, width, height, color)
+    }
+}
+
+fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
+    if width.min(height) < MIN_SIDE {
+        bail!(
+            "{}: photo is {width}x{height} pixels (width x height); its shorter side must be at \
+             least {MIN_SIDE} pixels",
+            path.display()
+        );
+    }
+    if width as u64 * height as u64 > MAX_PIXELS {
+        bail!(
+            "{}: photo is {width}x{height} pixels (width x height), over the limit of {} \
+             megapixels",
+            path.display(),
+            MAX_PIXELS / 1_000_000
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_limits_are_inclusive() {
+        let path = Path::new("p.png");
+        check_size(path, MIN_SIDE, MIN_SIDE).unwrap();
+        let pixels = Pixels::Rgb(RgbImage::new(300, 200));
+        assert_eq!(format!("{pixels:?}"), "Rgb8(300x200)");
+        check_size(path, 10_000, 10_000).unwrap();
+        assert!(check_size(path, MIN_SIDE - 1, 5000).is_err());
+        assert!(check_size(path, 5000, MIN_SIDE - 1).is_err());
+        assert!(check_size(path, 10_000, 10_001).is_err());
+        assert!(check_size(path, u32::MAX, u32::MAX).is_err());
+    }
+}
