@@ -4,3 +4,4 @@ pub mod dataset;
 pub mod idx;
 pub mod images;
 pub mod mnist_json;
+pub mod photos;
