@@ -94,10 +94,14 @@ impl Metadata {
         }
         self.layout.validate(&format!("{source}: layout"))?;
         let l = &self.layout;
-        if l.height() != SEED_IMAGE_SIDE || l.width() != SEED_IMAGE_SIDE {
+        // Digits are 28x28; the photo layout works at a square working size.
+        let square_photo = matches!(l, Layout::Tile { .. })
+            && l.height() == l.width()
+            && (16..=1024).contains(&l.height());
+        if !square_photo && (l.height() != SEED_IMAGE_SIDE || l.width() != SEED_IMAGE_SIDE) {
             bail!(
                 "{source}: layout height {} and width {}: the {} model works on \
-                 {SEED_IMAGE_SIDE}x{SEED_IMAGE_SIDE} images",
+                 {SEED_IMAGE_SIDE}x{SEED_IMAGE_SIDE} images (a tile layout on 16..=1024 square ones)",
                 l.height(),
                 l.width(),
                 self.architecture
@@ -325,8 +329,12 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Resu
 
 /// The shipped model is found from any working folder: the default path, when it is not there
 /// relative to the current folder, is taken relative to the project the binary was built from.
-fn resolve_default(path: &Path) -> PathBuf {
-    if path == Path::new(crate::cli::DEFAULT_CHECKPOINT) && !path.exists() {
+pub fn resolve_default(path: &Path) -> PathBuf {
+    let shipped = [
+        crate::cli::DEFAULT_CHECKPOINT,
+        crate::cli::DEFAULT_PHOTO_CHECKPOINT,
+    ];
+    if shipped.iter().any(|s| path == Path::new(s)) && !path.exists() {
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
         if project.exists() {
             return project;

@@ -11,6 +11,8 @@ use crate::watermark::Mode;
 
 /// The model shipped in checkpoints/, used when no --checkpoint is given.
 pub const DEFAULT_CHECKPOINT: &str = "checkpoints/default.ot";
+/// The shipped photo model, the default for `--payload` and for photos that are not 28x28.
+pub const DEFAULT_PHOTO_CHECKPOINT: &str = "checkpoints/photo.ot";
 
 /// The folder `scripts/fetch-data` writes the embedded MNIST digits to.
 pub const DEFAULT_DATA_DIR: &str = "data/mnist";
@@ -167,6 +169,7 @@ pub struct TrainArgs {
 pub struct EmbedArgs {
     /// Images to watermark: PNG/JPEG files or folders of them (28x28, grayscale; colour is
     /// converted to luma), IDX files, or .npy arrays (N,28,28) / (N,1,28,28) of floats in [0,1] or u8.
+    /// With --payload: photos (PNG or JPEG, any size, colour or gray) or folders of them.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
@@ -174,16 +177,27 @@ pub struct EmbedArgs {
     #[arg(
         long,
         value_name = "BITS",
-        conflicts_with = "random",
-        required_unless_present = "random"
+        conflicts_with_all = ["random", "payload"],
+        required_unless_present_any = ["random", "payload"]
     )]
     pub bits: Option<String>,
 
     /// Fresh random bits for each image (reproducible with --seed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "payload")]
     pub random: bool,
 
-    /// Folder for the watermarked PNG files and manifest.json.
+    /// Photos: the payload every photo carries, as hex:<digits>, text:<text> or uuid:<uuid>
+    /// (as many data bits as the photo model's payload holds, 64 for checkpoints/photo.ot),
+    /// BCH-coded; the photos keep their size, colour and format.
+    #[arg(long, value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+
+    /// Photos: quality of the JPEG files written for JPEG inputs (PNG stays lossless).
+    #[arg(long, value_name = "Q", default_value_t = crate::photo::DEFAULT_JPEG_QUALITY)]
+    pub jpeg_quality: u8,
+
+    /// Folder for the watermarked files (digits: PNG files and manifest.json; photos: the same
+    /// file names and formats as the inputs).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -193,22 +207,25 @@ pub struct EmbedArgs {
     pub strength: f64,
 
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
-    /// .safetensors state dict of the seed model.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
-    pub checkpoint: PathBuf,
+    /// .safetensors state dict of the seed model [default: checkpoints/default.ot, or
+    /// checkpoints/photo.ot with --payload]
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
-    /// Watermarked images (as for embed). None: watermark the embedded test digits with random
-    /// bits, save them as 8-bit images in memory, and read them back.
+    /// Watermarked images (as for embed), or photos (PNG or JPEG, any size). None: watermark the
+    /// embedded test digits with random bits, save them as 8-bit images in memory, and read them
+    /// back.
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
-    /// .safetensors state dict of the seed model.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
-    pub checkpoint: PathBuf,
+    /// .safetensors state dict of the seed model [default: checkpoints/default.ot, or
+    /// checkpoints/photo.ot when the first input is an image that is not 28x28]
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
 
     /// Binarize at this threshold: a pixel is 1 when its map value is above it.
     #[arg(long, value_name = "T", default_value_t = crate::binarize::DEFAULT_THRESHOLD, conflicts_with = "otsu")]

@@ -34,12 +34,47 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Folder in the MNIST IDX layout.
+    /// What `dir` holds: a data set in the MNIST IDX layout, or photos.
+    #[serde(default)]
+    pub kind: DataKind,
+    /// Folder in the MNIST IDX layout, or (photos) a folder with `train/` and `test/` photos.
     pub dir: PathBuf,
-    /// Training images: `[start, end)` of the data set's training split (Python slice).
+    /// IDX: training images, `[start, end)` of the data set's training split (Python slice).
+    #[serde(default)]
     pub train_range: [usize; 2],
-    /// Validation images: `[start, end)` of the training split.
+    /// IDX: validation images, `[start, end)` of the training split.
+    #[serde(default)]
     pub validation_range: [usize; 2],
+    /// Photos: random crops drawn from the training photos afresh every epoch.
+    #[serde(default)]
+    pub patches: usize,
+    /// Photos: every `validation_every`-th training photo is held out for validation crops.
+    #[serde(default = "eight")]
+    pub validation_every: usize,
+    /// Photos: crops drawn from the validation photos (the same every epoch).
+    #[serde(default)]
+    pub validation_patches: usize,
+    /// Photos: longer side of a photo once loaded (downscaled to it): the scale the model sees.
+    #[serde(default = "default_max_side")]
+    pub max_side: u32,
+}
+
+fn eight() -> usize {
+    8
+}
+
+fn default_max_side() -> u32 {
+    1024
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// MNIST-like 28x28 grayscale images in IDX files.
+    #[default]
+    Idx,
+    /// Photos of any size (PNG, JPEG), trained on as luma crops at `watermark.size`.
+    Photos,
 }
 
 /// Where the bits go in the map.
@@ -52,6 +87,9 @@ pub enum LayoutKind {
     /// `rows x cols` bits spread over the whole map in `cell x cell` cells (keyed by `key`),
     /// read back at shifts up to `search` pixels.
     Spread,
+    /// `rows x cols` bits in a `tile x tile` tile (positions keyed by `key`) repeated over the
+    /// map, read at every cyclic shift of the tile: survives crops (the photo layout).
+    Tile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -69,6 +107,14 @@ pub struct WatermarkConfig {
     pub cell: i64,
     pub key: u64,
     pub search: i64,
+    /// Tile layout: the tile's side in pixels.
+    pub tile: i64,
+    /// Side of the square map, which is the side of the images the model works at (28 for the
+    /// digits; the working size for photos).
+    pub size: i64,
+    /// Tile layout: data bits of the payload that `embed --payload` writes, BCH-coded into the
+    /// tile's bits (0: none; training uses random bits either way).
+    pub payload_bits: usize,
 }
 
 impl Default for WatermarkConfig {
@@ -83,14 +129,17 @@ impl Default for WatermarkConfig {
             cell: 1,
             key: 0x5EED,
             search: 2,
+            tile: 16,
+            size: crate::model::SEED_IMAGE_SIDE,
+            payload_bits: 0,
         }
     }
 }
 
 impl WatermarkConfig {
-    /// The layout on the seed model's 28x28 map.
+    /// The layout on the `size x size` map.
     pub fn layout(&self) -> Layout {
-        let side = crate::model::SEED_IMAGE_SIDE;
+        let side = self.size;
         match self.layout {
             LayoutKind::Block => Layout::Block {
                 rows: self.rows,
@@ -105,6 +154,13 @@ impl WatermarkConfig {
                 cell: self.cell,
                 key: self.key,
                 search: self.search,
+                height: side,
+                width: side,
+            },
+            LayoutKind::Tile => Layout::Tile {
+                bits: self.rows.saturating_mul(self.cols),
+                tile: self.tile,
+                key: self.key,
                 height: side,
                 width: side,
             },
@@ -203,6 +259,30 @@ impl Config {
         self.validate()
     }
 
+    /// A payload needs a tile layout and a BCH code that fits its bits within the detection
+    /// budget of every reading the photo reader tries.
+    fn validate_payload(&self) -> Result<()> {
+        let bits = self.watermark.payload_bits;
+        if bits == 0 {
+            return Ok(());
+        }
+        let Layout::Tile {
+            bits: slots, tile, ..
+        } = self.watermark.layout()
+        else {
+            bail!("watermark.payload_bits = {bits}: payloads need layout = \"tile\"");
+        };
+        let readings = (tile * tile) as usize * crate::photo_watermark::SCALES.len();
+        crate::payload::PayloadCode::new(
+            bits,
+            slots as usize,
+            readings,
+            crate::photo_watermark::MAX_FALSE_POSITIVE_RATE,
+        )
+        .map(|_| ())
+        .with_context(|| format!("watermark.payload_bits = {bits}"))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             bail!(
@@ -210,15 +290,55 @@ impl Config {
                 self.name
             );
         }
-        for (key, [start, end]) in [
-            ("data.train_range", self.data.train_range),
-            ("data.validation_range", self.data.validation_range),
-        ] {
-            if start >= end {
-                bail!("{key} = [{start}, {end}]: start must be below end");
+        match self.data.kind {
+            DataKind::Idx => {
+                for (key, [start, end]) in [
+                    ("data.train_range", self.data.train_range),
+                    ("data.validation_range", self.data.validation_range),
+                ] {
+                    if start >= end {
+                        bail!("{key} = [{start}, {end}]: start must be below end");
+                    }
+                }
+                let size = self.watermark.size;
+                if size != crate::model::SEED_IMAGE_SIDE {
+                    bail!(
+                        "watermark.size = {size}: IDX data sets hold {0}x{0} images",
+                        crate::model::SEED_IMAGE_SIDE
+                    );
+                }
+            }
+            DataKind::Photos => {
+                let d = &self.data;
+                if d.patches < self.train.batch_size.max(1) {
+                    bail!(
+                        "data.patches = {}: photos need at least one batch ({}) of training crops \
+                         per epoch",
+                        d.patches,
+                        self.train.batch_size
+                    );
+                }
+                if d.validation_patches == 0 || d.validation_every < 2 {
+                    bail!(
+                        "data.validation_patches = {} and data.validation_every = {}: photos need \
+                         validation crops (> 0) from every n-th training photo (n >= 2)",
+                        d.validation_patches,
+                        d.validation_every
+                    );
+                }
+                if !(64..=8192).contains(&d.max_side) {
+                    bail!("data.max_side = {}: must lie in 64..=8192", d.max_side);
+                }
+                if !(16..=1024).contains(&self.watermark.size) {
+                    bail!(
+                        "watermark.size = {}: must lie in 16..=1024",
+                        self.watermark.size
+                    );
+                }
             }
         }
         self.watermark.layout().validate("watermark")?;
+        self.validate_payload()?;
         for (key, w) in [
             ("loss.image_weight", self.loss.image_weight),
             ("loss.watermark_weight", self.loss.watermark_weight),

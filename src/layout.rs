@@ -438,7 +438,10 @@ impl Layout {
         let onehot = Tensor::from_slice(&onehot)
             .reshape([slots as i64, bits])
             .to_device(device);
-        let inverted: Vec<f32> = slot_inverted.iter().map(|&i| f32::from(u8::from(i))).collect();
+        let inverted: Vec<f32> = slot_inverted
+            .iter()
+            .map(|&i| f32::from(u8::from(i)))
+            .collect();
         let inverted = Tensor::from_slice(&inverted).to_device(device);
         // Pad to whole tiles; padded pixels do not vote.
         let (ph, pw) = ((tile - h % tile) % tile, (tile - w % tile) % tile);
@@ -470,7 +473,10 @@ impl Layout {
                 );
             }
         }
-        Some((Tensor::stack(&all_bits, 1), Tensor::stack(&all_agreements, 1)))
+        Some((
+            Tensor::stack(&all_bits, 1),
+            Tensor::stack(&all_agreements, 1),
+        ))
     }
 
     /// One line for banners and reports.

@@ -17,8 +17,12 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if !(args.strength > 0.0 && args.strength <= 10.0) {
         anyhow::bail!("--strength {}: must lie in (0, 10]", args.strength);
     }
+    if args.payload.is_some() {
+        return super::photo::embed(args, global);
+    }
+    let checkpoint = super::photo::embed_checkpoint(args);
     let device = global.device.resolve()?;
-    let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
+    let loaded = checkpoint::load_for_inference(&checkpoint, device)?;
     let layout = loaded.meta.layout;
     // Everything that can be wrong with the input is checked before anything is written.
     let fixed_bits = args
@@ -67,7 +71,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_string(),
-        checkpoint: args.checkpoint.clone(),
+        checkpoint: checkpoint.clone(),
         layout,
         images: files
             .iter()

@@ -30,8 +30,12 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     } else {
         Method::Threshold(args.threshold)
     };
+    let checkpoint = super::photo::extract_checkpoint(args);
+    if super::photo::is_photo_model(&checkpoint) {
+        return super::photo::extract(args, global, &checkpoint);
+    }
     let device = global.device.resolve()?;
-    let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
+    let loaded = checkpoint::load_for_inference(&checkpoint, device)?;
     let layout = loaded.meta.layout;
 
     let (names, maps, expected) = if args.inputs.is_empty() {
@@ -78,7 +82,10 @@ fn demo_inputs(args: &ExtractArgs, loaded: &Loaded) -> Result<(Vec<String>, Tens
              rounded to 8 bits (as PNG files store them), and read them back",
             args.data_dir.display(),
             layout.bit_count(),
-            args.checkpoint.display()
+            args.checkpoint
+                .as_deref()
+                .unwrap_or(Path::new(crate::cli::DEFAULT_CHECKPOINT))
+                .display()
         );
     }
     Ok((names, maps, Some(expected)))

@@ -7,6 +7,7 @@ pub mod embed;
 pub mod evaluate;
 pub mod export;
 pub mod extract;
+pub mod photo;
 pub mod train;
 
 use anyhow::Result;

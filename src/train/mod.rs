@@ -20,8 +20,9 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Metadata};
-use crate::config::Config;
+use crate::config::{Config, DataKind};
 use crate::data::dataset::Dataset;
+use crate::data::photos::PhotoSet;
 use crate::detect::Calibration;
 use crate::inference::{self, Storage};
 use crate::metrics::{Accumulator, Summary};
@@ -53,11 +54,71 @@ struct Splits {
     train: Tensor,
     validation: Tensor,
     test: Tensor,
+    /// Photos: the training photos, from which `train` is cut afresh every epoch.
+    photos: Option<PhotoSet>,
+    device: Device,
 }
 
 impl Splits {
-    /// Loads the data set and cuts the training and validation ranges out of its training split.
     fn load(config: &Config, device: Device) -> Result<Self> {
+        match config.data.kind {
+            DataKind::Idx => Self::load_idx(config, device),
+            DataKind::Photos => Self::load_photos(config, device),
+        }
+    }
+
+    /// Photos: `dir/train` minus every `validation_every`-th photo for training crops, those
+    /// for validation crops (fixed), and `dir/test`'s whole photos squashed to the working size,
+    /// as inference sees a photo.
+    fn load_photos(config: &Config, device: Device) -> Result<Self> {
+        let d = &config.data;
+        let size = config.watermark.size;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all = PhotoSet::load(&d.dir.join("train"), d.max_side, threads)?;
+        let (train, validation) = all.split_every(d.validation_every);
+        if train.is_empty() || validation.is_empty() {
+            bail!(
+                "{}: {} training photos leave none for training or validation with \
+                 data.validation_every = {}",
+                d.dir.join("train").display(),
+                train.len() + validation.len(),
+                d.validation_every
+            );
+        }
+        let test = PhotoSet::load(&d.dir.join("test"), d.max_side, threads)?;
+        println!(
+            "photos: train {}, validation {}, test {}",
+            train.describe(),
+            validation.describe(),
+            test.describe()
+        );
+        Ok(Self {
+            train: train.patches(d.patches, size, 0)?.to_device(device),
+            validation: validation
+                .patches(d.validation_patches, size, 0x7A11D)?
+                .to_device(device),
+            test: test.whole(size)?.to_device(device),
+            photos: Some(train),
+            device,
+        })
+    }
+
+    /// The training images of `epoch`: photos are cut into fresh crops every epoch.
+    fn train_images(&self, config: &Config, epoch: usize, seed: u64) -> Result<Tensor> {
+        match &self.photos {
+            None => Ok(self.train.shallow_clone()),
+            Some(photos) => Ok(photos
+                .patches(
+                    config.data.patches,
+                    config.watermark.size,
+                    crate::splitmix::splitmix64(seed ^ (epoch as u64).wrapping_mul(0x9E37)),
+                )?
+                .to_device(self.device)),
+        }
+    }
+
+    /// IDX: cuts the training and validation ranges out of the data set's training split.
+    fn load_idx(config: &Config, device: Device) -> Result<Self> {
         let dataset = Dataset::load(&config.data.dir)?;
         let all_train = dataset.train.images_tensor(device);
         let splits = Self {
@@ -68,6 +129,8 @@ impl Splits {
                 "data.validation_range",
             )?,
             test: dataset.test.images_tensor(device),
+            photos: None,
+            device,
         };
         let n_train = splits.train.size()[0] as usize;
         if config.train.batch_size > n_train {
@@ -303,7 +366,8 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
     let end_epoch = opts.stop_after.map_or(epochs, |k| k.min(epochs));
     for epoch in progress.next_epoch..end_epoch {
         let started = Instant::now();
-        let train = train_epoch(&trainee, &mut optimizer, &splits.train, epoch, opts);
+        let images = splits.train_images(&config, epoch, opts.seed)?;
+        let train = train_epoch(&trainee, &mut optimizer, &images, epoch, opts);
         let val = trainee.evaluate(
             &splits.validation,
             Purpose::Validation,

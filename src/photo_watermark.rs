@@ -1,0 +1,203 @@
+//! Watermarking photographs with a tile-layout model: a payload, BCH-coded, embedded in the luma
+//! of a photo of any size, and read back from the photo, its crops and its resized copies.
+//!
+//! The model works at a square working size S. Embedding: the photo's luma squashed to S x S,
+//! the model's change at S x S, resized to the photo's size and added to every channel
+//! (`crate::photo`). Reading: the photo squashed to S x S again, the extractor's map binarized
+//! (0.5 or Otsu), folded onto one tile and voted at every cyclic shift of the tile; the payload
+//! code decodes each shift's word and the one it accepts with the fewest corrections wins. A
+//! centre crop keeping a fraction f of each side shows the tiles f times larger once squashed to
+//! S, so the photo is also read squashed to f x S for each f of `SCALES`. No word accepted at any
+//! shift or scale: "no watermark", with the false-positive rate of all those tries together.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::binarize::{self, Method};
+use crate::checkpoint::{self, Loaded};
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::payload::{Payload, PayloadCode, PayloadReading};
+use crate::photo::Photo;
+
+/// The sides (as fractions of the working size) a photo is read at: uncropped, and centre crops
+/// that keep 85%, 71% (half the area) and 50% (a quarter) of each side.
+pub const SCALES: [f64; 5] = [1.0, 0.85, 0.71, 0.6, 0.5];
+
+/// Detection budget: a clean photo is read as a payload at most this often.
+pub const MAX_FALSE_POSITIVE_RATE: f64 = 1e-6;
+
+/// A photo model: the network, its tile layout and the payload code.
+pub struct PhotoModel {
+    loaded: Loaded,
+    layout: Layout,
+    code: PayloadCode,
+    size: i64,
+}
+
+/// What reading a photo gave.
+#[derive(Debug, Clone)]
+pub struct PhotoReading {
+    pub reading: PayloadReading,
+    /// The scale (fraction of the working size) and tile shift the payload was read at.
+    pub scale: Option<f64>,
+    pub shift: Option<(i64, i64)>,
+    /// Agreement of the pixels with the word at that shift (diagnostic).
+    pub agreement: Option<f64>,
+}
+
+impl PhotoModel {
+    /// Loads a checkpoint trained with a tile layout and a payload size (`watermark.payload_bits`
+    /// of the config kept in its metadata).
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let loaded = checkpoint::load_for_inference(path, device)?;
+        let layout = loaded.meta.layout;
+        let Layout::Tile { bits, tile, .. } = layout else {
+            bail!(
+                "{}: a {} model, not a photo model (tile layout); photos need one such as \
+                 checkpoints/photo.ot",
+                path.display(),
+                layout.describe()
+            );
+        };
+        let config = Config::parse(&loaded.meta.config)
+            .with_context(|| format!("{}: the config in its metadata", path.display()))?;
+        let data_bits = config.watermark.payload_bits;
+        if data_bits == 0 {
+            bail!(
+                "{}: its config sets no watermark.payload_bits",
+                path.display()
+            );
+        }
+        let readings = (tile * tile) as usize * SCALES.len();
+        let code = PayloadCode::new(data_bits, bits as usize, readings, MAX_FALSE_POSITIVE_RATE)
+            .with_context(|| format!("{}: its payload code", path.display()))?;
+        Ok(Self {
+            size: layout.height(),
+            loaded,
+            layout,
+            code,
+        })
+    }
+
+    pub fn code(&self) -> &PayloadCode {
+        &self.code
+    }
+
+    pub fn size(&self) -> i64 {
+        self.size
+    }
+
+    /// The layout's bits for a payload: the codeword, then zeros on the slots it leaves over.
+    fn slot_bits(&self, payload: &Payload) -> Result<Tensor> {
+        let mut bits: Vec<f32> = self
+            .code
+            .encode(payload)?
+            .into_iter()
+            .map(|b| f32::from(u8::from(b)))
+            .collect();
+        bits.resize(self.layout.bit_count() as usize, 0.0);
+        Ok(Tensor::from_slice(&bits).reshape([1, -1]))
+    }
+
+    /// The watermarked photo: the model's change at the working size, scaled by `strength`,
+    /// resized to the photo and added to its luma.
+    pub fn embed(&self, photo: &Photo, payload: &Payload, strength: f64) -> Result<Photo> {
+        let device = self.loaded.vs.device();
+        let luma = photo.luma_at(self.size)?.to_device(device);
+        let map = self
+            .layout
+            .map_from_bits(&self.slot_bits(payload)?.to_device(device));
+        let change = tch::no_grad(|| self.loaded.model.embed_t(&luma, &map, false) - &luma);
+        photo.with_residual(&change.to_device(Device::Cpu), strength)
+    }
+
+    /// Reads the payload of a photo, or "no watermark".
+    pub fn read(&self, photo: &Photo, method: Method) -> Result<PhotoReading> {
+        let device = self.loaded.vs.device();
+        let n = self.code.coded_bits() as i64;
+        let mut best: Option<PhotoReading> = None;
+        for scale in SCALES {
+            let side = ((self.size as f64) * scale).round() as i64;
+            let luma = photo.luma_at(side)?.to_device(device);
+            let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
+            let binary = binarize_map(&map, method)?;
+            let (words, agreements) = self
+                .layout
+                .tile_readings(&binary)
+                .expect("a photo model has a tile layout");
+            let words = Vec::<Vec<f32>>::try_from(words.get(0).narrow(1, 0, n))?;
+            let agreements = Vec::<f64>::try_from(agreements.get(0).to_kind(Kind::Double))?;
+            let tile = (words.len() as f64).sqrt() as i64;
+            for (shift, word) in words.iter().enumerate() {
+                let bits: Vec<bool> = word.iter().map(|&b| b > 0.5).collect();
+                let reading = self.code.decode(&bits)?;
+                if reading.payload.is_none() {
+                    continue;
+                }
+                let fewer = best
+                    .as_ref()
+                    .is_none_or(|b| reading.corrected < b.reading.corrected);
+                if fewer {
+                    best = Some(PhotoReading {
+                        reading,
+                        scale: Some(scale),
+                        shift: Some((shift as i64 / tile, shift as i64 % tile)),
+                        agreement: Some(agreements[shift]),
+                    });
+                }
+            }
+        }
+        Ok(best.unwrap_or(PhotoReading {
+            reading: PayloadReading {
+                payload: None,
+                corrected: 0,
+                false_positive_rate: self.code.false_positive_rate(),
+            },
+            scale: None,
+            shift: None,
+            agreement: None,
+        }))
+    }
+}
+
+/// A `(1,1,H,W)` map binarized by `method` (exact 0/1, same shape).
+fn binarize_map(map: &Tensor, method: Method) -> Result<Tensor> {
+    match method {
+        Method::Threshold(t) => Ok(binarize::at_threshold(map, t)),
+        Method::Otsu => {
+            let size = map.size();
+            let b = binarize::binarize_maps(map, method)?;
+            let pixels: Vec<f32> = b[0].pixels.iter().map(|&p| f32::from(p)).collect();
+            Ok(Tensor::from_slice(&pixels)
+                .reshape(size.as_slice())
+                .to_device(map.device()))
+        }
+    }
+}
+
+/// PSNR in dB of an 8-bit photo against another of the same size and colour type (all
+/// channels, alpha included), or infinity when they are equal.
+pub fn psnr(a: &Photo, b: &Photo) -> Result<f64> {
+    let (x, y) = (a.pixels.as_bytes(), b.pixels.as_bytes());
+    if x.len() != y.len() || a.width() != b.width() || a.height() != b.height() {
+        bail!(
+            "{} and {}: different sizes or colour types",
+            a.path.display(),
+            b.path.display()
+        );
+    }
+    let se: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
+        .sum();
+    let mse = se / x.len() as f64;
+    Ok(if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64.powi(2) / mse).log10()
+    })
+}
