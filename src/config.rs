@@ -272,11 +272,10 @@ impl Config {
         else {
             bail!("watermark.payload_bits = {bits}: payloads need layout = \"tile\"");
         };
-        let readings = (tile * tile) as usize * crate::photo_watermark::SCALES.len();
         crate::payload::PayloadCode::new(
             bits,
             slots as usize,
-            readings,
+            crate::photo_watermark::readings(tile),
             crate::photo_watermark::MAX_FALSE_POSITIVE_RATE,
         )
         .map(|_| ())

@@ -7,8 +7,10 @@
 //! (0.5 or Otsu), folded onto one tile and voted at every cyclic shift of the tile; the payload
 //! code decodes each shift's word and the one it accepts with the fewest corrections wins. A
 //! centre crop keeping a fraction f of each side shows the tiles f times larger once squashed to
-//! S, so the photo is also read squashed to f x S for each f of `SCALES`. No word accepted at any
-//! shift or scale: "no watermark", with the false-positive rate of all those tries together.
+//! S, so the photo is also read squashed to f x S for each f of `SCALES`. A crop's edge rarely
+//! falls on a whole working pixel, so each scale is also read offset by half a pixel in x, in y
+//! and in both (`OFFSETS`). No word accepted at any shift, scale or offset: "no watermark", with
+//! the false-positive rate of all those tries together.
 
 use std::path::Path;
 
@@ -25,6 +27,15 @@ use crate::photo::Photo;
 /// The sides (as fractions of the working size) a photo is read at: uncropped, and centre crops
 /// that keep 85%, 71% (half the area) and 50% (a quarter) of each side.
 pub const SCALES: [f64; 5] = [1.0, 0.85, 0.71, 0.6, 0.5];
+
+/// Sub-pixel offsets (in half working pixels: y, x) each scale is read at.
+pub const OFFSETS: [(i64, i64); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+
+/// How many words the reader tries to decode per photo: every tile shift at every scale and
+/// offset. Each is a chance for a clean photo to decode by luck.
+pub fn readings(tile: i64) -> usize {
+    (tile * tile) as usize * SCALES.len() * OFFSETS.len()
+}
 
 /// Detection budget: a clean photo is read as a payload at most this often.
 pub const MAX_FALSE_POSITIVE_RATE: f64 = 1e-6;
@@ -71,9 +82,13 @@ impl PhotoModel {
                 path.display()
             );
         }
-        let readings = (tile * tile) as usize * SCALES.len();
-        let code = PayloadCode::new(data_bits, bits as usize, readings, MAX_FALSE_POSITIVE_RATE)
-            .with_context(|| format!("{}: its payload code", path.display()))?;
+        let code = PayloadCode::new(
+            data_bits,
+            bits as usize,
+            readings(tile),
+            MAX_FALSE_POSITIVE_RATE,
+        )
+        .with_context(|| format!("{}: its payload code", path.display()))?;
         Ok(Self {
             size: layout.height(),
             loaded,
@@ -121,32 +136,48 @@ impl PhotoModel {
         let mut best: Option<PhotoReading> = None;
         for scale in SCALES {
             let side = ((self.size as f64) * scale).round() as i64;
-            let luma = photo.luma_at(side)?.to_device(device);
-            let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
-            let binary = binarize_map(&map, method)?;
-            let (words, agreements) = self
-                .layout
-                .tile_readings(&binary)
-                .expect("a photo model has a tile layout");
-            let words = Vec::<Vec<f32>>::try_from(words.get(0).narrow(1, 0, n))?;
-            let agreements = Vec::<f64>::try_from(agreements.get(0).to_kind(Kind::Double))?;
-            let tile = (words.len() as f64).sqrt() as i64;
-            for (shift, word) in words.iter().enumerate() {
-                let bits: Vec<bool> = word.iter().map(|&b| b > 0.5).collect();
-                let reading = self.code.decode(&bits)?;
-                if reading.payload.is_none() {
-                    continue;
+            // Read at twice the side, then averaged 2x2 from each half-pixel offset: the photo
+            // at `side`, moved by half a working pixel (the last row or column is dropped).
+            let fine = photo.luma_at(2 * side)?.to_device(device);
+            for (oy, ox) in OFFSETS {
+                let luma = fine
+                    .narrow(2, oy, 2 * side - oy)
+                    .narrow(3, ox, 2 * side - ox)
+                    .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+                let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
+                let binary = binarize_map(&map, method)?;
+                let (words, agreements) = self
+                    .layout
+                    .tile_readings(&binary)
+                    .expect("a photo model has a tile layout");
+                let words = Vec::<Vec<f32>>::try_from(words.get(0).narrow(1, 0, n))?;
+                let agreements = Vec::<f64>::try_from(agreements.get(0).to_kind(Kind::Double))?;
+                let tile = (words.len() as f64).sqrt() as i64;
+                for (shift, word) in words.iter().enumerate() {
+                    let bits: Vec<bool> = word.iter().map(|&b| b > 0.5).collect();
+                    let reading = self.code.decode(&bits)?;
+                    if reading.payload.is_none() {
+                        continue;
+                    }
+                    let fewer = best
+                        .as_ref()
+                        .is_none_or(|b| reading.corrected < b.reading.corrected);
+                    if fewer {
+                        best = Some(PhotoReading {
+                            reading,
+                            scale: Some(scale),
+                            shift: Some((shift as i64 / tile, shift as i64 % tile)),
+                            agreement: Some(agreements[shift]),
+                        });
+                    }
                 }
-                let fewer = best
+                // A word within half the code's reach is as sure as a reading gets: stop there
+                // (a clean photo is still tried everywhere, so the false-positive rate holds).
+                if best
                     .as_ref()
-                    .is_none_or(|b| reading.corrected < b.reading.corrected);
-                if fewer {
-                    best = Some(PhotoReading {
-                        reading,
-                        scale: Some(scale),
-                        shift: Some((shift as i64 / tile, shift as i64 % tile)),
-                        agreement: Some(agreements[shift]),
-                    });
+                    .is_some_and(|b| 2 * b.reading.corrected <= self.code.t())
+                {
+                    return Ok(best.expect("checked"));
                 }
             }
         }

@@ -123,12 +123,14 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     }
     let _lock = crate::fsutil::FolderLock::acquire(&args.out)?;
     for file in &files {
+        let started = std::time::Instant::now();
         let photo = Photo::open(file)?;
         let marked = model.embed(&photo, &payload, args.strength)?;
         let out = args.out.join(file.file_name().expect("checked above"));
         marked.save(&out, args.jpeg_quality)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
         println!(
-            "{} -> {}: {}x{}, PSNR {:.2} dB against the original (before {} encoding)",
+            "{} -> {}: {}x{}, {ms:.0} ms, PSNR {:.2} dB against the original (before {} encoding)",
             file.display(),
             out.display(),
             photo.width(),
@@ -173,8 +175,10 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     let files = photo_files(&args.inputs)?;
     let mut found = 0;
     for file in &files {
+        let started = std::time::Instant::now();
         let photo = Photo::open(file)?;
         let r = model.read(&photo, method)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
         let fpr = r.reading.false_positive_rate;
         match &r.reading.payload {
             Some(p) => {
@@ -187,7 +191,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
                             "text": p.text(), "uuid": p.uuid(),
                             "corrected_bits": r.reading.corrected,
                             "scale": r.scale, "shift": r.shift,
-                            "false_positive_rate": fpr,
+                            "false_positive_rate": fpr, "ms": ms,
                         })
                     );
                 } else {
@@ -208,7 +212,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
             }
             None if args.json => println!(
                 "{}",
-                serde_json::json!({"file": file, "watermark": false, "false_positive_rate": fpr})
+                serde_json::json!({"file": file, "watermark": false, "false_positive_rate": fpr, "ms": ms})
             ),
             None => println!(
                 "{}: no watermark (no shift or scale decodes within {} bit errors; a clean photo \
