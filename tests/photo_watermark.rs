@@ -247,3 +247,65 @@ fn photo_configs_are_checked() {
         assert!(err.contains(needle), "{from} -> {to}: {err}");
     }
 }
+
+/// The shipped photo model on a synthetic photo: the payload reads back exactly from the PNG,
+/// after JPEG q50 by the `image` crate and after halving the size; the unmarked photo and a flat
+/// one read as "no watermark".
+#[test]
+fn shipped_photo_model_reads_its_payload_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("p.png");
+    photo(900, 600, 11).save(&original).unwrap();
+    let flat = dir.path().join("flat.png");
+    RgbImage::from_pixel(640, 480, Rgb([128, 128, 128]))
+        .save(&flat)
+        .unwrap();
+    let marked = dir.path().join("marked");
+    let out = wmae(&[
+        "embed",
+        original.to_str().unwrap(),
+        "--payload",
+        "uuid:123e4567-e89b-12d3-a456-426614174000",
+        "--out",
+        marked.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a UUID is 128 bits, the payload 64"
+    );
+    let out = wmae(&[
+        "embed",
+        original.to_str().unwrap(),
+        "--payload",
+        "text:wmae 11",
+        "--out",
+        marked.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let img = image::open(marked.join("p.png")).unwrap();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 50)
+        .encode_image(&img)
+        .unwrap();
+    std::fs::write(dir.path().join("q50.jpg"), jpeg).unwrap();
+    img.resize_exact(450, 300, image::imageops::FilterType::Triangle)
+        .save(dir.path().join("half.png"))
+        .unwrap();
+    let read = |file: &Path| -> serde_json::Value {
+        let out = wmae(&["extract", file.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    };
+    for file in [
+        marked.join("p.png"),
+        dir.path().join("q50.jpg"),
+        dir.path().join("half.png"),
+    ] {
+        let r = read(&file);
+        assert_eq!(r["text"], "wmae 11", "{}: {r}", file.display());
+    }
+    for file in [original, flat] {
+        assert_eq!(read(&file)["watermark"], false, "{}", file.display());
+    }
+}
