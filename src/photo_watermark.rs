@@ -10,7 +10,8 @@
 //! S, so the photo is also read squashed to f x S for each f of `SCALES`. A crop's edge rarely
 //! falls on a whole working pixel, so each scale is also read offset by half a pixel in x, in y
 //! and in both (`OFFSETS`). No word accepted at any shift, scale or offset: "no watermark", with
-//! the false-positive rate of all those tries together.
+//! the false-positive rate of all those tries together. A mirrored photo is read too: the reader
+//! also tries the photo flipped back.
 
 use std::path::Path;
 
@@ -32,9 +33,10 @@ pub const SCALES: [f64; 5] = [1.0, 0.85, 0.71, 0.6, 0.5];
 pub const OFFSETS: [(i64, i64); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
 /// How many words the reader tries to decode per photo: every tile shift at every scale and
-/// offset. Each is a chance for a clean photo to decode by luck.
+/// offset, of the photo and of its mirror image. Each is a chance for a clean photo to decode by
+/// luck.
 pub fn readings(tile: i64) -> usize {
-    (tile * tile) as usize * SCALES.len() * OFFSETS.len()
+    (tile * tile) as usize * SCALES.len() * OFFSETS.len() * 2
 }
 
 /// Detection budget: a clean photo is read as a payload at most this often.
@@ -55,6 +57,8 @@ pub struct PhotoReading {
     /// The scale (fraction of the working size) and tile shift the payload was read at.
     pub scale: Option<f64>,
     pub shift: Option<(i64, i64)>,
+    /// Whether it was read from the photo's mirror image (the photo was flipped).
+    pub mirrored: bool,
     /// Agreement of the pixels with the word at that shift (diagnostic).
     pub agreement: Option<f64>,
 }
@@ -138,8 +142,13 @@ impl PhotoModel {
             let side = ((self.size as f64) * scale).round() as i64;
             // Read at twice the side, then averaged 2x2 from each half-pixel offset: the photo
             // at `side`, moved by half a working pixel (the last row or column is dropped).
-            let fine = photo.luma_at(2 * side)?.to_device(device);
-            for (oy, ox) in OFFSETS {
+            let upright = photo.luma_at(2 * side)?.to_device(device);
+            let mirrored = upright.flip([3]);
+            for (fine, (oy, ox)) in [&upright, &mirrored]
+                .into_iter()
+                .flat_map(|f| OFFSETS.map(|o| (f, o)))
+            {
+                let is_mirror = std::ptr::eq(fine, &mirrored);
                 let luma = fine
                     .narrow(2, oy, 2 * side - oy)
                     .narrow(3, ox, 2 * side - ox)
@@ -167,6 +176,7 @@ impl PhotoModel {
                             reading,
                             scale: Some(scale),
                             shift: Some((shift as i64 / tile, shift as i64 % tile)),
+                            mirrored: is_mirror,
                             agreement: Some(agreements[shift]),
                         });
                     }
@@ -189,6 +199,7 @@ impl PhotoModel {
             },
             scale: None,
             shift: None,
+            mirrored: false,
             agreement: None,
         }))
     }

@@ -249,8 +249,8 @@ fn photo_configs_are_checked() {
 }
 
 /// The shipped photo model on a synthetic photo: the payload reads back exactly from the PNG,
-/// after JPEG q50 by the `image` crate and after halving the size; the unmarked photo and a flat
-/// one read as "no watermark".
+/// after JPEG q50 by the `image` crate, after halving the size and from the mirror image; the
+/// unmarked photo and a flat one read as "no watermark".
 #[test]
 fn shipped_photo_model_reads_its_payload_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +292,7 @@ fn shipped_photo_model_reads_its_payload_and_nothing_else() {
     img.resize_exact(450, 300, image::imageops::FilterType::Triangle)
         .save(dir.path().join("half.png"))
         .unwrap();
+    img.fliph().save(dir.path().join("mirror.png")).unwrap();
     let read = |file: &Path| -> serde_json::Value {
         let out = wmae(&["extract", file.to_str().unwrap(), "--json"]);
         assert!(out.status.success(), "{}", common::stderr(&out));

@@ -218,7 +218,10 @@ fn tile_carries_every_bit_once_per_tile_at_keyed_positions() {
     for value in [0.0, 1.0] {
         let flat = layout.map_from_bits(&Tensor::full([1, 60], value, (Kind::Float, Device::Cpu)));
         let ones = flat.sum(Kind::Float).double_value(&[]);
-        assert!((300.0..=600.0).contains(&ones), "{ones} ones of 900 carried");
+        assert!(
+            (300.0..=600.0).contains(&ones),
+            "{ones} ones of 900 carried"
+        );
     }
     // Another key, other positions.
     let other = Layout::Tile {
@@ -243,13 +246,20 @@ fn tile_bits_read_back_from_any_crop() {
     let crop = map.narrow(2, 13, 40).narrow(3, 5, 50);
     let (words, agreements) = layout.tile_readings(&crop).unwrap();
     assert_eq!(words.size(), vec![4, 64, 60]);
-    assert!(words.select(1, 3 * 8 + 3).equal(&bits), "bits at the crop's shift");
+    assert!(
+        words.select(1, 3 * 8 + 3).equal(&bits),
+        "bits at the crop's shift"
+    );
     // Every shift is self-consistent (the vote cannot find the shift), and the others read
     // other words: the payload code has to choose.
     assert_eq!(agreements.min().double_value(&[]), 1.0);
     let right = words.select(1, 27).unsqueeze(1);
     let same = words.eq_tensor(&right).all_dim(2, false).sum(Kind::Int64);
-    assert_eq!(same.int64_value(&[]), 4, "only one shift reads the embedded word");
+    assert_eq!(
+        same.int64_value(&[]),
+        4,
+        "only one shift reads the embedded word"
+    );
     assert!(!layout.read(&crop, true).bits.equal(&bits));
     // A fifth of the pixels flipped: the vote over 64 tiles still reads every bit.
     tch::manual_seed(3);
@@ -262,7 +272,10 @@ fn tile_bits_read_back_from_any_crop() {
 #[test]
 fn tile_layouts_that_cannot_hold_their_bits_are_refused() {
     for (layout, needle) in [
-        (tile(65, 8, 64, 64), "bits = 65: a 8x8 tile holds 1..=64 bits"),
+        (
+            tile(65, 8, 64, 64),
+            "bits = 65: a 8x8 tile holds 1..=64 bits",
+        ),
         (tile(4, 1, 64, 64), "tile = 1: must lie in 2..=64"),
         (tile(4, 16, 12, 64), "fit the 12x64 map"),
     ] {

@@ -190,7 +190,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
                             "file": file, "watermark": true, "payload": p.hex(),
                             "text": p.text(), "uuid": p.uuid(),
                             "corrected_bits": r.reading.corrected,
-                            "scale": r.scale, "shift": r.shift,
+                            "scale": r.scale, "shift": r.shift, "mirrored": r.mirrored,
                             "false_positive_rate": fpr, "ms": ms,
                         })
                     );
@@ -200,13 +200,14 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
                         .map(|t| format!(" (text {t:?})"))
                         .unwrap_or_default();
                     println!(
-                        "{}: payload {}{text}; {} of {} bits corrected, read at {:.0}% scale; \
+                        "{}: payload {}{text}; {} of {} bits corrected, read at {:.0}% scale{}; \
                          watermark found (a clean photo reads as one with probability {fpr:.1e})",
                         file.display(),
                         p.hex(),
                         r.reading.corrected,
                         model.code().coded_bits(),
-                        100.0 * r.scale.unwrap_or(1.0)
+                        100.0 * r.scale.unwrap_or(1.0),
+                        if r.mirrored { ", mirrored" } else { "" }
                     );
                 }
             }
