@@ -32,11 +32,14 @@ pub const SCALES: [f64; 5] = [1.0, 0.85, 0.71, 0.6, 0.5];
 /// Sub-pixel offsets (in half working pixels: y, x) each scale is read at.
 pub const OFFSETS: [(i64, i64); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
-/// How many words the reader tries to decode per photo: every tile shift at every scale and
-/// offset, of the photo and of its mirror image. Each is a chance for a clean photo to decode by
-/// luck.
+/// Angles (degrees) a photo that reads nowhere else is turned back by before reading.
+pub const ANGLES: [f64; 10] = [-12.5, -10.0, -7.5, -5.0, -2.5, 2.5, 5.0, 7.5, 10.0, 12.5];
+
+/// How many words the reader tries to decode per photo: every tile shift at every offset, at
+/// every scale of the photo and of its mirror image, and at every angle. Each is a chance for a
+/// clean photo to decode by luck.
 pub fn readings(tile: i64) -> usize {
-    (tile * tile) as usize * SCALES.len() * OFFSETS.len() * 2
+    (tile * tile) as usize * OFFSETS.len() * (SCALES.len() * 2 + ANGLES.len())
 }
 
 /// Detection budget: a clean photo is read as a payload at most this often.
@@ -59,6 +62,8 @@ pub struct PhotoReading {
     pub shift: Option<(i64, i64)>,
     /// Whether it was read from the photo's mirror image (the photo was flipped).
     pub mirrored: bool,
+    /// The angle (degrees) the photo was turned back by to read it.
+    pub angle: Option<f64>,
     /// Agreement of the pixels with the word at that shift (diagnostic).
     pub agreement: Option<f64>,
 }
@@ -136,7 +141,6 @@ impl PhotoModel {
     /// Reads the payload of a photo, or "no watermark".
     pub fn read(&self, photo: &Photo, method: Method) -> Result<PhotoReading> {
         let device = self.loaded.vs.device();
-        let n = self.code.coded_bits() as i64;
         let mut best: Option<PhotoReading> = None;
         for scale in SCALES {
             let side = ((self.size as f64) * scale).round() as i64;
@@ -144,50 +148,37 @@ impl PhotoModel {
             // at `side`, moved by half a working pixel (the last row or column is dropped).
             let upright = photo.luma_at(2 * side)?.to_device(device);
             let mirrored = upright.flip([3]);
-            for (fine, (oy, ox)) in [&upright, &mirrored]
-                .into_iter()
-                .flat_map(|f| OFFSETS.map(|o| (f, o)))
-            {
-                let is_mirror = std::ptr::eq(fine, &mirrored);
-                let luma = fine
-                    .narrow(2, oy, 2 * side - oy)
-                    .narrow(3, ox, 2 * side - ox)
-                    .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
-                let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
-                let binary = binarize_map(&map, method)?;
-                let (words, agreements) = self
-                    .layout
-                    .tile_readings(&binary)
-                    .expect("a photo model has a tile layout");
-                let words = Vec::<Vec<f32>>::try_from(words.get(0).narrow(1, 0, n))?;
-                let agreements = Vec::<f64>::try_from(agreements.get(0).to_kind(Kind::Double))?;
-                let tile = (words.len() as f64).sqrt() as i64;
-                for (shift, word) in words.iter().enumerate() {
-                    let bits: Vec<bool> = word.iter().map(|&b| b > 0.5).collect();
-                    let reading = self.code.decode(&bits)?;
-                    if reading.payload.is_none() {
-                        continue;
-                    }
-                    let fewer = best
-                        .as_ref()
-                        .is_none_or(|b| reading.corrected < b.reading.corrected);
-                    if fewer {
-                        best = Some(PhotoReading {
-                            reading,
-                            scale: Some(scale),
-                            shift: Some((shift as i64 / tile, shift as i64 % tile)),
-                            mirrored: is_mirror,
-                            agreement: Some(agreements[shift]),
-                        });
+            for (fine, is_mirror) in [(&upright, false), (&mirrored, true)] {
+                for offset in OFFSETS {
+                    let luma = half_pixel_offset(fine, offset);
+                    let at = Place {
+                        scale,
+                        mirrored: is_mirror,
+                        angle: 0.0,
+                    };
+                    if self.decode_all(&luma, method, at, &mut best)? {
+                        return Ok(best.expect("a sure reading"));
                     }
                 }
-                // A word within half the code's reach is as sure as a reading gets: stop there
-                // (a clean photo is still tried everywhere, so the false-positive rate holds).
-                if best
-                    .as_ref()
-                    .is_some_and(|b| 2 * b.reading.corrected <= self.code.t())
-                {
-                    return Ok(best.expect("checked"));
+            }
+        }
+        // Nothing read: the photo may have been rotated. Turned back by each of `ANGLES` (whole
+        // photo only), as a last resort, since each angle costs as much as a scale.
+        if best.is_none() {
+            let fine = photo.luma_at(2 * self.size)?.to_device(device);
+            let aspect = f64::from(photo.width()) / f64::from(photo.height());
+            for angle in ANGLES {
+                let turned = rotate(&fine, angle, aspect);
+                for offset in OFFSETS {
+                    let luma = half_pixel_offset(&turned, offset);
+                    let at = Place {
+                        scale: 1.0,
+                        mirrored: false,
+                        angle,
+                    };
+                    if self.decode_all(&luma, method, at, &mut best)? {
+                        return Ok(best.expect("a sure reading"));
+                    }
                 }
             }
         }
@@ -200,9 +191,91 @@ impl PhotoModel {
             scale: None,
             shift: None,
             mirrored: false,
+            angle: None,
             agreement: None,
         }))
     }
+
+    /// Decodes the words of every tile shift of one reading of the photo (`luma` at the working
+    /// scale of `at`), keeping in `best` the payload with the fewest corrections. True when that
+    /// payload lies within half the code's reach: as sure as a reading gets, so the caller stops
+    /// there (a clean photo is still tried everywhere, so the false-positive rate holds).
+    fn decode_all(
+        &self,
+        luma: &Tensor,
+        method: Method,
+        at: Place,
+        best: &mut Option<PhotoReading>,
+    ) -> Result<bool> {
+        let n = self.code.coded_bits() as i64;
+        let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(luma, false));
+        let binary = binarize_map(&map, method)?;
+        let (words, agreements) = self
+            .layout
+            .tile_readings(&binary)
+            .expect("a photo model has a tile layout");
+        let words = Vec::<Vec<f32>>::try_from(words.get(0).narrow(1, 0, n))?;
+        let agreements = Vec::<f64>::try_from(agreements.get(0).to_kind(Kind::Double))?;
+        let tile = (words.len() as f64).sqrt() as i64;
+        for (shift, word) in words.iter().enumerate() {
+            let bits: Vec<bool> = word.iter().map(|&b| b > 0.5).collect();
+            let reading = self.code.decode(&bits)?;
+            if reading.payload.is_none() {
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|b| reading.corrected < b.reading.corrected)
+            {
+                *best = Some(PhotoReading {
+                    reading,
+                    scale: Some(at.scale),
+                    shift: Some((shift as i64 / tile, shift as i64 % tile)),
+                    mirrored: at.mirrored,
+                    angle: Some(at.angle),
+                    agreement: Some(agreements[shift]),
+                });
+            }
+        }
+        Ok(best
+            .as_ref()
+            .is_some_and(|b| 2 * b.reading.corrected <= self.code.t()))
+    }
+}
+
+/// Where a reading looks: the crop scale, the mirror image or not, the angle turned back.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    scale: f64,
+    mirrored: bool,
+    angle: f64,
+}
+
+/// `fine` (a photo's luma at twice the side read) averaged 2x2 from the half-pixel `offset`.
+fn half_pixel_offset(fine: &Tensor, (oy, ox): (i64, i64)) -> Tensor {
+    let size = fine.size();
+    fine.narrow(2, oy, size[2] - oy)
+        .narrow(3, ox, size[3] - ox)
+        .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)
+}
+
+/// A squashed photo's luma `(1,1,S,S)` turned by `degrees` about its centre as the photo itself
+/// would be (`aspect` = its width / height: a turn of the photo is a sheared turn of the squashed
+/// square), bilinear, zeros outside.
+fn rotate(luma: &Tensor, degrees: f64, aspect: f64) -> Tensor {
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let theta = Tensor::from_slice(&[
+        cos as f32,
+        (-sin / aspect) as f32,
+        0.0,
+        (sin * aspect) as f32,
+        cos as f32,
+        0.0,
+    ])
+    .reshape([1, 2, 3])
+    .to_device(luma.device());
+    let grid = Tensor::affine_grid_generator(&theta, luma.size(), false);
+    luma.grid_sampler(&grid, 0, 0, false)
 }
 
 /// A `(1,1,H,W)` map binarized by `method` (exact 0/1, same shape).

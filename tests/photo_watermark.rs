@@ -249,7 +249,8 @@ fn photo_configs_are_checked() {
 }
 
 /// The shipped photo model on a synthetic photo: the payload reads back exactly from the PNG,
-/// after JPEG q50 by the `image` crate, after halving the size and from the mirror image; the
+/// after JPEG q50 by the `image` crate, after halving the size, from the mirror image and turned
+/// by 10 degrees; the
 /// unmarked photo and a flat one read as "no watermark".
 #[test]
 fn shipped_photo_model_reads_its_payload_and_nothing_else() {
@@ -293,6 +294,22 @@ fn shipped_photo_model_reads_its_payload_and_nothing_else() {
         .save(dir.path().join("half.png"))
         .unwrap();
     img.fliph().save(dir.path().join("mirror.png")).unwrap();
+    // Turned by 10 degrees about the centre (nearest neighbour, black corners), same size.
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let (sin, cos) = 10f32.to_radians().sin_cos();
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    RgbImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+        let (sx, sy) = (cos * dx + sin * dy + cx, -sin * dx + cos * dy + cy);
+        if sx >= 0.0 && sy >= 0.0 && (sx as u32) < w && (sy as u32) < h {
+            *rgb.get_pixel(sx as u32, sy as u32)
+        } else {
+            Rgb([0, 0, 0])
+        }
+    })
+    .save(dir.path().join("turned.png"))
+    .unwrap();
     let read = |file: &Path| -> serde_json::Value {
         let out = wmae(&["extract", file.to_str().unwrap(), "--json"]);
         assert!(out.status.success(), "{}", common::stderr(&out));

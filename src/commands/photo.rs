@@ -190,7 +190,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
                             "file": file, "watermark": true, "payload": p.hex(),
                             "text": p.text(), "uuid": p.uuid(),
                             "corrected_bits": r.reading.corrected,
-                            "scale": r.scale, "shift": r.shift, "mirrored": r.mirrored,
+                            "scale": r.scale, "shift": r.shift, "mirrored": r.mirrored, "angle": r.angle,
                             "false_positive_rate": fpr, "ms": ms,
                         })
                     );
@@ -207,7 +207,11 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
                         r.reading.corrected,
                         model.code().coded_bits(),
                         100.0 * r.scale.unwrap_or(1.0),
-                        if r.mirrored { ", mirrored" } else { "" }
+                        match (r.mirrored, r.angle) {
+                            (true, _) => ", mirrored".to_string(),
+                            (false, Some(a)) if a != 0.0 => format!(", turned back by {a} degrees"),
+                            _ => String::new(),
+                        }
                     );
                 }
             }
