@@ -220,7 +220,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
                 serde_json::json!({"file": file, "watermark": false, "false_positive_rate": fpr, "ms": ms})
             ),
             None => println!(
-                "{}: no watermark (no shift or scale decodes within {} bit errors; a clean photo \
+                "{}: no watermark (no shift, scale or angle decodes within {} bit errors; a clean photo \
                  reads as watermarked with probability {fpr:.1e})",
                 file.display(),
                 model.code().t()
