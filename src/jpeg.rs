@@ -28,3 +28,41 @@ pub fn round_trip(image: &GrayImage, quality: u8) -> Result<GrayImage> {
 pub fn round_trip_tensor(images: &Tensor, quality: u8) -> Result<Tensor> {
     crate::data::images::map_8bit(images, |image| round_trip(image, quality))
 }
+
+/// Whether a JPEG's bytes run to its end-of-image marker. The `image` crate's JPEG decoder
+/// (zune-jpeg, not in strict mode) fills a cut-off scan with gray without an error, and a photo
+/// with a gray band would be trained on; so the marker structure is walked here: segments by
+/// their length (an EXIF thumbnail's own markers are inside one), entropy-coded data up to the
+/// next marker that is not a stuffed 0xFF00 or a restart. Bytes after the end marker are fine.
+pub fn is_complete(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF || bytes[i + 1] == 0xFF {
+            // Junk or fill bytes between segments: decoders skip them, and so does this.
+            i += 1;
+            continue;
+        }
+        let marker = bytes[i + 1];
+        i += 2;
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(length) = bytes.get(i..i + 2) else {
+            return false;
+        };
+        i += u16::from_be_bytes([length[0], length[1]]) as usize;
+        if marker == 0xDA {
+            while i + 1 < bytes.len()
+                && (bytes[i] != 0xFF || matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF))
+            {
+                i += 1;
+            }
+        }
+    }
+    false
+}

@@ -14,8 +14,7 @@
 //! viewer shows the watermarked photo exactly as it showed the original, and extraction reads the
 //! same pixel grid the watermark was written on.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -181,15 +180,9 @@ impl Photo {
     /// PNG is read as RGB or RGBA). Its format comes from its content, not its name. The header's
     /// dimensions are checked against [`MIN_SIDE`] and [`MAX_PIXELS`] before anything is decoded.
     pub fn open(path: &Path) -> Result<Photo> {
-        let mut file =
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut magic = Vec::with_capacity(16);
-        file.by_ref()
-            .take(16)
-            .read_to_end(&mut magic)
-            .and_then(|_| file.seek(SeekFrom::Start(0)))
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let (format, image_format) = match image::guess_format(&magic) {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let (format, image_format) = match image::guess_format(&bytes) {
             Ok(ImageFormat::Png) => (PhotoFormat::Png, ImageFormat::Png),
             Ok(ImageFormat::Jpeg) => (PhotoFormat::Jpeg, ImageFormat::Jpeg),
             Ok(other) => bail!(
@@ -198,12 +191,14 @@ impl Photo {
             ),
             Err(_) => bail!("{}: not a PNG or JPEG file", path.display()),
         };
-        let mut reader = ImageReader::with_format(BufReader::new(file), image_format);
-        // No width or height limit (checked below, as a pixel count, with a clear message);
-        // the allocation bound only has to cover the largest accepted photo at 16-bit RGBA.
-        let mut limits = Limits::default();
-        limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
-        reader.limits(limits);
+        if format == PhotoFormat::Jpeg && !crate::jpeg::is_complete(&bytes) {
+            bail!(
+                "{}: truncated JPEG (no end-of-image marker after its last scan)",
+                path.display()
+            );
+        }
+        let mut reader = ImageReader::with_format(Cursor::new(&bytes[..]), image_format);
+        reader.limits(decoder_limits());
         let mut decoder = reader
             .into_decoder()
             .with_context(|| format!("{}: not a readable {format:?} file", path.display()))?;
@@ -401,6 +396,12 @@ fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
             path.display()
         );
     }
+    check_pixel_count(path, width, height)
+}
+
+/// Refuses a photo whose header claims more than [`MAX_PIXELS`]: checked before decoding, since
+/// the `image` crate's allocation limit alone does not stop it (a crafted header aborts it).
+pub fn check_pixel_count(path: &Path, width: u32, height: u32) -> Result<()> {
     if width as u64 * height as u64 > MAX_PIXELS {
         bail!(
             "{}: photo is {width}x{height} pixels (width x height), over the limit of {} \
@@ -410,6 +411,14 @@ fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The decoders' limits: no width or height limit (the pixel count is checked with a clear
+/// message instead); the allocation bound covers the largest accepted photo at 16-bit RGBA.
+pub fn decoder_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+    limits
 }
 
 #[cfg(test)]

@@ -382,6 +382,18 @@ fn bad_inputs_are_refused_with_clear_errors() {
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let err = error_of(Photo::open(&truncated));
     assert!(err.contains("truncated.png"), "{err}");
+    // The image crate decodes a cut-off JPEG scan as gray without an error: refused here.
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&RgbImage::from_raw(100, 100, bytes(30_000, 11)).unwrap())
+        .unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() * 2 / 3]).unwrap();
+    let err = error_of(Photo::open(&cut));
+    assert!(
+        err.contains("cut.jpg") && err.contains("truncated JPEG"),
+        "{err}"
+    );
 
     let tiny = dir.path().join("tiny.png");
     save_png(&GrayImage::new(10, 10).into(), &tiny);

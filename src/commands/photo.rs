@@ -56,42 +56,16 @@ pub fn photo_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let before = files.len();
-            walk(input, &mut files)?;
-            if files.len() == before {
+            let found = crate::data::photos::files_under(input)?;
+            if found.is_empty() {
                 bail!("{}: no .png, .jpg or .jpeg files in it", input.display());
             }
+            files.extend(found);
         } else {
             files.push(input.clone());
         }
     }
     Ok(files)
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read folder {}", dir.display()))?
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("cannot read folder {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            walk(&path, files)?;
-        } else {
-            let ext = path
-                .extension()
-                .map(|e| e.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            if matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
-                files.push(path);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `wmae embed --payload`: every photo gets the payload and is written under `--out` with its

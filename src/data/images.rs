@@ -39,7 +39,8 @@ impl Inputs {
     }
 }
 
-fn is_image_file(path: &Path) -> bool {
+/// Whether a file name says PNG or JPEG (by extension, any case).
+pub(crate) fn is_image_file(path: &Path) -> bool {
     matches!(
         path.extension()
             .and_then(|e| e.to_str())

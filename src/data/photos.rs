@@ -18,14 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader};
 use tch::Tensor;
 
 use crate::splitmix::splitmix64;
-
-/// Largest photo accepted, in pixels (checked on the header, before anything is decoded): a
-/// bigger file is not a photo of this data set but a mistake or a decompression bomb.
-pub const MAX_PIXELS: u64 = 100_000_000;
 
 /// Smallest crop side of [`PhotoSet::patches`], as a fraction of the photo's shorter side. Crops
 /// from a quarter to all of the photo teach the model both photo-scale content (a whole scene
@@ -66,15 +62,13 @@ impl PhotoSet {
         if max_side == 0 {
             bail!("max_side 0: photos need a longer side of at least 1 pixel");
         }
-        let mut files = Vec::new();
-        collect_files(dir, &mut files)?;
+        let files = files_under(dir)?;
         if files.is_empty() {
             bail!(
                 "{}: no PNG or JPEG photos in this folder or below",
                 dir.display()
             );
         }
-        files.sort();
         let threads = threads.max(1);
         let next = AtomicUsize::new(0);
         let mut slots: Vec<Option<Result<GrayImage>>> = files.iter().map(|_| None).collect();
@@ -268,14 +262,13 @@ fn check_size(size: i64) -> Result<u32> {
     }
 }
 
-fn is_photo_file(path: &Path) -> bool {
-    matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
+/// The PNG and JPEG files under `dir`, recursively, sorted by path; names starting with '.' are
+/// skipped, and symbolic links to folders are not followed (a link loop cannot hang it).
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 /// Appends the photo files under `dir` (not sorted), skipping names that start with '.'.
@@ -293,7 +286,7 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
             .with_context(|| format!("cannot stat {}", path.display()))?;
         if kind.is_dir() {
             collect_files(&path, files)?;
-        } else if is_photo_file(&path) && path.is_file() {
+        } else if crate::data::images::is_image_file(&path) && path.is_file() {
             files.push(path);
         }
     }
@@ -307,17 +300,13 @@ fn load_luma(path: &Path, max_side: u32) -> Result<GrayImage> {
     let mut reader = ImageReader::new(Cursor::new(&bytes[..]))
         .with_guessed_format()
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+    if reader.format() == Some(ImageFormat::Jpeg) && !crate::jpeg::is_complete(&bytes) {
         bail!(
             "{}: truncated JPEG (no end-of-image marker after its last scan)",
             path.display()
         );
     }
-    // The pixel count is checked below with a clear message; the allocation bound only has to
-    // cover the largest accepted photo as 16-bit RGBA.
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
-    reader.limits(limits);
+    reader.limits(crate::photo::decoder_limits());
     let decoder = reader
         .into_decoder()
         .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
@@ -325,14 +314,7 @@ fn load_luma(path: &Path, max_side: u32) -> Result<GrayImage> {
     if width == 0 || height == 0 {
         bail!("{}: image is {width}x{height} pixels", path.display());
     }
-    if width as u64 * height as u64 > MAX_PIXELS {
-        bail!(
-            "{}: photo is {width}x{height} pixels (width x height), over the limit of {} \
-             megapixels",
-            path.display(),
-            MAX_PIXELS / 1_000_000
-        );
-    }
+    crate::photo::check_pixel_count(path, width, height)?;
     let image = DynamicImage::from_decoder(decoder)
         .with_context(|| format!("{}: cannot decode this image", path.display()))?;
     drop(bytes);
@@ -368,44 +350,6 @@ fn load_luma(path: &Path, max_side: u32) -> Result<GrayImage> {
     resample(&luma, &whole, w, h, false, &mut Vec::new(), &mut out);
     let bytes = out.iter().map(|v| v.round() as u8).collect();
     GrayImage::from_raw(w, h, bytes).context("resampled luma has one byte per pixel")
-}
-
-/// Whether a JPEG's bytes run to its end-of-image marker. The `image` crate's JPEG decoder
-/// (zune-jpeg, not in strict mode) fills a cut-off scan with gray without an error, and a photo
-/// with a gray band would be trained on; so the marker structure is walked here: segments by
-/// their length (an EXIF thumbnail's own markers are inside one), entropy-coded data up to the
-/// next marker that is not a stuffed 0xFF00 or a restart. Bytes after the end marker are fine.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return false;
-    }
-    let mut i = 2;
-    while i + 1 < bytes.len() {
-        if bytes[i] != 0xFF || bytes[i + 1] == 0xFF {
-            // Junk or fill bytes between segments: decoders skip them, and so does this.
-            i += 1;
-            continue;
-        }
-        let marker = bytes[i + 1];
-        i += 2;
-        match marker {
-            0xD9 => return true,
-            0x01 | 0xD0..=0xD7 => continue,
-            _ => {}
-        }
-        let Some(length) = bytes.get(i..i + 2) else {
-            return false;
-        };
-        i += u16::from_be_bytes([length[0], length[1]]) as usize;
-        if marker == 0xDA {
-            while i + 1 < bytes.len()
-                && (bytes[i] != 0xFF || matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF))
-            {
-                i += 1;
-            }
-        }
-    }
-    false
 }
 
 /// The `k`-th number of stream `stream` of `seed`. Counter-based, so a patch's numbers do not
