@@ -17,8 +17,8 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if !(args.strength > 0.0 && args.strength <= 10.0) {
         anyhow::bail!("--strength {}: must lie in (0, 10]", args.strength);
     }
-    if args.payload.is_some() {
-        return super::photo::embed(args, global);
+    if let Some(spec) = &args.payload {
+        return super::photo::embed(args, global, spec);
     }
     let checkpoint = super::photo::embed_checkpoint(args);
     let device = global.device.resolve()?;

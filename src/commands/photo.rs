@@ -70,7 +70,7 @@ pub fn photo_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// `wmae embed --payload`: every photo gets the payload and is written under `--out` with its
 /// own file name, size, colour type and format.
-pub fn embed(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
+pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     if !(1..=100).contains(&args.jpeg_quality) {
         bail!("--jpeg-quality {}: must lie in 1..=100", args.jpeg_quality);
     }
