@@ -76,10 +76,6 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     }
     let checkpoint = embed_checkpoint(args);
     let model = PhotoModel::load(&checkpoint, global.device.resolve()?)?;
-    let spec = args
-        .payload
-        .as_deref()
-        .expect("embed::photo needs --payload");
     let payload = Payload::parse(spec, model.code().data_bits())?;
     let files = photo_files(&args.inputs)?;
     // Two inputs of one name would overwrite each other's output.
