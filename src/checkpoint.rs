@@ -352,6 +352,16 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Runs the model in `precision` from now on (bf16 only where the device computes it
+    /// natively; see `crate::precision`).
+    pub fn set_precision(&mut self, precision: crate::precision::Precision) -> Result<()> {
+        precision.check(self.vs.device())?;
+        if precision == crate::precision::Precision::Bf16 {
+            self.vs.bfloat16();
+        }
+        Ok(())
+    }
+
     /// The watermark detector of this model and layout.
     pub fn detector(&self) -> Detector {
         Detector::for_layout(&self.meta.layout, self.meta.calibration)

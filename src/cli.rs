@@ -169,9 +169,18 @@ pub struct TrainArgs {
 pub struct EmbedArgs {
     /// Images to watermark: PNG/JPEG files or folders of them (28x28, grayscale; colour is
     /// converted to luma), IDX files, or .npy arrays (N,28,28) / (N,1,28,28) of floats in [0,1] or u8.
-    /// With --payload: photos (PNG or JPEG, any size, colour or gray) or folders of them.
-    #[arg(required = true, value_name = "INPUT")]
+    /// With --payload: photos (PNG or JPEG, any size, colour or gray) or folders of them
+    /// (searched recursively; outputs keep their path below the folder).
+    #[arg(required_unless_present = "input_list", value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
+
+    /// Photos: leave inputs whose output already exists alone (resume a killed run; outputs are
+    /// only ever created whole).
+    #[arg(long)]
+    pub skip_existing: bool,
 
     /// The bits to embed in every image, e.g. 0110100111000101 (as many as the block holds).
     #[arg(
@@ -213,6 +222,37 @@ pub struct EmbedArgs {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// Streaming over many files (photo models): where inputs come from, which share of them this
+/// process takes, and how results are reported.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StreamArgs {
+    /// Also read input paths from this file, one per line (`-`: standard input); each output
+    /// keeps the line's path under --out (less a leading `/`).
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
+
+    /// Take only shard I of N (0 <= I < N): the inputs whose output name hashes to I, so N runs
+    /// together take every input exactly once. Default: from SLURM_ARRAY_TASK_ID /
+    /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards, when set.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
+    /// The number of shards, for a Kubernetes Indexed Job (its `completions`): the index comes
+    /// from JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u64>,
+
+    /// One JSON object per image on standard output (input, status, error, results, ms and ms
+    /// per stage), as each finishes; the summary goes to standard error.
+    #[arg(long)]
+    pub jsonl: bool,
+
+    /// Number format of the model's convolutions: bf16 runs them on AVX512-BF16/AMX CPUs and
+    /// CUDA GPUs (refused on CPUs without, where it would be slower than fp32).
+    #[arg(long, value_enum, default_value_t = crate::precision::Precision::Fp32)]
+    pub precision: crate::precision::Precision,
+}
+
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     /// Watermarked images (as for embed), or photos (PNG or JPEG, any size). None: watermark the
@@ -220,6 +260,9 @@ pub struct ExtractArgs {
     /// back.
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
 
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
     /// .safetensors state dict of the seed model [default: checkpoints/default.ot, or
@@ -370,4 +413,20 @@ pub struct BenchArgs {
     /// `[noise]` table (one layer drawn per step), as `train` does.
     #[arg(long, value_name = "CONFIG")]
     pub noise: Option<PathBuf>,
+
+    /// Number formats to measure inference in (comma-separated: fp32, bf16), side by side in
+    /// one run; training is measured in fp32.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "P,...",
+        value_delimiter = ',',
+        default_value = "fp32"
+    )]
+    pub precision: Vec<crate::precision::Precision>,
+
+    /// Side of the square synthetic images (28: the digits; 128: the photo model's working
+    /// size).
+    #[arg(long, value_name = "PIXELS", default_value_t = 28)]
+    pub side: i64,
 }

@@ -39,6 +39,43 @@ pub fn write_atomically(
     Ok(())
 }
 
+/// Writes `bytes` to `path` through the fixed sibling [`part_file`], renamed into place once
+/// complete: a killed writer leaves at most that part file, never a partial `path`, and the next
+/// write of `path` (by whichever process owns it) truncates and reuses it, so a resumed run
+/// leaves no debris. Not flushed to disk: it guards against a killed process, not a power cut.
+pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let part = part_file(path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&part)
+        .with_context(|| format!("cannot create {}", part.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", part.display()))?;
+    drop(file);
+    std::fs::rename(&part, path).with_context(|| {
+        format!(
+            "cannot move the finished file into place at {}",
+            path.display()
+        )
+    })
+}
+
+/// The part file [`write_through_part_file`] writes `path` through: `.wmae-<name>.part` beside it
+/// (hidden, so folder scans skip it).
+pub fn part_file(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{TEMP_PREFIX}{name}.part"))
+}
+
 /// Temporary files are created private (0600); a finished output gets the usual 0644.
 pub fn publish_permissions(file: &File) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -58,11 +95,26 @@ pub struct FolderLock {
 impl FolderLock {
     /// Creates `dir` if needed and locks it, or fails at once (no waiting) naming the folder.
     pub fn acquire(dir: &Path) -> Result<Self> {
+        Self::take(dir, false)
+    }
+
+    /// A shared claim: any number of shared holders at once (the shards of one sharded run, which
+    /// never write the same file), but not beside an exclusive one.
+    pub fn acquire_shared(dir: &Path) -> Result<Self> {
+        Self::take(dir, true)
+    }
+
+    fn take(dir: &Path, shared: bool) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
         let handle =
             File::open(dir).with_context(|| format!("cannot open folder {}", dir.display()))?;
-        match handle.try_lock() {
+        let taken = if shared {
+            handle.try_lock_shared()
+        } else {
+            handle.try_lock()
+        };
+        match taken {
             Ok(()) => Ok(Self { _dir: handle }),
             Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
                 "{} is in use by another wmae process; wait for it to finish or choose another \

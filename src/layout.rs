@@ -479,6 +479,59 @@ impl Layout {
         ))
     }
 
+    /// [`Layout::tile_readings`] of one `h x w` binary map given as row-major 0/1 values, on the
+    /// host: for each shift `dy * tile + dx`, the word's bits and the agreement. The same
+    /// arithmetic without a libtorch call per shift, which is what makes a photo quick to read.
+    pub fn tile_readings_host(
+        &self,
+        binary: &[f32],
+        h: usize,
+        w: usize,
+    ) -> Option<Vec<(Vec<bool>, f64)>> {
+        let Layout::Tile { bits, tile, .. } = *self else {
+            return None;
+        };
+        assert_eq!(binary.len(), h * w, "a {h}x{w} map");
+        let (tile, bits) = (tile as usize, bits as usize);
+        let (slot_bit, slot_inverted) = self.tile_slots();
+        // Ones and pixels seen at each tile position, over all tiles.
+        let (mut ones, mut counts) = (vec![0f32; tile * tile], vec![0f32; tile * tile]);
+        for (r, row) in binary.chunks_exact(w).enumerate() {
+            let base = (r % tile) * tile;
+            for (c, &v) in row.iter().enumerate() {
+                ones[base + c % tile] += v;
+                counts[base + c % tile] += 1.0;
+            }
+        }
+        let mut readings = Vec::with_capacity(tile * tile);
+        let (mut votes, mut totals) = (vec![0f32; bits], vec![0f32; bits]);
+        for dy in 0..tile {
+            for dx in 0..tile {
+                votes.fill(0.0);
+                totals.fill(0.0);
+                for py in 0..tile {
+                    for px in 0..tile {
+                        let p = py * tile + px;
+                        let Some(k) = slot_bit[p] else { continue };
+                        let q = ((py + dy) % tile) * tile + (px + dx) % tile;
+                        let (seen, valid) = (ones[q], counts[q]);
+                        votes[k] += if slot_inverted[p] { valid - seen } else { seen };
+                        totals[k] += valid;
+                    }
+                }
+                let word = votes
+                    .iter()
+                    .zip(&totals)
+                    .map(|(&v, &t)| 2.0 * v > t)
+                    .collect();
+                let agreeing: f32 = votes.iter().zip(&totals).map(|(&v, &t)| v.max(t - v)).sum();
+                let total: f32 = totals.iter().sum();
+                readings.push((word, f64::from(agreeing / total.max(1.0))));
+            }
+        }
+        Some(readings)
+    }
+
     /// One line for banners and reports.
     pub fn describe(&self) -> String {
         match *self {

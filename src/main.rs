@@ -12,6 +12,10 @@ fn main() {
     if let Err(err) = wmae::commands::run(cli) {
         // `{:#}` prints the whole context chain on one line: "what failed: why".
         eprintln!("error: {err:#}");
-        std::process::exit(1);
+        let code = match err.downcast_ref::<wmae::stream::SomeFailed>() {
+            Some(_) => wmae::stream::EXIT_SOME_FAILED,
+            None => 1,
+        };
+        std::process::exit(code);
     }
 }

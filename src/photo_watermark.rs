@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::binarize::{self, Method};
 use crate::checkpoint::{self, Loaded};
@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::layout::Layout;
 use crate::payload::{Payload, PayloadCode, PayloadReading};
 use crate::photo::Photo;
+use crate::precision::Precision;
 
 /// The sides (as fractions of the working size) a photo is read at: uncropped, and centre crops
 /// that keep 85%, 71% (half the area) and 50% (a quarter) of each side.
@@ -71,8 +72,9 @@ pub struct PhotoReading {
 impl PhotoModel {
     /// Loads a checkpoint trained with a tile layout and a payload size (`watermark.payload_bits`
     /// of the config kept in its metadata).
-    pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let loaded = checkpoint::load_for_inference(path, device)?;
+    pub fn load(path: &Path, device: Device, precision: Precision) -> Result<Self> {
+        let mut loaded = checkpoint::load_for_inference(path, device)?;
+        loaded.set_precision(precision)?;
         let layout = loaded.meta.layout;
         let Layout::Tile { bits, tile, .. } = layout else {
             bail!(
@@ -129,13 +131,19 @@ impl PhotoModel {
     /// The watermarked photo: the model's change at the working size, scaled by `strength`,
     /// resized to the photo and added to its luma.
     pub fn embed(&self, photo: &Photo, payload: &Payload, strength: f64) -> Result<Photo> {
+        photo.with_residual(&self.change(photo, payload)?, strength)
+    }
+
+    /// The model's change for `photo` at the working size, `(1,1,S,S)` on the CPU: what
+    /// [`PhotoModel::embed`] resizes and adds.
+    pub fn change(&self, photo: &Photo, payload: &Payload) -> Result<Tensor> {
         let device = self.loaded.vs.device();
         let luma = photo.luma_at(self.size)?.to_device(device);
         let map = self
             .layout
             .map_from_bits(&self.slot_bits(payload)?.to_device(device));
         let change = tch::no_grad(|| self.loaded.model.embed_t(&luma, &map, false) - &luma);
-        photo.with_residual(&change.to_device(Device::Cpu), strength)
+        Ok(change.to_device(Device::Cpu))
     }
 
     /// Reads the payload of a photo, or "no watermark".
@@ -207,19 +215,25 @@ impl PhotoModel {
         at: Place,
         best: &mut Option<PhotoReading>,
     ) -> Result<bool> {
-        let n = self.code.coded_bits() as i64;
+        let n = self.code.coded_bits();
         let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(luma, false));
         let binary = binarize_map(&map, method)?;
-        let (words, agreements) = self
+        let size = binary.size();
+        let (h, w) = (size[2] as usize, size[3] as usize);
+        let pixels = Vec::<f32>::try_from(binary.reshape([-1]).to_device(Device::Cpu))?;
+        let mut readings: Vec<(usize, (Vec<bool>, f64))> = self
             .layout
-            .tile_readings(&binary)
-            .expect("a photo model has a tile layout");
-        let words = Vec::<Vec<f32>>::try_from(words.get(0).narrow(1, 0, n))?;
-        let agreements = Vec::<f64>::try_from(agreements.get(0).to_kind(Kind::Double))?;
-        let tile = (words.len() as f64).sqrt() as i64;
-        for (shift, word) in words.iter().enumerate() {
-            let bits: Vec<bool> = word.iter().map(|&b| b > 0.5).collect();
-            let reading = self.code.decode(&bits)?;
+            .tile_readings_host(&pixels, h, w)
+            .expect("a photo model has a tile layout")
+            .into_iter()
+            .enumerate()
+            .collect();
+        // The shift the photo was marked at agrees best with its pixels, so it goes first and a
+        // watermarked photo stops there; a clean photo still has every shift decoded.
+        readings.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let tile = (readings.len() as f64).sqrt() as i64;
+        for (shift, (word, agreement)) in readings {
+            let reading = self.code.decode(&word[..n])?;
             if reading.payload.is_none() {
                 continue;
             }
@@ -233,8 +247,14 @@ impl PhotoModel {
                     shift: Some((shift as i64 / tile, shift as i64 % tile)),
                     mirrored: at.mirrored,
                     angle: Some(at.angle),
-                    agreement: Some(agreements[shift]),
+                    agreement: Some(agreement),
                 });
+                if best
+                    .as_ref()
+                    .is_some_and(|b| 2 * b.reading.corrected <= self.code.t())
+                {
+                    return Ok(true);
+                }
             }
         }
         Ok(best
@@ -293,6 +313,15 @@ fn binarize_map(map: &Tensor, method: Method) -> Result<Tensor> {
     }
 }
 
+/// PSNR in dB of a mean squared error in 8-bit units (infinity for 0).
+pub fn psnr_from_mse(mse: f64) -> f64 {
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64.powi(2) / mse).log10()
+    }
+}
+
 /// PSNR in dB of an 8-bit photo against another of the same size and colour type (all
 /// channels, alpha included), or infinity when they are equal.
 pub fn psnr(a: &Photo, b: &Photo) -> Result<f64> {
@@ -309,10 +338,5 @@ pub fn psnr(a: &Photo, b: &Photo) -> Result<f64> {
         .zip(y)
         .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
         .sum();
-    let mse = se / x.len() as f64;
-    Ok(if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64.powi(2) / mse).log10()
-    })
+    Ok(psnr_from_mse(se / x.len() as f64))
 }

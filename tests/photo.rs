@@ -615,3 +615,50 @@ fn residual_is_resized_like_pytorch_bilinear() {
     }
     assert!(checked > w * h * 9 / 10, "{checked}");
 }
+
+/// The fused host resize-and-add matches libtorch's `upsample_bilinear2d` followed by the
+/// addition, on a random residual and a colour photo of odd size (a pixel may differ by one
+/// level where float rounding falls on either side of .5), and its mean squared error is the
+/// one `psnr` measures on the result.
+#[test]
+fn fused_residual_matches_libtorch_upsampling_and_reports_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("noise.png");
+    let (w, h) = (211i64, 97i64);
+    let pixels = bytes((w * h * 3) as usize, 5);
+    save_png(
+        &RgbImage::from_raw(w as u32, h as u32, pixels)
+            .unwrap()
+            .into(),
+        &input,
+    );
+    let photo = Photo::open(&input).unwrap();
+    tch::manual_seed(3);
+    let residual = (Tensor::rand([1, 1, 16, 16], (tch::Kind::Float, tch::Device::Cpu)) - 0.5) * 0.2;
+    let (marked, mse) = photo.with_residual_and_mse(&residual, 0.8).unwrap();
+    let full = residual.upsample_bilinear2d([h, w], false, None, None) * (0.8 * 255.0);
+    let change = values(&full);
+    let (Pixels::Rgb(before), Pixels::Rgb(after)) = (&photo.pixels, &marked.pixels) else {
+        panic!("RGB stays RGB")
+    };
+    let mut off_by_one = 0;
+    for (i, (p, q)) in before.pixels().zip(after.pixels()).enumerate() {
+        for c in 0..3 {
+            let expected = (p.0[c] as f32 + change[i]).round().clamp(0.0, 255.0);
+            let diff = (q.0[c] as f32 - expected).abs();
+            assert!(
+                diff <= 1.0,
+                "pixel {i} channel {c}: {} vs {expected}",
+                q.0[c]
+            );
+            off_by_one += usize::from(diff > 0.0);
+        }
+    }
+    assert!(
+        off_by_one * 1000 < (w * h * 3) as usize,
+        "{off_by_one} off by one"
+    );
+    let measured = wmae::photo_watermark::psnr(&photo, &marked).unwrap();
+    assert!((wmae::photo_watermark::psnr_from_mse(mse) - measured).abs() < 1e-9);
+    assert!(mse > 1.0, "{mse}");
+}

@@ -131,7 +131,8 @@ fn a_photo_model_trains_embeds_and_reads_photos_of_any_size() {
     let wide = image::open(marked.join("wide.png")).unwrap();
     assert_eq!((wide.width(), wide.height()), (333, 97));
     assert!(matches!(wide, image::DynamicImage::ImageRgb8(_)));
-    let gray_bytes = std::fs::read(marked.join("gray.jpg")).unwrap();
+    // A folder's files keep their path below it.
+    let gray_bytes = std::fs::read(marked.join("sub/gray.jpg")).unwrap();
     assert_eq!(&gray_bytes[..2], &[0xFF, 0xD8], "a JPEG stays a JPEG");
     let gray = image::load_from_memory(&gray_bytes).unwrap();
     assert_eq!((gray.width(), gray.height()), (120, 200));
@@ -200,25 +201,35 @@ fn a_photo_model_trains_embeds_and_reads_photos_of_any_size() {
     assert!(err.contains("not a photo model"), "{err}");
     let tiny = dir.path().join("tiny.png");
     photo(40, 40, 3).save(&tiny).unwrap();
-    let err = failure(&["extract", tiny.to_str().unwrap(), "--checkpoint", ck]);
+    // A bad photo is that photo's failure: reported by name, counted, exit status 3.
+    let out = wmae(&["extract", tiny.to_str().unwrap(), "--checkpoint", ck]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("tiny.png") && err.contains("64"), "{err}");
-    // Two inputs that would be written to the same name.
+    assert!(err.contains("1 of 1 input(s) failed"), "{err}");
+    // Two folders holding one name: the second would overwrite the first, so it fails.
     let twice = dir.path().join("twice");
     std::fs::create_dir_all(twice.join("a")).unwrap();
     std::fs::create_dir_all(twice.join("b")).unwrap();
     photo(100, 100, 4).save(twice.join("a/x.png")).unwrap();
     photo(100, 100, 5).save(twice.join("b/x.png")).unwrap();
-    let err = failure(&[
+    let out = wmae(&[
         "embed",
-        twice.to_str().unwrap(),
+        twice.join("a").to_str().unwrap(),
+        twice.join("b").to_str().unwrap(),
         "--payload",
         "hex:ff",
         "--out",
-        marked.to_str().unwrap(),
+        dir.path().join("twice-out").to_str().unwrap(),
         "--checkpoint",
         ck,
     ]);
-    assert!(err.contains("would both be written as"), "{err}");
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("b/x.png: another input of this run is also written as x.png"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -283,3 +283,31 @@ fn tile_layouts_that_cannot_hold_their_bits_are_refused() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// The host reading the photo reader uses gives the tensor reading's words and agreements, on
+/// noisy maps whose sides are not whole tiles.
+#[test]
+fn tile_readings_on_the_host_match_the_tensor_reading() {
+    let layout = tile(60, 8, 64, 64);
+    let bits = random_bits(1, 60, 3);
+    let map = layout.map_from_bits(&bits);
+    tch::manual_seed(4);
+    let flips = Tensor::rand([1, 1, 64, 64], (Kind::Float, Device::Cpu)).lt(0.2);
+    let noisy = map.logical_xor(&flips).to_kind(Kind::Float);
+    for (top, left, h, w) in [(0, 0, 64, 64), (13, 5, 40, 50), (3, 7, 17, 9)] {
+        let crop = noisy.narrow(2, top, h).narrow(3, left, w).contiguous();
+        let (words, agreements) = layout.tile_readings(&crop).unwrap();
+        let pixels = Vec::<f32>::try_from(crop.reshape([-1])).unwrap();
+        let host = layout
+            .tile_readings_host(&pixels, h as usize, w as usize)
+            .unwrap();
+        assert_eq!(host.len(), 64);
+        for (shift, (word, agreement)) in host.iter().enumerate() {
+            let expected = Vec::<f32>::try_from(words.get(0).get(shift as i64)).unwrap();
+            let expected: Vec<bool> = expected.iter().map(|&b| b > 0.5).collect();
+            assert_eq!(word, &expected, "crop {top},{left} {h}x{w}, shift {shift}");
+            let a = agreements.get(0).double_value(&[shift as i64]);
+            assert!((agreement - a).abs() < 1e-5, "{agreement} vs {a}");
+        }
+    }
+}

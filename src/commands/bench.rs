@@ -16,11 +16,13 @@ use crate::cli::{BenchArgs, GlobalArgs};
 use crate::loss::{self, LossKind};
 use crate::model::{DropoutMask, Head, KernelLayout, WatermarkAutoencoder};
 use crate::optim::{Adadelta, AdadeltaConfig};
+use crate::precision::Precision;
 use crate::watermark::Layout;
 
 #[derive(Debug, Serialize)]
 struct Figure {
     what: String,
+    precision: String,
     batch: i64,
     images_per_s: f64,
     runs: Vec<f64>,
@@ -79,9 +81,23 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     {
         bail!("--train-batch and --infer-batch take batch sizes of at least 1 (got {b})");
     }
+    if !(8..=1024).contains(&args.side) || args.side % 4 != 0 {
+        bail!("--side {}: must be a multiple of 4 in 8..=1024", args.side);
+    }
     let device = global.device.resolve()?;
-    let layout = Layout::default();
-    let vs = VarStore::new(device);
+    for p in &args.precision {
+        p.check(device)?;
+    }
+    // The seed's 4x4 bits in the top-left corner, on a map of the images' side.
+    let layout = Layout::Block {
+        rows: 4,
+        cols: 4,
+        top: 0,
+        left: 0,
+        height: args.side,
+        width: args.side,
+    };
+    let mut vs = VarStore::new(device);
     let mut model = WatermarkAutoencoder::new(&vs.root(), Head::Sigmoid);
     // The model is built with the device's defaults; only an asked-for variant changes them.
     if let Some(layout) = args.kernel_layout {
@@ -101,7 +117,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     };
     let noise = crate::noise::NoiseLayers::new(&noise_config)?;
     let batch_of = |n: i64| {
-        let images = Tensor::rand([n, 1, 28, 28], (Kind::Float, device));
+        let images = Tensor::rand([n, 1, args.side, args.side], (Kind::Float, device));
         let bits = crate::watermark::random_bits(&layout, n, device);
         (images, layout.map_from_bits(&bits))
     };
@@ -121,25 +137,36 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         });
         figures.push(Figure {
             what: "train".into(),
+            precision: option_name(Precision::Fp32),
             batch,
             images_per_s: median(runs.clone()),
             runs,
         });
     }
-    for &batch in &args.infer_batch {
-        let (images, map) = batch_of(batch);
-        let runs = measure(device, batch, args, || {
-            tch::no_grad(|| {
-                let watermarked = model.embed_t(&images, &map, false);
-                let _ = model.extractor.forward_t(&watermarked, false);
-            })
-        });
-        figures.push(Figure {
-            what: "infer".into(),
-            batch,
-            images_per_s: median(runs.clone()),
-            runs,
-        });
+    // fp32 first: bf16 converts the weights in place.
+    let mut precisions = args.precision.clone();
+    precisions.sort_by_key(|&p| p == Precision::Bf16);
+    precisions.dedup();
+    for precision in precisions {
+        if precision == Precision::Bf16 {
+            vs.bfloat16();
+        }
+        for &batch in &args.infer_batch {
+            let (images, map) = batch_of(batch);
+            let runs = measure(device, batch, args, || {
+                tch::no_grad(|| {
+                    let watermarked = model.embed_t(&images, &map, false);
+                    let _ = model.extractor.forward_t(&watermarked, false);
+                })
+            });
+            figures.push(Figure {
+                what: "infer".into(),
+                precision: option_name(precision),
+                batch,
+                images_per_s: median(runs.clone()),
+                runs,
+            });
+        }
     }
 
     if args.json {
@@ -147,6 +174,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             "tool": "wmae",
             "device": crate::device::describe(device),
             "threads": tch::get_num_threads(),
+            "side": args.side,
             "kernel_layout": kernel_layout,
             "dropout_mask": dropout_mask,
             "keeps_freed_memory": crate::alloc::keeps_freed_memory(),
@@ -156,8 +184,10 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         println!("{report}");
     } else {
         println!(
-            "wmae bench on {} (median of {} runs of {} steps, {} warm-up steps)",
+            "wmae bench on {}, {}x{} images (median of {} runs of {} steps, {} warm-up steps)",
             crate::device::describe(device),
+            args.side,
+            args.side,
             args.repeats,
             args.steps,
             args.warmup
@@ -183,8 +213,8 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         );
         for f in &figures {
             println!(
-                "  {:<6} batch {:>5}: {:>9.1} images/s",
-                f.what, f.batch, f.images_per_s
+                "  {:<6} {:<5} batch {:>5}: {:>9.1} images/s",
+                f.what, f.precision, f.batch, f.images_per_s
             );
         }
     }

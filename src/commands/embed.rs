@@ -20,6 +20,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(spec) = &args.payload {
         return super::photo::embed(args, global, spec);
     }
+    super::photo::refuse_stream_options(&args.stream, args.skip_existing)?;
     let checkpoint = super::photo::embed_checkpoint(args);
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&checkpoint, device)?;

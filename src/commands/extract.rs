@@ -34,6 +34,7 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     if super::photo::is_photo_model(&checkpoint) {
         return super::photo::extract(args, global, &checkpoint);
     }
+    super::photo::refuse_stream_options(&args.stream, false)?;
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&checkpoint, device)?;
     let layout = loaded.meta.layout;

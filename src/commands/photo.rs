@@ -1,18 +1,21 @@
 //! `wmae embed --payload` and `wmae extract` on photos: a payload in photos of any size, read
 //! back with its corrected bit count and the detection decision (`crate::photo_watermark`).
+//! Both stream their inputs through worker threads (`crate::stream`): one record per photo, a
+//! failed photo reported and counted without stopping the run.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::binarize::Method;
 use crate::cli::{
-    EmbedArgs, ExtractArgs, GlobalArgs, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
+    EmbedArgs, ExtractArgs, GlobalArgs, StreamArgs, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
 };
 use crate::payload::Payload;
-use crate::photo::Photo;
-use crate::photo_watermark::{psnr, PhotoModel};
+use crate::photo::{Photo, PhotoFormat};
+use crate::photo_watermark::{psnr_from_mse, PhotoModel};
+use crate::precision::Precision;
+use crate::stream::{self, Input, Inputs, Record, Status, Summary, Worker};
 
 /// The checkpoint `embed` uses: the given one, or the shipped photo or digit model.
 pub fn embed_checkpoint(args: &EmbedArgs) -> PathBuf {
@@ -26,17 +29,22 @@ pub fn embed_checkpoint(args: &EmbedArgs) -> PathBuf {
 }
 
 /// The checkpoint `extract` uses: the given one; else the photo model when the first input is an
-/// image file that is not 28x28 (a photo), the digit model otherwise.
+/// image file that is not 28x28 (a photo), or there are only listed inputs; the digit model
+/// otherwise.
 pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
     if let Some(c) = &args.checkpoint {
         return c.clone();
     }
+    if args.inputs.is_empty() && args.stream.input_list.is_some() {
+        return PathBuf::from(DEFAULT_PHOTO_CHECKPOINT);
+    }
     let first_photo = args
         .inputs
         .first()
-        .and_then(|p| photo_files(std::slice::from_ref(p)).ok())
-        .and_then(|files| files.into_iter().next())
-        .and_then(|f| image::image_dimensions(f).ok());
+        .and_then(|p| Inputs::new(std::slice::from_ref(p), None).ok())
+        .and_then(|mut inputs| inputs.next())
+        .and_then(|input| input.ok())
+        .and_then(|input| image::image_dimensions(input.path).ok());
     PathBuf::from(match first_photo {
         Some((w, h)) if (w, h) != (28, 28) => DEFAULT_PHOTO_CHECKPOINT,
         _ => DEFAULT_CHECKPOINT,
@@ -50,85 +58,330 @@ pub fn is_photo_model(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The photo files of `inputs`: files as given, folders searched recursively (sorted) for
-/// .png, .jpg and .jpeg files, hidden entries skipped.
-pub fn photo_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let found = crate::data::photos::files_under(input)?;
-            if found.is_empty() {
-                bail!("{}: no .png, .jpg or .jpeg files in it", input.display());
-            }
-            files.extend(found);
-        } else {
-            files.push(input.clone());
+/// Runs `workers` over the inputs of `args`, printing each record (its JSON line with
+/// `--jsonl`, else its text) and the summary; an error when any input failed.
+fn stream_run<W: Worker>(
+    args: &StreamArgs,
+    positional: &[PathBuf],
+    workers: Vec<W>,
+    global: &GlobalArgs,
+    check_duplicates: bool,
+    totals: impl FnOnce(&Summary, usize) -> String,
+) -> Result<()> {
+    let choice = stream::shard::choose(args.shard.as_deref(), args.shards, |k| {
+        std::env::var(k).ok()
+    })?;
+    if let Some(c) = &choice {
+        if global.verbose > 0 {
+            eprintln!(
+                "wmae: shard {} of {} (numbered from 0), from {}",
+                c.shard.index, c.shard.count, c.source
+            );
         }
     }
-    Ok(files)
+    let mut inputs = Inputs::new(positional, args.input_list.as_deref())?;
+    if check_duplicates {
+        inputs = inputs.refuse_duplicate_keys();
+    }
+    let n_workers = workers.len();
+    let jsonl = args.jsonl;
+    let stdout = std::io::stdout();
+    let mut found = 0;
+    let summary = stream::run::run(
+        inputs,
+        choice.as_ref().map(|c| c.shard),
+        workers,
+        |record| {
+            use std::io::Write;
+            found += usize::from(record.fields.get("watermark") == Some(&true.into()));
+            let mut out = stdout.lock();
+            // A closed stdout ends the process through SIGPIPE (see main), so errors are moot here.
+            let _ = if jsonl {
+                writeln!(out, "{}", record.json())
+            } else if record.status == Status::Failed {
+                eprintln!("{}", record.text);
+                Ok(())
+            } else {
+                writeln!(out, "{}", record.text)
+            };
+            let _ = out.flush();
+        },
+    );
+    let line = format!(
+        "{}; {}",
+        totals(&summary, found),
+        summary.describe(n_workers)
+    );
+    if jsonl {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    if summary.total() == 0 {
+        // With more shards than inputs some shards are empty: done, not an error, or the
+        // scheduler would retry them (and fail the job).
+        if let Some(c) = &choice {
+            eprintln!(
+                "wmae: shard {} of {} holds none of the inputs; nothing to do",
+                c.shard.index, c.shard.count
+            );
+            return Ok(());
+        }
+        bail!("no inputs: the list was empty");
+    }
+    if summary.failed > 0 {
+        return Err(stream::SomeFailed {
+            failed: summary.failed,
+            total: summary.total(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
-/// `wmae embed --payload`: every photo gets the payload and is written under `--out` with its
-/// own file name, size, colour type and format.
+/// One worker per CPU thread (`--threads`, default all cores), each with libtorch held to one
+/// thread of its own, so images run side by side rather than each op being split.
+fn worker_count() -> usize {
+    tch::get_num_threads().max(1) as usize
+}
+
+/// Loads one model per worker (each thread owns its tensors; a failure stops the run before it
+/// starts).
+fn load_models(
+    checkpoint: &Path,
+    global: &GlobalArgs,
+    precision: Precision,
+) -> Result<Vec<PhotoModel>> {
+    let device = global.device.resolve()?;
+    let n = worker_count();
+    (0..n)
+        .map(|_| PhotoModel::load(checkpoint, device, precision))
+        .collect()
+}
+
+/// Embeds one payload into photo after photo.
+struct EmbedWorker {
+    model: PhotoModel,
+    payload: Payload,
+    out: PathBuf,
+    jpeg_quality: u8,
+    strength: f64,
+    skip_existing: bool,
+}
+
+impl Worker for EmbedWorker {
+    fn start(&mut self) {
+        tch::set_num_threads(1);
+    }
+
+    fn process(&mut self, input: &Input) -> Record {
+        let mut record = Record::new(input.path.clone());
+        let out = self.out.join(&input.key);
+        record.set("output", out.display().to_string());
+        if self.skip_existing && out.exists() {
+            // A part file beside a finished output is debris of a killed rewrite.
+            let _ = std::fs::remove_file(crate::fsutil::part_file(&out));
+            record.status = Status::Skipped;
+            record.text = format!(
+                "{} -> {}: exists, skipped",
+                input.path.display(),
+                out.display()
+            );
+            return record;
+        }
+        if let Err(e) = self.embed(input, &out, &mut record) {
+            record.fail(format!("{e:#}"));
+        }
+        record
+    }
+}
+
+impl EmbedWorker {
+    fn embed(&self, input: &Input, out: &Path, record: &mut Record) -> Result<()> {
+        let path = &input.path;
+        let bytes = record.time("read", || {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
+        })?;
+        let photo = record.time("decode", || Photo::decode(path, &bytes))?;
+        drop(bytes);
+        record.set("width", photo.width());
+        record.set("height", photo.height());
+        let change = record.time("model", || self.model.change(&photo, &self.payload))?;
+        let (marked, mse) = record.time("apply", || {
+            photo.with_residual_and_mse(&change, self.strength)
+        })?;
+        let psnr = psnr_from_mse(mse);
+        let file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;
+        record.time("write", || {
+            crate::fsutil::write_through_part_file(out, &file)
+        })?;
+        record.set("payload", self.payload.hex());
+        // JSON has no infinity: an unchanged photo (all-zero change) reports null.
+        record.set(
+            "psnr",
+            psnr.is_finite().then_some((psnr * 1e4).round() / 1e4),
+        );
+        record.text = format!(
+            "{} -> {}: {}x{}, {:.0} ms, PSNR {psnr:.2} dB against the original (before {} \
+             encoding)",
+            path.display(),
+            out.display(),
+            photo.width(),
+            photo.height(),
+            record.ms(),
+            match photo.format {
+                PhotoFormat::Png => "PNG",
+                PhotoFormat::Jpeg => "JPEG",
+            }
+        );
+        Ok(())
+    }
+}
+
+/// `wmae embed --payload`: every photo gets the payload and is written under `--out` (a file
+/// argument by its name, a folder's files by their path below it, a listed file by its path)
+/// with its own size, colour type and format.
 pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     if !(1..=100).contains(&args.jpeg_quality) {
         bail!("--jpeg-quality {}: must lie in 1..=100", args.jpeg_quality);
     }
     let checkpoint = embed_checkpoint(args);
-    let model = PhotoModel::load(&checkpoint, global.device.resolve()?)?;
-    let payload = Payload::parse(spec, model.code().data_bits())?;
-    let files = photo_files(&args.inputs)?;
-    // Two inputs of one name would overwrite each other's output.
-    let mut names: HashMap<std::ffi::OsString, &Path> = HashMap::new();
-    for f in &files {
-        let name = f.file_name().context("an input without a file name")?;
-        if let Some(other) = names.insert(name.to_os_string(), f) {
-            bail!(
-                "{} and {} would both be written as {}",
-                other.display(),
-                f.display(),
-                args.out.join(name).display()
-            );
-        }
+    let models = load_models(&checkpoint, global, args.stream.precision)?;
+    let payload = Payload::parse(spec, models[0].code().data_bits())?;
+    let code = models[0].code().clone();
+    // Shards of one run share --out (they never write one file); two unsharded runs may not.
+    let sharded = args.stream.shard.is_some()
+        || args.stream.shards.is_some()
+        || std::env::var_os("SLURM_ARRAY_TASK_ID").is_some();
+    let _lock = if sharded {
+        crate::fsutil::FolderLock::acquire_shared(&args.out)?
+    } else {
+        crate::fsutil::FolderLock::acquire(&args.out)?
+    };
+    let workers = models
+        .into_iter()
+        .map(|model| EmbedWorker {
+            model,
+            payload: payload.clone(),
+            out: args.out.clone(),
+            jpeg_quality: args.jpeg_quality,
+            strength: args.strength,
+            skip_existing: args.skip_existing,
+        })
+        .collect();
+    stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
+        format!(
+            "embedded payload {} ({} data bits, BCH ({}, {}) correcting {} bits) into {} photo(s) \
+             in {}",
+            payload.hex(),
+            code.data_bits(),
+            code.coded_bits(),
+            code.data_bits(),
+            code.t(),
+            s.ok,
+            args.out.display()
+        )
+    })
+}
+
+/// Reads the payload of photo after photo.
+struct ExtractWorker {
+    model: PhotoModel,
+    method: Method,
+}
+
+impl Worker for ExtractWorker {
+    fn start(&mut self) {
+        tch::set_num_threads(1);
     }
-    let _lock = crate::fsutil::FolderLock::acquire(&args.out)?;
-    for file in &files {
-        let started = std::time::Instant::now();
-        let photo = Photo::open(file)?;
-        let marked = model.embed(&photo, &payload, args.strength)?;
-        let out = args.out.join(file.file_name().expect("checked above"));
-        marked.save(&out, args.jpeg_quality)?;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        println!(
-            "{} -> {}: {}x{}, {ms:.0} ms, PSNR {:.2} dB against the original (before {} encoding)",
-            file.display(),
-            out.display(),
-            photo.width(),
-            photo.height(),
-            psnr(&photo, &marked)?,
-            match photo.format {
-                crate::photo::PhotoFormat::Png => "PNG",
-                crate::photo::PhotoFormat::Jpeg => "JPEG",
+
+    fn process(&mut self, input: &Input) -> Record {
+        let mut record = Record::new(input.path.clone());
+        if let Err(e) = self.extract(input, &mut record) {
+            record.fail(format!("{e:#}"));
+        }
+        record
+    }
+}
+
+impl ExtractWorker {
+    fn extract(&self, input: &Input, record: &mut Record) -> Result<()> {
+        let path = &input.path;
+        let bytes = record.time("read", || {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
+        })?;
+        let photo = record.time("decode", || Photo::decode(path, &bytes))?;
+        drop(bytes);
+        let r = record.time("search", || self.model.read(&photo, self.method))?;
+        let fpr = r.reading.false_positive_rate;
+        let code = self.model.code();
+        record.set("watermark", r.reading.payload.is_some());
+        record.set("false_positive_rate", fpr);
+        let Some(p) = &r.reading.payload else {
+            record.text = format!(
+                "{}: no watermark (no shift, scale or angle decodes within {} bit errors; a clean \
+                 photo reads as watermarked with probability {fpr:.1e})",
+                path.display(),
+                code.t()
+            );
+            return Ok(());
+        };
+        record.set("payload", p.hex());
+        record.set("text", p.text());
+        record.set("uuid", p.uuid());
+        record.set("corrected_bits", r.reading.corrected);
+        record.set("scale", r.scale);
+        record.set("shift", r.shift.map(|(y, x)| vec![y, x]));
+        record.set("mirrored", r.mirrored);
+        record.set("angle", r.angle);
+        let text = p
+            .text()
+            .map(|t| format!(" (text {t:?})"))
+            .unwrap_or_default();
+        record.text = format!(
+            "{}: payload {}{text}; {} of {} bits corrected, read at {:.0}% scale{}; watermark \
+             found (a clean photo reads as one with probability {fpr:.1e})",
+            path.display(),
+            p.hex(),
+            r.reading.corrected,
+            code.coded_bits(),
+            100.0 * r.scale.unwrap_or(1.0),
+            match (r.mirrored, r.angle) {
+                (true, _) => ", mirrored".to_string(),
+                (false, Some(a)) if a != 0.0 => format!(", turned back by {a} degrees"),
+                _ => String::new(),
             }
         );
+        Ok(())
     }
-    let code = model.code();
-    println!(
-        "embedded payload {} ({} data bits, BCH ({}, {}) correcting {} bits) into {} photo(s) in {}",
-        payload.hex(),
-        code.data_bits(),
-        code.coded_bits(),
-        code.data_bits(),
-        code.t(),
-        files.len(),
-        args.out.display()
-    );
+}
+
+/// Refuses the streaming options for a digit model, which reads its inputs as one batch.
+pub fn refuse_stream_options(stream: &StreamArgs, skip_existing: bool) -> Result<()> {
+    let used: Vec<&str> = [
+        (stream.input_list.is_some(), "--input-list"),
+        (stream.shard.is_some(), "--shard"),
+        (stream.shards.is_some(), "--shards"),
+        (stream.jsonl, "--jsonl"),
+        (skip_existing, "--skip-existing"),
+        (stream.precision != Precision::Fp32, "--precision"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if !used.is_empty() {
+        bail!(
+            "{} stream photos through a photo model (a tile layout, such as {DEFAULT_PHOTO_CHECKPOINT}); \
+             a digit model reads its 28x28 inputs as one batch",
+            used.join(", ")
+        );
+    }
     Ok(())
 }
 
 /// `wmae extract` on photos: the payload of each, or "no watermark".
 pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Result<()> {
-    if args.inputs.is_empty() {
+    if args.inputs.is_empty() && args.stream.input_list.is_none() {
         bail!("a photo model reads photos: give the files or folders to read");
     }
     if args.expect.is_some() || args.manifest.is_some() || args.out.is_some() {
@@ -141,64 +394,18 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     } else {
         Method::Threshold(args.threshold)
     };
-    let model = PhotoModel::load(checkpoint, global.device.resolve()?)?;
-    let files = photo_files(&args.inputs)?;
-    let mut found = 0;
-    for file in &files {
-        let started = std::time::Instant::now();
-        let photo = Photo::open(file)?;
-        let r = model.read(&photo, method)?;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        let fpr = r.reading.false_positive_rate;
-        match &r.reading.payload {
-            Some(p) => {
-                found += 1;
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "file": file, "watermark": true, "payload": p.hex(),
-                            "text": p.text(), "uuid": p.uuid(),
-                            "corrected_bits": r.reading.corrected,
-                            "scale": r.scale, "shift": r.shift, "mirrored": r.mirrored, "angle": r.angle,
-                            "false_positive_rate": fpr, "ms": ms,
-                        })
-                    );
-                } else {
-                    let text = p
-                        .text()
-                        .map(|t| format!(" (text {t:?})"))
-                        .unwrap_or_default();
-                    println!(
-                        "{}: payload {}{text}; {} of {} bits corrected, read at {:.0}% scale{}; \
-                         watermark found (a clean photo reads as one with probability {fpr:.1e})",
-                        file.display(),
-                        p.hex(),
-                        r.reading.corrected,
-                        model.code().coded_bits(),
-                        100.0 * r.scale.unwrap_or(1.0),
-                        match (r.mirrored, r.angle) {
-                            (true, _) => ", mirrored".to_string(),
-                            (false, Some(a)) if a != 0.0 => format!(", turned back by {a} degrees"),
-                            _ => String::new(),
-                        }
-                    );
-                }
-            }
-            None if args.json => println!(
-                "{}",
-                serde_json::json!({"file": file, "watermark": false, "false_positive_rate": fpr, "ms": ms})
-            ),
-            None => println!(
-                "{}: no watermark (no shift, scale or angle decodes within {} bit errors; a clean photo \
-                 reads as watermarked with probability {fpr:.1e})",
-                file.display(),
-                model.code().t()
-            ),
-        }
-    }
-    if !args.json {
-        println!("watermark found in {found} of {} photo(s)", files.len());
-    }
-    Ok(())
+    let workers = load_models(checkpoint, global, args.stream.precision)?
+        .into_iter()
+        .map(|model| ExtractWorker { model, method })
+        .collect();
+    let mut stream_args = args.stream.clone();
+    stream_args.jsonl |= args.json;
+    stream_run(
+        &stream_args,
+        &args.inputs,
+        workers,
+        global,
+        false,
+        |s, found| format!("watermark found in {found} of {} photo(s)", s.ok),
+    )
 }

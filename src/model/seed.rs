@@ -39,6 +39,15 @@ fn conv(vs: &nn::Path, name: &str, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D 
     conv
 }
 
+/// A block's output in fp32 (a no-op unless the weights are bf16).
+fn to_f32(xs: Tensor) -> Tensor {
+    if xs.kind() == tch::Kind::Float {
+        xs
+    } else {
+        xs.to_kind(tch::Kind::Float)
+    }
+}
+
 /// Three 3x3 relu convolutions 1 -> 16 -> 32 -> 8, then dropout: the body every block shares.
 #[derive(Debug)]
 struct ConvStack {
@@ -59,6 +68,9 @@ impl ConvStack {
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        // The input in the weights' type: a no-op in fp32, the cast into bf16 inference
+        // (`crate::precision`); each block's output is cast back to fp32 (`to_f32`).
+        let xs = xs.to_kind(self.c1.ws.kind());
         // In-place relu: a convolution's backward does not need its output, so no copy is kept.
         let mut h = xs.apply(&self.c1);
         let _ = h.relu_();
@@ -86,7 +98,7 @@ impl Encoder {
     }
 
     pub fn forward_t(&self, image: &Tensor, train: bool) -> Tensor {
-        self.body.forward_t(image, train).apply(&self.out).relu()
+        to_f32(self.body.forward_t(image, train).apply(&self.out)).relu()
     }
 }
 
@@ -111,7 +123,7 @@ impl Decoder {
 
     /// `decoder_output` before its relu: the residual architecture's change to the image.
     pub fn change_t(&self, merged: &Tensor, train: bool) -> Tensor {
-        self.body.forward_t(merged, train).apply(&self.out)
+        to_f32(self.body.forward_t(merged, train).apply(&self.out))
     }
 }
 
@@ -133,11 +145,8 @@ impl Extractor {
     }
 
     pub fn forward_t(&self, watermarked: &Tensor, train: bool) -> Tensor {
-        let probability = self
-            .body
-            .forward_t(watermarked, train)
-            .apply(&self.out)
-            .sigmoid();
+        let probability =
+            to_f32(self.body.forward_t(watermarked, train).apply(&self.out)).sigmoid();
         match self.head {
             Head::Sigmoid => probability,
             Head::Hard => straight_through_binarize(&probability),

@@ -1,0 +1,345 @@
+//! The inputs of a streaming run, one at a time: files as given, folders walked recursively in
+//! sorted order, and paths read line by line from `--input-list` (a file, or `-` for stdin).
+//! Nothing is collected up front, so a list of a million paths costs no more memory than one.
+//!
+//! Each input gets a key: the path its output takes under `--out`, which is also what sharding
+//! hashes. A file argument's key is its file name; a file found in a folder argument keeps its
+//! path below that folder; a list line keeps its own path, less any root or `.` parts (a line
+//! with `..` is refused, since its output would land outside `--out`).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// One input: the file to read and its key (its output path relative to `--out`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub path: PathBuf,
+    pub key: PathBuf,
+}
+
+/// An input that could not even be named: an unreadable folder, a bad list line. It becomes a
+/// failed record, not the end of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+pub type Item = std::result::Result<Input, InputError>;
+
+/// The inputs of a run, in order: the positional arguments, then the list's lines.
+pub struct Inputs {
+    arguments: VecDeque<PathBuf>,
+    walk: Option<Walk>,
+    list: Option<(PathBuf, Box<dyn BufRead + Send>)>,
+    line: usize,
+    /// Hashes of the keys given so far, kept only when several sources could give one key twice
+    /// (8 bytes an input: the one cost that grows with the number of inputs).
+    seen: Option<std::collections::HashSet<u64>>,
+}
+
+impl Inputs {
+    /// Opens the list now (an unreadable list stops the run before it starts); folders are read
+    /// as the walk reaches them.
+    pub fn new(arguments: &[PathBuf], list: Option<&Path>) -> Result<Inputs> {
+        let list = match list {
+            None => None,
+            Some(p) if p == Path::new("-") => Some((
+                PathBuf::from("<stdin>"),
+                Box::new(BufReader::new(std::io::stdin())) as Box<dyn BufRead + Send>,
+            )),
+            Some(p) => {
+                let file = File::open(p)
+                    .with_context(|| format!("--input-list {}: cannot open it", p.display()))?;
+                Some((p.to_path_buf(), Box::new(BufReader::new(file)) as _))
+            }
+        };
+        Ok(Inputs {
+            arguments: arguments.iter().cloned().collect(),
+            walk: None,
+            list,
+            line: 0,
+            seen: None,
+        })
+    }
+
+    /// Turns a key met a second time into an error instead of a second input, when there is
+    /// more than one source (two folders, or a folder and a list, can hold one relative path;
+    /// each source alone cannot, but for a list naming one file twice).
+    pub fn refuse_duplicate_keys(mut self) -> Inputs {
+        if self.arguments.len() + usize::from(self.list.is_some()) > 1 {
+            self.seen = Some(Default::default());
+        }
+        self
+    }
+
+    fn check(&mut self, item: Item) -> Item {
+        let (Some(seen), Ok(input)) = (&mut self.seen, &item) else {
+            return item;
+        };
+        if seen.insert(super::shard::key_hash(&input.key)) {
+            return item;
+        }
+        Err(InputError {
+            message: format!(
+                "{}: another input of this run is also written as {} under --out",
+                input.path.display(),
+                input.key.display()
+            ),
+            path: input.path.clone(),
+        })
+    }
+
+    fn next_line(&mut self) -> Option<Item> {
+        let (list_path, reader) = self.list.as_mut()?;
+        loop {
+            // Bytes, not text: a Unix path need not be UTF-8.
+            let mut line = Vec::new();
+            self.line += 1;
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => {
+                    self.list = None;
+                    return None;
+                }
+                Ok(_) => {
+                    while matches!(line.last(), Some(b'\n' | b'\r')) {
+                        line.pop();
+                    }
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let path = PathBuf::from(std::ffi::OsString::from_vec(line));
+                    return Some(match list_key(&path) {
+                        Some(key) => Ok(Input { path, key }),
+                        None => Err(InputError {
+                            message: format!(
+                                "{} line {}: {}: a path with '..' (or no file name) cannot be \
+                                 mirrored under --out",
+                                list_path.display(),
+                                self.line,
+                                path.display()
+                            ),
+                            path,
+                        }),
+                    });
+                }
+                Err(e) => {
+                    let message = format!("{} line {}: {e}", list_path.display(), self.line);
+                    let path = list_path.clone();
+                    self.list = None;
+                    return Some(Err(InputError { path, message }));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for Inputs {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        let item = self.next_unchecked()?;
+        Some(self.check(item))
+    }
+}
+
+impl Inputs {
+    fn next_unchecked(&mut self) -> Option<Item> {
+        loop {
+            if let Some(walk) = &mut self.walk {
+                match walk.next() {
+                    Some(item) => return Some(item),
+                    None => self.walk = None,
+                }
+            }
+            let Some(argument) = self.arguments.pop_front() else {
+                return self.next_line();
+            };
+            if argument.is_dir() {
+                self.walk = Some(Walk::new(argument));
+                continue;
+            }
+            return Some(match argument.file_name() {
+                Some(name) => Ok(Input {
+                    key: PathBuf::from(name),
+                    path: argument,
+                }),
+                None => Err(InputError {
+                    message: format!("{}: not a file or folder", argument.display()),
+                    path: argument,
+                }),
+            });
+        }
+    }
+}
+
+/// A list line's key: its normal components (root, prefix and `.` dropped); none with `..`.
+fn list_key(path: &Path) -> Option<PathBuf> {
+    let mut key = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => key.push(part),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::ParentDir => return None,
+        }
+    }
+    (!key.as_os_str().is_empty()).then_some(key)
+}
+
+/// A depth-first walk of one folder argument in sorted order: the photo files under it (.png,
+/// .jpg, .jpeg), names starting with '.' skipped, links to folders not followed. Only the
+/// unvisited entries of the folders on the current path are held.
+struct Walk {
+    root: PathBuf,
+    /// Entries still to visit, relative to `root`, the next one last.
+    pending: Vec<(PathBuf, bool)>,
+    found: usize,
+    done: bool,
+}
+
+impl Walk {
+    fn new(root: PathBuf) -> Walk {
+        Walk {
+            root,
+            pending: vec![(PathBuf::new(), true)],
+            found: 0,
+            done: false,
+        }
+    }
+
+    /// Pushes the entries of folder `rel` (sorted, so the walk pops them in order).
+    fn expand(&mut self, rel: &Path) -> std::result::Result<(), String> {
+        let dir = self.root.join(rel);
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let mut children = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let child = rel.join(&name);
+            let is_dir = entry
+                .file_type()
+                .map_err(|e| format!("cannot stat {}: {e}", dir.join(&name).display()))?
+                .is_dir();
+            if is_dir || crate::data::images::is_image_file(&child) {
+                children.push((child, is_dir));
+            }
+        }
+        children.sort_by(|a, b| b.0.cmp(&a.0));
+        self.pending.extend(children);
+        Ok(())
+    }
+}
+
+impl Iterator for Walk {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        while let Some((rel, is_dir)) = self.pending.pop() {
+            if is_dir {
+                if let Err(message) = self.expand(&rel) {
+                    return Some(Err(InputError {
+                        path: self.root.join(&rel),
+                        message,
+                    }));
+                }
+                continue;
+            }
+            self.found += 1;
+            return Some(Ok(Input {
+                path: self.root.join(&rel),
+                key: rel,
+            }));
+        }
+        if self.found == 0 && !self.done {
+            self.done = true;
+            return Some(Err(InputError {
+                path: self.root.clone(),
+                message: format!(
+                    "{}: no .png, .jpg or .jpeg files in it",
+                    self.root.display()
+                ),
+            }));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_keys_stay_under_out() {
+        assert_eq!(
+            list_key(Path::new("/data/a/b.jpg")),
+            Some(PathBuf::from("data/a/b.jpg"))
+        );
+        assert_eq!(
+            list_key(Path::new("./a/./b.jpg")),
+            Some(PathBuf::from("a/b.jpg"))
+        );
+        assert_eq!(list_key(Path::new("a/../b.jpg")), None);
+        assert_eq!(list_key(Path::new("/")), None);
+    }
+
+    #[test]
+    fn walks_folders_in_order_and_reads_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "b/2.png",
+            "b/1.JPG",
+            "a.jpg",
+            "b/c/3.jpeg",
+            ".hidden/4.png",
+            "b/.5.png",
+            "notes.txt",
+        ] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        let list = root.join("list.txt");
+        std::fs::write(&list, "x/y.png\n\n/abs/z.jpg\r\n../up.png\n").unwrap();
+        let items: Vec<Item> = Inputs::new(
+            &[root.to_path_buf(), root.join("empty"), root.join("a.jpg")],
+            Some(&list),
+        )
+        .unwrap()
+        .collect();
+        let keys: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Ok(input) => input.key.display().to_string(),
+                Err(e) => format!("error {}", e.path.display()),
+            })
+            .collect();
+        let empty = format!("error {}", root.join("empty").display());
+        assert_eq!(
+            keys,
+            [
+                "a.jpg",
+                "b/1.JPG",
+                "b/2.png",
+                "b/c/3.jpeg",
+                &empty,
+                "a.jpg",
+                "x/y.png",
+                "abs/z.jpg",
+                "error ../up.png"
+            ]
+        );
+        assert_eq!(items[1].as_ref().unwrap().path, root.join("b/1.JPG"));
+        assert!(Inputs::new(&[], Some(&root.join("missing.txt"))).is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The streaming runner: inputs flow through a bounded queue to worker threads, each with its
+//! own copy of the model, and their records flow back to the caller as they finish. At most
+//! `2 x workers` inputs wait in the queue and one image is in each worker's hands, so memory does
+//! not grow with the number of inputs. A failing or panicking input becomes a failed record; the
+//! run goes on.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use super::inputs::{Input, Item};
+use super::shard::Shard;
+
+/// What happened to one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Its output already existed (`--skip-existing`).
+    Skipped,
+    Failed,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// The result for one input: its JSON line, and a line of text for people.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub input: PathBuf,
+    pub status: Status,
+    pub error: Option<String>,
+    /// The job's own fields (output, payload, PSNR, ...), in the order they were added.
+    pub fields: Map<String, Value>,
+    /// Milliseconds spent in each stage, in order.
+    pub stages: Vec<(&'static str, f64)>,
+    pub text: String,
+}
+
+impl Record {
+    pub fn new(input: PathBuf) -> Record {
+        Record {
+            input,
+            status: Status::Ok,
+            error: None,
+            fields: Map::new(),
+            stages: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    pub fn failed(input: PathBuf, error: String) -> Record {
+        let mut r = Record::new(input);
+        r.fail(error);
+        r
+    }
+
+    pub fn fail(&mut self, error: String) {
+        self.text = format!("error: {error}");
+        self.status = Status::Failed;
+        self.error = Some(error);
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.fields.insert(key.to_string(), value.into());
+    }
+
+    /// Runs `stage`, adding its time to the record under `name`.
+    pub fn time<T>(&mut self, name: &'static str, stage: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = stage();
+        self.stages
+            .push((name, started.elapsed().as_secs_f64() * 1e3));
+        out
+    }
+
+    pub fn ms(&self) -> f64 {
+        self.stages.iter().map(|s| s.1).sum()
+    }
+
+    /// The JSON line: input, status, error, the job's fields, total ms and ms per stage.
+    pub fn json(&self) -> Value {
+        let mut line = Map::new();
+        line.insert("input".into(), self.input.display().to_string().into());
+        line.insert("status".into(), self.status.name().into());
+        line.insert("error".into(), self.error.clone().into());
+        line.extend(self.fields.clone());
+        line.insert("ms".into(), round3(self.ms()).into());
+        let stages: Map<String, Value> = self
+            .stages
+            .iter()
+            .map(|&(name, ms)| (name.to_string(), round3(ms).into()))
+            .collect();
+        line.insert("stages".into(), stages.into());
+        Value::Object(line)
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// One worker: turns an input into its record. Each runs on a thread of its own.
+pub trait Worker: Send {
+    /// Called once on the worker's thread before its first input (libtorch's per-thread
+    /// settings belong here).
+    fn start(&mut self) {}
+    fn process(&mut self, input: &Input) -> Record;
+}
+
+/// Counts and times of a whole run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub ok: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub seconds: f64,
+    /// Milliseconds per stage summed over the inputs, in the order stages first appeared.
+    pub stages: Vec<(&'static str, f64)>,
+}
+
+impl Summary {
+    pub fn total(&self) -> usize {
+        self.ok + self.skipped + self.failed
+    }
+
+    fn add(&mut self, record: &Record) {
+        match record.status {
+            Status::Ok => self.ok += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Failed => self.failed += 1,
+        }
+        for &(name, ms) in &record.stages {
+            match self.stages.iter_mut().find(|s| s.0 == name) {
+                Some(s) => s.1 += ms,
+                None => self.stages.push((name, ms)),
+            }
+        }
+    }
+
+    /// "12 ok, 1 skipped, 2 failed of 15 in 1.2 s (10.0 images/s); time per stage: read 1%, ..."
+    pub fn describe(&self, workers: usize) -> String {
+        let total_ms: f64 = self.stages.iter().map(|s| s.1).sum();
+        let shares: Vec<String> = self
+            .stages
+            .iter()
+            .map(|&(name, ms)| format!("{name} {:.0}%", 100.0 * ms / total_ms.max(1e-9)))
+            .collect();
+        format!(
+            "{} ok, {} skipped, {} failed of {} in {:.2} s ({:.1} images/s on {workers} worker(s)){}",
+            self.ok,
+            self.skipped,
+            self.failed,
+            self.total(),
+            self.seconds,
+            self.ok as f64 / self.seconds.max(1e-9),
+            if shares.is_empty() {
+                String::new()
+            } else {
+                format!("; worker time per stage: {}", shares.join(", "))
+            }
+        )
+    }
+}
+
+/// Runs `workers` over the inputs this `shard` owns, handing each record to `sink` (on the
+/// calling thread) as it finishes; records come in the order they finish.
+pub fn run<W: Worker>(
+    inputs: impl Iterator<Item = Item> + Send,
+    shard: Option<Shard>,
+    workers: Vec<W>,
+    mut sink: impl FnMut(&Record),
+) -> Summary {
+    let started = Instant::now();
+    let queue = 2 * workers.len().max(1);
+    let (job_tx, job_rx) = sync_channel::<Item>(queue);
+    let (record_tx, record_rx) = sync_channel::<Record>(queue);
+    let job_rx = Mutex::new(job_rx);
+    let mut summary = Summary::default();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for item in inputs {
+                let key = match &item {
+                    Ok(input) => &input.key,
+                    // Shard errors by their path too: one shard reports each.
+                    Err(e) => &e.path,
+                };
+                if shard.is_some_and(|s| !s.contains(key)) {
+                    continue;
+                }
+                if job_tx.send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        for mut worker in workers {
+            let record_tx = record_tx.clone();
+            let job_rx = &job_rx;
+            scope.spawn(move || {
+                worker.start();
+                while let Some(item) = next_job(job_rx) {
+                    let record = match item {
+                        Ok(input) => process_guarded(&mut worker, &input),
+                        Err(e) => Record::failed(e.path, e.message),
+                    };
+                    if record_tx.send(record).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(record_tx);
+        for record in record_rx {
+            summary.add(&record);
+            sink(&record);
+        }
+    });
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
+}
+
+fn next_job(jobs: &Mutex<Receiver<Item>>) -> Option<Item> {
+    jobs.lock().ok()?.recv().ok()
+}
+
+/// A worker's record for `input`; a panic inside it becomes a failed record for that input.
+fn process_guarded<W: Worker>(worker: &mut W, input: &Input) -> Record {
+    let started = Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(input))) {
+        Ok(record) => record,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            let mut record = Record::failed(
+                input.path.clone(),
+                format!("{}: internal error: {why}", input.path.display()),
+            );
+            record
+                .stages
+                .push(("failed", started.elapsed().as_secs_f64() * 1e3));
+            record
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::inputs::InputError;
+
+    /// Squares the number in the file name; fails on 7, panics on 9.
+    struct Square;
+    impl Worker for Square {
+        fn process(&mut self, input: &Input) -> Record {
+            let mut r = Record::new(input.path.clone());
+            let n: u64 = input.key.to_str().unwrap().parse().unwrap();
+            match n {
+                7 => r.fail("seven".into()),
+                9 => panic!("nine"),
+                _ => r.set("square", n * n),
+            }
+            r
+        }
+    }
+
+    fn items(n: u64) -> Vec<Item> {
+        (0..n)
+            .map(|i| {
+                Ok(Input {
+                    path: PathBuf::from(format!("in/{i}")),
+                    key: PathBuf::from(i.to_string()),
+                })
+            })
+            .chain([Err(InputError {
+                path: PathBuf::from("bad"),
+                message: "unreadable".into(),
+            })])
+            .collect()
+    }
+
+    #[test]
+    fn every_input_gets_one_record_and_failures_do_not_stop_the_run() {
+        let mut seen = Vec::new();
+        let summary = run(
+            items(200).into_iter(),
+            None,
+            vec![Square, Square, Square],
+            |r| seen.push((r.input.clone(), r.status, r.json())),
+        );
+        assert_eq!((summary.ok, summary.failed, summary.skipped), (198, 3, 0));
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(seen.len(), 201);
+        let line = |p: &str| seen.iter().find(|s| s.0 == p).unwrap();
+        assert_eq!(line("in/12").2["square"], 144);
+        assert_eq!(line("in/7").2["error"], "seven");
+        assert!(line("in/9").2["error"]
+            .as_str()
+            .unwrap()
+            .contains("internal error: nine"));
+        assert_eq!(line("bad").1, Status::Failed);
+    }
+
+    #[test]
+    fn shards_split_the_run() {
+        let mut all = Vec::new();
+        for i in 0..3 {
+            let shard = Shard::new(i, 3).unwrap();
+            run(items(100).into_iter(), Some(shard), vec![Square], |r| {
+                all.push(r.input.clone())
+            });
+        }
+        all.sort();
+        let mut expected: Vec<PathBuf> =
+            (0..100).map(|i| PathBuf::from(format!("in/{i}"))).collect();
+        expected.push(PathBuf::from("bad"));
+        expected.sort();
+        assert_eq!(all, expected);
+    }
+}
