@@ -302,7 +302,11 @@ mod tests {
         assert_eq!((summary.ok, summary.failed, summary.skipped), (198, 3, 0));
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(seen.len(), 201);
-        let line = |p: &str| seen.iter().find(|s| s.0 == p).unwrap();
+        let line = |p: &str| {
+            seen.iter()
+                .find(|s| s.0.as_path() == std::path::Path::new(p))
+                .unwrap()
+        };
         assert_eq!(line("in/12").2["square"], 144);
         assert_eq!(line("in/7").2["error"], "seven");
         assert!(line("in/9").2["error"]
