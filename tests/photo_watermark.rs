@@ -9,24 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{failure, stdout, wmae};
 use image::{Rgb, RgbImage};
 
-/// A textured colour photo (smooth gradients, edges and noise from a fixed generator).
-fn photo(width: u32, height: u32, seed: u32) -> RgbImage {
-    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-    RgbImage::from_fn(width, height, |x, y| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let noise = (state % 24) as f32;
-        let wave = 60.0 * ((x as f32 / 23.0).sin() + (y as f32 / 37.0).cos());
-        let edge = if (x / 40 + y / 60) % 2 == 0 {
-            40.0
-        } else {
-            0.0
-        };
-        let v = |base: f32| (base + wave + edge + noise).clamp(0.0, 255.0) as u8;
-        Rgb([v(90.0), v(110.0), v(70.0)])
-    })
-}
+use common::synthetic_photo as photo;
 
 /// A photo folder with train/ (six photos) and test/ (two).
 fn photo_folder(dir: &Path) -> PathBuf {

@@ -115,3 +115,22 @@ pub fn python() -> String {
     );
     python
 }
+
+/// A textured colour photo (smooth gradients, edges and noise from a fixed generator).
+pub fn synthetic_photo(width: u32, height: u32, seed: u32) -> image::RgbImage {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    image::RgbImage::from_fn(width, height, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let noise = (state % 24) as f32;
+        let wave = 60.0 * ((x as f32 / 23.0).sin() + (y as f32 / 37.0).cos());
+        let edge = if (x / 40 + y / 60) % 2 == 0 {
+            40.0
+        } else {
+            0.0
+        };
+        let v = |base: f32| (base + wave + edge + noise).clamp(0.0, 255.0) as u8;
+        image::Rgb([v(90.0), v(110.0), v(70.0)])
+    })
+}

@@ -1,0 +1,432 @@
+//! Streaming `embed` and `extract` over many photos with the shipped photo model: every input
+//! gets one JSON line, bad files are reported and counted without stopping the run, a run killed
+//! with SIGKILL and resumed with --skip-existing ends with the outputs of an uninterrupted run,
+//! shards cover the inputs exactly once, and bf16 keeps the bits where the CPU has bf16 units.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{stderr, stdout, synthetic_photo, wmae};
+use serde_json::Value;
+
+/// `n` small photos in `dir`, some in a subfolder, PNG and JPEG.
+fn photos(dir: &Path, n: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    (0..n)
+        .map(|i| {
+            let name = match i % 3 {
+                0 => format!("p{i:03}.png"),
+                1 => format!("p{i:03}.jpg"),
+                _ => format!("sub/p{i:03}.jpg"),
+            };
+            let path = dir.join(name);
+            synthetic_photo(160 + 8 * (i % 5), 120 + 4 * (i % 7), i + 1)
+                .save(&path)
+                .unwrap();
+            path
+        })
+        .collect()
+}
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// Every file under `dir` (relative path -> bytes), hidden ones included.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                files.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+fn embed_args<'a>(input: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "embed",
+        input,
+        "--payload",
+        "text:stream",
+        "--out",
+        out,
+        "--jsonl",
+    ]
+}
+
+#[test]
+fn bad_files_are_reported_and_counted_and_the_rest_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let good = photos(&input, 4);
+    std::fs::write(input.join("text.png"), b"not an image at all").unwrap();
+    let jpeg = std::fs::read(
+        good.iter()
+            .find(|p| p.extension().unwrap() == "jpg")
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(input.join("cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    synthetic_photo(40, 300, 9)
+        .save(input.join("thin.png"))
+        .unwrap();
+    let out = dir.path().join("out");
+    let run = wmae(&embed_args(input.to_str().unwrap(), out.to_str().unwrap()));
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(3), "done with failures: {err}");
+    let records = lines(&stdout(&run));
+    assert_eq!(records.len(), 7, "one line per input");
+    let failed: BTreeMap<String, String> = records
+        .iter()
+        .filter(|r| r["status"] == "failed")
+        .map(|r| {
+            (
+                r["input"].as_str().unwrap().to_string(),
+                r["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    for (name, why) in [
+        ("text.png", "not a PNG or JPEG"),
+        ("cut.jpg", "truncated JPEG"),
+        ("thin.png", "at least 64 pixels"),
+    ] {
+        let (_, error) = failed
+            .iter()
+            .find(|(input, _)| input.ends_with(name))
+            .unwrap();
+        assert!(
+            error.contains(name) && error.contains(why),
+            "{name}: {error}"
+        );
+    }
+    for r in records.iter().filter(|r| r["status"] == "ok") {
+        let output = Path::new(r["output"].as_str().unwrap());
+        assert!(output.is_file(), "{r}");
+        assert!(r["psnr"].as_f64().unwrap() > 30.0, "{r}");
+        let stages = r["stages"].as_object().unwrap();
+        for stage in ["read", "decode", "model", "apply", "encode", "write"] {
+            assert!(stages[stage].as_f64().unwrap() >= 0.0, "{r}");
+        }
+    }
+    assert!(
+        out.join("sub/p002.jpg").is_file(),
+        "a folder's files keep their path"
+    );
+    assert!(err.contains("4 ok, 0 skipped, 3 failed of 7"), "{err}");
+    assert!(
+        tree(&out)
+            .keys()
+            .all(|k| !k.to_string_lossy().contains(".part")),
+        "no part file left"
+    );
+
+    // Nothing to read at all: the run cannot start (1), unlike a run with failures (3).
+    let run = wmae(&[
+        "embed",
+        "--input-list",
+        dir.path().join("missing.txt").to_str().unwrap(),
+        "--payload",
+        "text:x",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(stderr(&run).contains("missing.txt"), "{}", stderr(&run));
+}
+
+#[test]
+fn a_killed_run_resumed_with_skip_existing_ends_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    photos(&input, 60);
+    let (whole, resumed) = (dir.path().join("whole"), dir.path().join("resumed"));
+    let run = wmae(&[
+        "--threads",
+        "2",
+        "embed",
+        input.to_str().unwrap(),
+        "--payload",
+        "text:stream",
+        "--out",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let expected = tree(&whole);
+    assert_eq!(expected.len(), 60);
+
+    // Killed with SIGKILL once some outputs exist (at worst before any, or after all of them:
+    // resuming has to end the same either way).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wmae"))
+        .args([
+            "--threads",
+            "1",
+            "embed",
+            input.to_str().unwrap(),
+            "--payload",
+            "text:stream",
+            "--out",
+            resumed.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < 60 {
+        let done = std::fs::read_dir(&resumed).map(|d| d.count()).unwrap_or(0);
+        if done >= 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = tree(&resumed);
+    let finished = partial
+        .keys()
+        .filter(|k| !k.to_string_lossy().contains(".part"))
+        .count();
+    eprintln!(
+        "killed with {finished} of 60 outputs written ({} files)",
+        partial.len()
+    );
+    assert!(finished < 60, "killed before the end");
+    for (name, bytes) in &partial {
+        if !name.to_string_lossy().contains(".part") {
+            assert_eq!(
+                Some(bytes),
+                expected.get(name),
+                "{name:?}: an output is whole or absent"
+            );
+        }
+    }
+
+    // What a kill during a write leaves: a part file, beside an output not written yet and
+    // beside one a killed rewrite had finished.
+    let pending = expected.keys().find(|k| !partial.contains_key(*k)).unwrap();
+    let done = expected.keys().find(|k| partial.contains_key(*k)).unwrap();
+    for name in [pending, done] {
+        let part = resumed.join(name).with_file_name(format!(
+            ".wmae-{}.part",
+            name.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+        std::fs::write(part, b"half a JPEG").unwrap();
+    }
+
+    let run = wmae(&[
+        "--threads",
+        "2",
+        "embed",
+        input.to_str().unwrap(),
+        "--payload",
+        "text:stream",
+        "--out",
+        resumed.to_str().unwrap(),
+        "--skip-existing",
+        "--jsonl",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = lines(&stdout(&run));
+    let skipped = records.iter().filter(|r| r["status"] == "skipped").count();
+    assert_eq!(
+        skipped, finished,
+        "the finished outputs are skipped, not redone"
+    );
+    assert_eq!(
+        tree(&resumed),
+        expected,
+        "same files, same bytes, no part file"
+    );
+}
+
+#[test]
+fn shards_cover_every_input_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let all = photos(&input, 24);
+    // The inputs as a list, read from standard input, in another order than the folder walk.
+    let list: String = all
+        .iter()
+        .rev()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    let expected: BTreeSet<String> = all.iter().map(|p| p.display().to_string()).collect();
+    let shard_inputs = |extra: &[&str], env: &[(&str, &str)]| -> Vec<String> {
+        let out = dir.path().join("out");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wmae"))
+            .args([
+                "embed",
+                "--input-list",
+                "-",
+                "--payload",
+                "text:s",
+                "--out",
+                out.to_str().unwrap(),
+                "--jsonl",
+                "--skip-existing",
+            ])
+            .args(extra)
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list.as_bytes())
+            .unwrap();
+        let run = child.wait_with_output().unwrap();
+        assert!(run.status.success(), "{extra:?} {env:?}: {}", stderr(&run));
+        lines(&stdout(&run))
+            .iter()
+            .map(|r| r["input"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let check = |shards: Vec<Vec<String>>| {
+        let mut seen = BTreeSet::new();
+        for shard in &shards {
+            for input in shard {
+                assert!(seen.insert(input.clone()), "{input} in two shards");
+            }
+        }
+        assert_eq!(seen, expected);
+        assert!(
+            shards.iter().filter(|s| !s.is_empty()).count() > 1,
+            "the work is split"
+        );
+    };
+    check(
+        (0..3)
+            .map(|i| shard_inputs(&["--shard", &format!("{i}/3")], &[]))
+            .collect(),
+    );
+    // A Slurm array --array=1-4 (ids from 1), and a Kubernetes Indexed Job of 4 completions,
+    // split the same way as --shard I/4.
+    let slurm: Vec<Vec<String>> = (1..=4)
+        .map(|id| {
+            let id = id.to_string();
+            shard_inputs(
+                &[],
+                &[
+                    ("SLURM_ARRAY_TASK_ID", &id),
+                    ("SLURM_ARRAY_TASK_COUNT", "4"),
+                    ("SLURM_ARRAY_TASK_MIN", "1"),
+                ],
+            )
+        })
+        .collect();
+    let k8s: Vec<Vec<String>> = (0..4)
+        .map(|i| {
+            shard_inputs(
+                &["--shards", "4"],
+                &[("JOB_COMPLETION_INDEX", &i.to_string())],
+            )
+        })
+        .collect();
+    let flag: Vec<Vec<String>> = (0..4)
+        .map(|i| shard_inputs(&["--shard", &format!("{i}/4")], &[]))
+        .collect();
+    let sorted = |v: &Vec<Vec<String>>| {
+        v.iter()
+            .map(|s| s.iter().cloned().collect::<BTreeSet<_>>())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sorted(&slurm), sorted(&flag));
+    assert_eq!(sorted(&k8s), sorted(&flag));
+    check(flag);
+    // More shards than inputs: the empty ones succeed with nothing to do.
+    for i in 0..64 {
+        shard_inputs(&["--shard", &format!("{i}/64")], &[]);
+    }
+}
+
+#[test]
+fn bf16_keeps_the_payload_where_the_cpu_has_bf16_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    photos(&input, 6);
+    let has_bf16 = wmae::precision::has_bf16_units(&wmae::precision::cpu_flags());
+    let embed = |precision: &str| {
+        let out = dir.path().join(precision);
+        let run = wmae(&[
+            "--device",
+            "cpu",
+            "embed",
+            input.to_str().unwrap(),
+            "--payload",
+            "text:bf16",
+            "--out",
+            out.to_str().unwrap(),
+            "--jsonl",
+            "--precision",
+            precision,
+        ]);
+        (run, out)
+    };
+    let (run, fp32) = embed("fp32");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let fp32_lines = lines(&stdout(&run));
+    let (run, bf16) = embed("bf16");
+    if !has_bf16 {
+        assert_eq!(run.status.code(), Some(1));
+        assert!(
+            stderr(&run).contains("neither AVX512-BF16 nor AMX-BF16"),
+            "{}",
+            stderr(&run)
+        );
+        eprintln!("this CPU has no bf16 units: checked the refusal only");
+        return;
+    }
+    assert!(run.status.success(), "{}", stderr(&run));
+    let psnr = |lines: &[Value], input: &str| {
+        lines.iter().find(|l| l["input"] == input).unwrap()["psnr"]
+            .as_f64()
+            .unwrap()
+    };
+    let bf16_lines = lines(&stdout(&run));
+    for l in &fp32_lines {
+        let input = l["input"].as_str().unwrap();
+        let (a, b) = (psnr(&fp32_lines, input), psnr(&bf16_lines, input));
+        assert!(
+            (a - b).abs() < 0.1,
+            "{input}: PSNR {a} in fp32, {b} in bf16"
+        );
+    }
+    for (out, precision) in [(&fp32, "bf16"), (&bf16, "fp32"), (&bf16, "bf16")] {
+        let run = wmae(&[
+            "--device",
+            "cpu",
+            "extract",
+            out.to_str().unwrap(),
+            "--jsonl",
+            "--precision",
+            precision,
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        for l in lines(&stdout(&run)) {
+            assert_eq!(l["text"], "bf16", "{precision} reading {l}");
+        }
+    }
+}
