@@ -57,6 +57,15 @@ pub enum Layout {
     },
 }
 
+/// One shift's reading of a tile layout (see [`Layout::tile_readings_host`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileReading {
+    /// Each bit's majority vote.
+    pub word: Vec<bool>,
+    /// The share of voting pixels that agree with their bit's majority.
+    pub agreement: f64,
+}
+
 impl Default for Layout {
     /// The seed's: 4x4 bits in the top-left corner of a 28x28 map.
     fn default() -> Self {
@@ -487,7 +496,7 @@ impl Layout {
         binary: &[f32],
         h: usize,
         w: usize,
-    ) -> Option<Vec<(Vec<bool>, f64)>> {
+    ) -> Option<Vec<TileReading>> {
         let Layout::Tile { bits, tile, .. } = *self else {
             return None;
         };
@@ -526,7 +535,10 @@ impl Layout {
                     .collect();
                 let agreeing: f32 = votes.iter().zip(&totals).map(|(&v, &t)| v.max(t - v)).sum();
                 let total: f32 = totals.iter().sum();
-                readings.push((word, f64::from(agreeing / total.max(1.0))));
+                readings.push(TileReading {
+                    word,
+                    agreement: f64::from(agreeing / total.max(1.0)),
+                });
             }
         }
         Some(readings)

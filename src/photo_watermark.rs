@@ -21,7 +21,7 @@ use tch::{Device, Tensor};
 use crate::binarize::{self, Method};
 use crate::checkpoint::{self, Loaded};
 use crate::config::Config;
-use crate::layout::Layout;
+use crate::layout::{Layout, TileReading};
 use crate::payload::{Payload, PayloadCode, PayloadReading};
 use crate::photo::Photo;
 use crate::precision::Precision;
@@ -221,18 +221,14 @@ impl PhotoModel {
         let size = binary.size();
         let (h, w) = (size[2] as usize, size[3] as usize);
         let pixels = Vec::<f32>::try_from(binary.reshape([-1]).to_device(Device::Cpu))?;
-        let mut readings: Vec<(usize, (Vec<bool>, f64))> = self
+        let readings = self
             .layout
             .tile_readings_host(&pixels, h, w)
-            .expect("a photo model has a tile layout")
-            .into_iter()
-            .enumerate()
-            .collect();
-        // The shift the photo was marked at agrees best with its pixels, so it goes first and a
-        // watermarked photo stops there; a clean photo still has every shift decoded.
-        readings.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            .expect("a photo model has a tile layout");
         let tile = (readings.len() as f64).sqrt() as i64;
-        for (shift, (word, agreement)) in readings {
+        // Every shift of a tiled map agrees equally with the pixels (the vote cannot find the
+        // shift), so each is decoded in turn and the code tells which one holds a codeword.
+        for (shift, TileReading { word, agreement }) in readings.into_iter().enumerate() {
             let reading = self.code.decode(&word[..n])?;
             if reading.payload.is_none() {
                 continue;

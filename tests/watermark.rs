@@ -302,7 +302,8 @@ fn tile_readings_on_the_host_match_the_tensor_reading() {
             .tile_readings_host(&pixels, h as usize, w as usize)
             .unwrap();
         assert_eq!(host.len(), 64);
-        for (shift, (word, agreement)) in host.iter().enumerate() {
+        for (shift, reading) in host.iter().enumerate() {
+            let (word, agreement) = (&reading.word, reading.agreement);
             let expected = Vec::<f32>::try_from(words.get(0).get(shift as i64)).unwrap();
             let expected: Vec<bool> = expected.iter().map(|&b| b > 0.5).collect();
             assert_eq!(word, &expected, "crop {top},{left} {h}x{w}, shift {shift}");
