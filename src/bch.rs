@@ -59,17 +59,18 @@ impl Gf {
         self.exp[self.log[a as usize] as usize + self.log[b as usize] as usize]
     }
 
+    /// p(x) by Horner's rule; `poly[i]` is the coefficient of x^i (the tests' reference).
+    #[cfg(test)]
+    fn eval(&self, poly: &[u16], x: u16) -> u16 {
+        poly.iter().rev().fold(0, |acc, &c| self.mul(acc, x) ^ c)
+    }
+
     /// a / b for b != 0.
     fn div(&self, a: u16, b: u16) -> u16 {
         if a == 0 {
             return 0;
         }
         self.exp[self.log[a as usize] as usize + self.n - self.log[b as usize] as usize]
-    }
-
-    /// p(x) by Horner's rule; `poly[i]` is the coefficient of x^i.
-    fn eval(&self, poly: &[u16], x: u16) -> u16 {
-        poly.iter().rev().fold(0, |acc, &c| self.mul(acc, x) ^ c)
     }
 }
 
@@ -295,32 +296,47 @@ impl Bch {
     pub fn decode(&self, received: &[bool]) -> Result<Decoded, BchError> {
         check_len(self.n, received.len())?;
         let (gf, n) = (&self.gf, self.n);
-        // Bit j is the coefficient of x^(n-1-j); S_i = r(α^i), i = 1..=2t.
-        let syndromes: Vec<u16> = (1..=2 * self.t)
-            .map(|i| {
-                let set = received.iter().enumerate().filter(|(_, &b)| b);
-                set.fold(0, |s, (j, _)| s ^ gf.alpha_pow(i * (n - 1 - j)))
-            })
+        // Bit j is the coefficient of x^(n-1-j); S_i = r(α^i), i = 1..=2t. Only the odd ones are
+        // summed: r has binary coefficients, so S_2i = r(α^i)^2 = S_i^2 (Lin & Costello 6.2).
+        let degrees: Vec<usize> = received
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b)
+            .map(|(j, _)| n - 1 - j)
             .collect();
+        let mut syndromes = vec![0u16; 2 * self.t + 1]; // index i holds S_i; S_0 unused
+        for &d in &degrees {
+            // α^(i d) for i = 1, 3, 5, ...: the exponent steps by 2d, kept below the field order.
+            let (mut e, step) = (d % gf.n, 2 * d % gf.n);
+            for i in (1..=2 * self.t).step_by(2) {
+                syndromes[i] ^= gf.exp[e];
+                e += step;
+                if e >= gf.n {
+                    e -= gf.n;
+                }
+            }
+        }
+        for i in (2..=2 * self.t).step_by(2) {
+            syndromes[i] = gf.mul(syndromes[i / 2], syndromes[i / 2]);
+        }
+        let syndromes = &syndromes[1..];
         let mut word = received.to_vec();
         let mut corrected = 0;
         if syndromes.iter().any(|&s| s != 0) {
-            let (locator, degree) = self.berlekamp_massey(&syndromes);
+            let (locator, degree) = self.berlekamp_massey(syndromes);
             if degree > self.t {
                 return Err(BchError::Uncorrectable);
             }
             // Chien search: position p (degree) is in error iff Λ(α^-p) = 0. Only the n transmitted
             // positions are searched, so a root in a shortened-away position counts as missing.
-            for (j, bit) in word.iter_mut().enumerate() {
-                let x = gf.alpha_pow(gf.n - (n - 1 - j));
-                if gf.eval(&locator[..=degree], x) == 0 {
-                    *bit ^= true;
-                    corrected += 1;
-                }
-            }
-            if corrected != degree {
+            let errors = self.chien(&locator[..=degree]);
+            if errors.len() != degree {
                 return Err(BchError::Uncorrectable);
             }
+            for p in errors {
+                word[n - 1 - p] ^= true;
+            }
+            corrected = degree;
         }
         let (data, parity) = word.split_at(self.k);
         if self.parity(data) != parity {
@@ -332,6 +348,39 @@ impl Bch {
         })
     }
 
+    /// The error degrees p < n (transmitted positions) where Λ(α^-p) = 0. Each term Λ_k α^(-pk)
+    /// is kept as a log and stepped by −k per position, so a position costs one table look-up and
+    /// one xor per term instead of Horner's multiplications; the search stops once the positions
+    /// left cannot hold the roots still missing.
+    fn chien(&self, locator: &[u16]) -> Vec<usize> {
+        let gf = &self.gf;
+        let degree = locator.len() - 1;
+        // (log of the term at the current position, step); zero coefficients drop out.
+        let mut terms: Vec<(usize, usize)> = locator[1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c != 0)
+            .map(|(k, &c)| (gf.log[c as usize] as usize, gf.n - (k + 1) % gf.n))
+            .collect();
+        let mut roots = Vec::with_capacity(degree);
+        for p in 0..self.n {
+            if self.n - p < degree - roots.len() {
+                break;
+            }
+            let value = terms.iter().fold(locator[0], |v, &(l, _)| v ^ gf.exp[l]);
+            if value == 0 {
+                roots.push(p);
+            }
+            for (l, step) in &mut terms {
+                *l += *step;
+                if *l >= gf.n {
+                    *l -= gf.n;
+                }
+            }
+        }
+        roots
+    }
+
     /// Berlekamp–Massey over GF(2^m): the shortest LFSR Λ(x) generating the syndromes. Returns Λ's
     /// coefficients (ascending, padded with zeros) and its length L, the number of presumed errors.
     fn berlekamp_massey(&self, s: &[u16]) -> (Vec<u16>, usize) {
@@ -339,7 +388,14 @@ impl Bch {
         let mut c = vec![0u16; s.len() + 2];
         c[0] = 1;
         let (mut b, mut l, mut shift, mut b_disc) = (c.clone(), 0usize, 1usize, 1u16);
+        let mut prev = c.clone();
         for r in 0..s.len() {
+            // For a binary code the discrepancy at every second step (S_2, S_4, ...) is zero,
+            // since S_2i = S_i^2 (Lin & Costello's simplified algorithm, section 6.2).
+            if r % 2 == 1 {
+                shift += 1;
+                continue;
+            }
             let products = c[1..=l].iter().zip(s[..r].iter().rev());
             let d = products.fold(s[r], |d, (&ci, &si)| d ^ gf.mul(ci, si));
             if d == 0 {
@@ -347,13 +403,18 @@ impl Bch {
                 continue;
             }
             let coef = gf.div(d, b_disc);
-            let prev = c.clone();
+            let grows = 2 * l <= r;
+            if grows {
+                prev.copy_from_slice(&c);
+            }
             c.iter_mut()
                 .skip(shift)
                 .zip(&b)
                 .for_each(|(ci, &bi)| *ci ^= gf.mul(coef, bi));
-            if 2 * l <= r {
-                (l, b, b_disc, shift) = (r + 1 - l, prev, d, 1);
+            if grows {
+                // The old c becomes the new b; b's buffer is reused for the next copy.
+                std::mem::swap(&mut b, &mut prev);
+                (l, b_disc, shift) = (r + 1 - l, d, 1);
             } else {
                 shift += 1;
             }
