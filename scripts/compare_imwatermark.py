@@ -32,6 +32,8 @@ parser.add_argument("--attacks", default=None, help="comma-separated subset of t
 parser.add_argument("--limit", type=int, default=0, help="use only the first N photos")
 parser.add_argument("--wmae-checkpoint", default="checkpoints/photo.ot",
                     help="the wmae photo model compared (method wmae)")
+parser.add_argument("--wmae-strength", type=float, default=1.0,
+                    help="wmae embed --strength (below 1: higher PSNR, weaker watermark)")
 parser.add_argument("--json", help="write settings, per-image results and the summary here")
 parser.add_argument("--csv", help="write the summary, one row per method and attack, here")
 args = parser.parse_args()
@@ -151,7 +153,8 @@ class Wmae:
         hexdigits = "".join(f"{int(''.join(map(str, bits[i:i + 8])), 2):02x}"
                             for i in range(0, len(bits), 8))
         out = os.path.join(self.scratch, "out")
-        printed = self.run("embed", src, "--payload", f"hex:{hexdigits}", "--out", out)
+        printed = self.run("embed", src, "--payload", f"hex:{hexdigits}", "--out", out,
+                           "--strength", str(args.wmae_strength))
         self.last_ms = float(printed.split(" ms, PSNR")[0].rsplit(", ", 1)[1])
         return load_rgb(os.path.join(out, "in.png"))
 

@@ -137,12 +137,22 @@ impl PhotoModel {
     /// The model's change for `photo` at the working size, `(1,1,S,S)` on the CPU: what
     /// [`PhotoModel::embed`] resizes and adds.
     pub fn change(&self, photo: &Photo, payload: &Payload) -> Result<Tensor> {
+        self.change_for_map(photo, &self.watermark_map(payload)?)
+    }
+
+    /// The watermark map of a payload (the model's second input), on the model's device: made
+    /// once for a run that marks every photo with one payload.
+    pub fn watermark_map(&self, payload: &Payload) -> Result<Tensor> {
         let device = self.loaded.vs.device();
-        let luma = photo.luma_at(self.size)?.to_device(device);
-        let map = self
+        Ok(self
             .layout
-            .map_from_bits(&self.slot_bits(payload)?.to_device(device));
-        let change = tch::no_grad(|| self.loaded.model.embed_t(&luma, &map, false) - &luma);
+            .map_from_bits(&self.slot_bits(payload)?.to_device(device)))
+    }
+
+    /// [`PhotoModel::change`] with the payload's map made already ([`PhotoModel::watermark_map`]).
+    pub fn change_for_map(&self, photo: &Photo, map: &Tensor) -> Result<Tensor> {
+        let luma = photo.luma_at(self.size)?.to_device(self.loaded.vs.device());
+        let change = tch::no_grad(|| self.loaded.model.embed_t(&luma, map, false) - &luma);
         Ok(change.to_device(Device::Cpu))
     }
 

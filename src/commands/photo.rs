@@ -163,6 +163,8 @@ fn load_models(
 struct EmbedWorker {
     model: PhotoModel,
     payload: Payload,
+    /// The payload's watermark map, made once.
+    map: tch::Tensor,
     out: PathBuf,
     jpeg_quality: u8,
     strength: f64,
@@ -206,7 +208,7 @@ impl EmbedWorker {
         drop(bytes);
         record.set("width", photo.width());
         record.set("height", photo.height());
-        let change = record.time("model", || self.model.change(&photo, &self.payload))?;
+        let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
         let (marked, mse) = record.time("apply", || {
             photo.with_residual_and_mse(&change, self.strength)
         })?;
@@ -260,15 +262,18 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     };
     let workers = models
         .into_iter()
-        .map(|model| EmbedWorker {
-            model,
-            payload: payload.clone(),
-            out: args.out.clone(),
-            jpeg_quality: args.jpeg_quality,
-            strength: args.strength,
-            skip_existing: args.skip_existing,
+        .map(|model| -> Result<EmbedWorker> {
+            Ok(EmbedWorker {
+                map: model.watermark_map(&payload)?,
+                model,
+                payload: payload.clone(),
+                out: args.out.clone(),
+                jpeg_quality: args.jpeg_quality,
+                strength: args.strength,
+                skip_existing: args.skip_existing,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
         format!(
             "embedded payload {} ({} data bits, BCH ({}, {}) correcting {} bits) into {} photo(s) \
