@@ -20,8 +20,10 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(spec) = &args.payload {
         return super::photo::embed(args, global, spec);
     }
-    super::photo::refuse_stream_options(&args.stream, args.skip_existing)?;
     let checkpoint = super::photo::embed_checkpoint(args);
+    if super::photo::wants_streaming(&args.stream, args.skip_existing) {
+        return super::digit_stream::embed(args, global, &checkpoint);
+    }
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&checkpoint, device)?;
     let layout = loaded.meta.layout;

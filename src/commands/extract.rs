@@ -34,7 +34,12 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     if super::photo::is_photo_model(&checkpoint) {
         return super::photo::extract(args, global, &checkpoint);
     }
-    super::photo::refuse_stream_options(&args.stream, false)?;
+    if super::photo::wants_streaming(&args.stream, false) {
+        if args.inputs.is_empty() && args.stream.input_list.is_none() {
+            bail!("the streaming options read image files: give files, folders or --input-list");
+        }
+        return super::digit_stream::extract(args, global, &checkpoint, method);
+    }
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&checkpoint, device)?;
     let layout = loaded.meta.layout;

@@ -3,6 +3,7 @@
 pub mod attack;
 pub mod bench;
 pub mod data;
+pub mod digit_stream;
 pub mod embed;
 pub mod evaluate;
 pub mod export;

@@ -60,7 +60,7 @@ pub fn is_photo_model(path: &Path) -> bool {
 
 /// Runs `workers` over the inputs of `args`, printing each record (its JSON line with
 /// `--jsonl`, else its text) and the summary; an error when any input failed.
-fn stream_run<W: Worker>(
+pub(super) fn stream_run<W: Worker>(
     args: &StreamArgs,
     positional: &[PathBuf],
     workers: Vec<W>,
@@ -139,9 +139,22 @@ fn stream_run<W: Worker>(
     Ok(())
 }
 
+/// Claims `--out`: shards of one run share it (they never write one file); two unsharded runs
+/// may not.
+pub(super) fn lock_output(out: &Path, stream: &StreamArgs) -> Result<crate::fsutil::FolderLock> {
+    let sharded = stream.shard.is_some()
+        || stream.shards.is_some()
+        || std::env::var_os("SLURM_ARRAY_TASK_ID").is_some();
+    if sharded {
+        crate::fsutil::FolderLock::acquire_shared(out)
+    } else {
+        crate::fsutil::FolderLock::acquire(out)
+    }
+}
+
 /// One worker per CPU thread (`--threads`, default all cores), each with libtorch held to one
 /// thread of its own, so images run side by side rather than each op being split.
-fn worker_count() -> usize {
+pub(super) fn worker_count() -> usize {
     tch::get_num_threads().max(1) as usize
 }
 
@@ -251,15 +264,7 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     let models = load_models(&checkpoint, global, args.stream.precision)?;
     let payload = Payload::parse(spec, models[0].code().data_bits())?;
     let code = models[0].code().clone();
-    // Shards of one run share --out (they never write one file); two unsharded runs may not.
-    let sharded = args.stream.shard.is_some()
-        || args.stream.shards.is_some()
-        || std::env::var_os("SLURM_ARRAY_TASK_ID").is_some();
-    let _lock = if sharded {
-        crate::fsutil::FolderLock::acquire_shared(&args.out)?
-    } else {
-        crate::fsutil::FolderLock::acquire(&args.out)?
-    };
+    let _lock = lock_output(&args.out, &args.stream)?;
     let workers = models
         .into_iter()
         .map(|model| -> Result<EmbedWorker> {
@@ -361,27 +366,15 @@ impl ExtractWorker {
     }
 }
 
-/// Refuses the streaming options for a digit model, which reads its inputs as one batch.
-pub fn refuse_stream_options(stream: &StreamArgs, skip_existing: bool) -> Result<()> {
-    let used: Vec<&str> = [
-        (stream.input_list.is_some(), "--input-list"),
-        (stream.shard.is_some(), "--shard"),
-        (stream.shards.is_some(), "--shards"),
-        (stream.jsonl, "--jsonl"),
-        (skip_existing, "--skip-existing"),
-        (stream.precision != Precision::Fp32, "--precision"),
-    ]
-    .into_iter()
-    .filter_map(|(on, name)| on.then_some(name))
-    .collect();
-    if !used.is_empty() {
-        bail!(
-            "{} stream photos through a photo model (a tile layout, such as {DEFAULT_PHOTO_CHECKPOINT}); \
-             a digit model reads its 28x28 inputs as one batch",
-            used.join(", ")
-        );
-    }
-    Ok(())
+/// Whether a digit-model command was asked to stream (any streaming option): it then goes
+/// through `super::digit_stream` instead of reading its inputs as one batch.
+pub fn wants_streaming(stream: &StreamArgs, skip_existing: bool) -> bool {
+    stream.input_list.is_some()
+        || stream.shard.is_some()
+        || stream.shards.is_some()
+        || stream.jsonl
+        || skip_existing
+        || stream.precision != Precision::Fp32
 }
 
 /// `wmae extract` on photos: the payload of each, or "no watermark".

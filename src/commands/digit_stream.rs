@@ -1,0 +1,279 @@
+//! Streaming `embed` and `extract` for the digit models (a block or spread layout on 28x28
+//! images), so that the streaming options work with every checkpoint: one image file at a
+//! time, through the same runner as photos (`crate::stream`), one record per image. The bits of
+//! each image are given (`--bits`) or drawn from `--seed` and the image's output name, so a
+//! resumed or sharded run gives every image the bits an uninterrupted one would.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::ImageEncoder;
+use tch::{Device, Kind, Tensor};
+
+use crate::binarize::Method;
+use crate::checkpoint::{self, Loaded};
+use crate::cli::{EmbedArgs, ExtractArgs, GlobalArgs};
+use crate::data::images;
+use crate::detect::Detector;
+use crate::layout::Layout;
+use crate::stream::{Input, Record, Status, Worker};
+use crate::{inference, recovery, watermark};
+
+/// One model per worker (see `super::photo`), in the precision asked for.
+fn load_models(
+    checkpoint: &Path,
+    global: &GlobalArgs,
+    stream: &crate::cli::StreamArgs,
+) -> Result<Vec<Loaded>> {
+    let device = global.device.resolve()?;
+    (0..super::photo::worker_count())
+        .map(|_| {
+            let mut loaded = checkpoint::load_for_inference(checkpoint, device)?;
+            loaded.set_precision(stream.precision)?;
+            Ok(loaded)
+        })
+        .collect()
+}
+
+/// A digit image file as a `(1,1,28,28)` tensor in [0,1], and its 8-bit pixels.
+fn read_digit(path: &Path, record: &mut Record) -> Result<(Tensor, Vec<u8>)> {
+    let bytes = record.time("read", || {
+        std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))
+    })?;
+    record.time("decode", || {
+        let image = image::load_from_memory(&bytes)
+            .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
+        let side = crate::data::dataset::IMAGE_SIDE as u32;
+        if (image.width(), image.height()) != (side, side) {
+            bail!(
+                "{}: image is {}x{} (width x height), the model expects {side}x{side}",
+                path.display(),
+                image.width(),
+                image.height()
+            );
+        }
+        let gray = image.to_luma8().into_raw();
+        let pixels: Vec<f32> = gray.iter().map(|&b| f32::from(b) / 255.0).collect();
+        let tensor = Tensor::from_slice(&pixels).reshape([1, 1, side as i64, side as i64]);
+        Ok((tensor, gray))
+    })
+}
+
+/// The bits an image gets without `--bits`: drawn from the seed and its output name alone.
+pub fn bits_for(layout: &Layout, seed: u64, key: &Path) -> Vec<f32> {
+    let base = crate::stream::shard::key_hash(key) ^ crate::splitmix::splitmix64(seed);
+    (0..layout.bit_count() as u64)
+        .map(|i| (crate::splitmix::splitmix64(base.wrapping_add(i)) >> 63) as f32)
+        .collect()
+}
+
+struct EmbedWorker {
+    loaded: Loaded,
+    bits: Option<Vec<f32>>,
+    seed: u64,
+    out: PathBuf,
+    strength: f64,
+    skip_existing: bool,
+}
+
+impl Worker for EmbedWorker {
+    fn start(&mut self) {
+        tch::set_num_threads(1);
+    }
+
+    fn process(&mut self, input: &Input) -> Record {
+        let mut record = Record::new(input.path.clone());
+        // Digits are written as 8-bit PNG, whatever they were read from.
+        let out = self.out.join(&input.key).with_extension("png");
+        record.set("output", out.display().to_string());
+        if self.skip_existing && out.exists() {
+            let _ = std::fs::remove_file(crate::fsutil::part_file(&out));
+            record.status = Status::Skipped;
+            record.text = format!(
+                "{} -> {}: exists, skipped",
+                input.path.display(),
+                out.display()
+            );
+            return record;
+        }
+        if let Err(e) = self.embed(input, &out, &mut record) {
+            record.fail(format!("{e:#}"));
+        }
+        record
+    }
+}
+
+impl EmbedWorker {
+    fn embed(&self, input: &Input, out: &Path, record: &mut Record) -> Result<()> {
+        let (image, original) = read_digit(&input.path, record)?;
+        let layout = self.loaded.meta.layout;
+        let bits = match &self.bits {
+            Some(b) => b.clone(),
+            None => bits_for(&layout, self.seed, &input.key),
+        };
+        let device = self.loaded.vs.device();
+        let marked = record.time("model", || {
+            let bits = Tensor::from_slice(&bits).reshape([1, -1]).to_device(device);
+            let marked = inference::embed(
+                &self.loaded.model,
+                &layout,
+                &image.to_device(device),
+                &bits,
+                self.strength,
+            );
+            images::to_gray(&marked.get(0).to_device(Device::Cpu))
+        });
+        let se: f64 = marked
+            .as_raw()
+            .iter()
+            .zip(&original)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+            .sum();
+        let psnr = crate::photo_watermark::psnr_from_mse(se / original.len() as f64);
+        let file = record.time("encode", || -> Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            image::codecs::png::PngEncoder::new(&mut bytes).write_image(
+                marked.as_raw(),
+                marked.width(),
+                marked.height(),
+                image::ExtendedColorType::L8,
+            )?;
+            Ok(bytes)
+        })?;
+        record.time("write", || {
+            crate::fsutil::write_through_part_file(out, &file)
+        })?;
+        let bits = watermark::format_bits(&bits);
+        record.set("bits", bits.clone());
+        record.set(
+            "psnr",
+            psnr.is_finite().then_some((psnr * 1e4).round() / 1e4),
+        );
+        record.text = format!(
+            "{} -> {}: bits {bits}, PSNR {psnr:.2} dB",
+            input.path.display(),
+            out.display()
+        );
+        Ok(())
+    }
+}
+
+/// `wmae embed` with a digit model and a streaming option: one PNG per image file under
+/// `--out`, its bits on its record (no manifest: the records are the manifest).
+pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result<()> {
+    let models = load_models(checkpoint, global, &args.stream)?;
+    let layout = models[0].meta.layout;
+    let bits = args
+        .bits
+        .as_deref()
+        .map(|b| watermark::parse_bits(b, &layout))
+        .transpose()?;
+    let _lock = super::photo::lock_output(&args.out, &args.stream)?;
+    let workers = models
+        .into_iter()
+        .map(|loaded| EmbedWorker {
+            loaded,
+            bits: bits.clone(),
+            seed: global.seed,
+            out: args.out.clone(),
+            strength: args.strength,
+            skip_existing: args.skip_existing,
+        })
+        .collect();
+    super::photo::stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
+        format!(
+            "embedded {} watermark(s) of {} bits ({}) into PNG files in {}",
+            s.ok,
+            layout.bit_count(),
+            if bits.is_some() {
+                "given"
+            } else {
+                "drawn from --seed and each name"
+            },
+            args.out.display()
+        )
+    })
+}
+
+struct ExtractWorker {
+    loaded: Loaded,
+    detector: Detector,
+    method: Method,
+}
+
+impl Worker for ExtractWorker {
+    fn start(&mut self) {
+        tch::set_num_threads(1);
+    }
+
+    fn process(&mut self, input: &Input) -> Record {
+        let mut record = Record::new(input.path.clone());
+        if let Err(e) = self.extract(input, &mut record) {
+            record.fail(format!("{e:#}"));
+        }
+        record
+    }
+}
+
+impl ExtractWorker {
+    fn extract(&self, input: &Input, record: &mut Record) -> Result<()> {
+        let (image, _) = read_digit(&input.path, record)?;
+        let device = self.loaded.vs.device();
+        let name = input.path.display().to_string();
+        let result = record.time("search", || -> Result<recovery::ImageResult> {
+            let maps = inference::extract(&self.loaded.model, &image.to_device(device));
+            let (mut results, _) = recovery::read_back(
+                &maps.to_kind(Kind::Float),
+                &self.loaded.meta.layout,
+                self.method,
+                &self.detector,
+                std::slice::from_ref(&name),
+                None,
+            )?;
+            Ok(results.remove(0))
+        })?;
+        record.set("watermark", result.watermarked);
+        record.set("bits", result.bits.clone());
+        record.set("agreement", (result.agreement * 1e4).round() / 1e4);
+        record.set("shift", result.shift.to_vec());
+        record.text = format!(
+            "{name}: bits {}, agreement {:.3}: {}",
+            result.bits,
+            result.agreement,
+            if result.watermarked {
+                "watermark found"
+            } else {
+                "no watermark"
+            }
+        );
+        Ok(())
+    }
+}
+
+/// `wmae extract` with a digit model and a streaming option: the bits and the detection of
+/// each image file.
+pub fn extract(
+    args: &ExtractArgs,
+    global: &GlobalArgs,
+    checkpoint: &Path,
+    method: Method,
+) -> Result<()> {
+    if args.expect.is_some() || args.manifest.is_some() || args.out.is_some() {
+        bail!(
+            "--expect, --manifest and --out score a batch: use them without the streaming options"
+        );
+    }
+    let workers = load_models(checkpoint, global, &args.stream)?
+        .into_iter()
+        .map(|loaded| ExtractWorker {
+            detector: loaded.detector(),
+            loaded,
+            method,
+        })
+        .collect();
+    let mut stream = args.stream.clone();
+    stream.jsonl |= args.json;
+    super::photo::stream_run(&stream, &args.inputs, workers, global, false, |s, found| {
+        format!("watermark found in {found} of {} image(s)", s.ok)
+    })
+}
