@@ -366,10 +366,13 @@ impl ExtractWorker {
     }
 }
 
-/// Whether a digit-model command was asked to stream (any streaming option): it then goes
-/// through `super::digit_stream` instead of reading its inputs as one batch.
+/// Whether a digit-model command was asked to stream (any streaming option, or a scheduler's
+/// shard variables): it then goes through `super::digit_stream` instead of reading its inputs as
+/// one batch, so every task of a job array takes only its own shard.
 pub fn wants_streaming(stream: &StreamArgs, skip_existing: bool) -> bool {
-    stream.input_list.is_some()
+    std::env::var_os("SLURM_ARRAY_TASK_ID").is_some()
+        || std::env::var_os("JOB_COMPLETION_INDEX").is_some()
+        || stream.input_list.is_some()
         || stream.shard.is_some()
         || stream.shards.is_some()
         || stream.jsonl
