@@ -58,7 +58,7 @@ PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 # Stage names as printed, in order; wmae's come from its JSON lines (any others it reports are
 # added after these).
-WMAE_STAGES = {"embed": ["read", "decode", "model", "apply", "encode", "write"],
+WMAE_STAGES = {"embed": ["read", "decode", "model", "apply", "encode", "verify", "write"],
                "extract": ["read", "decode", "search"]}
 DWT_STAGES = {"embed": ["read+decode", "embed", "encode+write"],
               "extract": ["read+decode", "decode watermark"]}
@@ -283,6 +283,8 @@ def wmae_run(args, operation, folder, out_dir, logs, tag):
     if operation == "embed":
         shutil.rmtree(out_dir, ignore_errors=True)
         cmd += ["--payload", f"text:{PAYLOAD_TEXT}", "--out", out_dir]
+        if args.no_verify:
+            cmd.append("--no-verify")
     cmd.append("--jsonl")
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
@@ -484,6 +486,8 @@ def main():
     parser.add_argument("--wmae", default="target/release/wmae", help="the wmae binary")
     parser.add_argument("--checkpoint", help="passed to wmae (default: its own, photo.ot)")
     parser.add_argument("--device", default="cpu", help="wmae --device (default cpu)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="wmae embed --no-verify: outputs not read back before writing")
     parser.add_argument("--skip-dwtdct", action="store_true", help="measure wmae only")
     parser.add_argument("--skip-wmae", action="store_true", help="measure dwtDct only")
     parser.add_argument("--photos", nargs="+", default=["data/photos/train", "data/photos/test"],

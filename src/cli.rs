@@ -182,6 +182,13 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub skip_existing: bool,
 
+    /// Photos: write each output without reading it back. By default the encoded file is read
+    /// back as embedded and, if its payload needs more than half of the code's corrections,
+    /// embedded again at 1.25, 1.5, 1.75 and 2 times --strength until it does (textured photos
+    /// hide the pattern); the record says the strength used and whether it read back.
+    #[arg(long)]
+    pub no_verify: bool,
+
     /// The bits to embed in every image, e.g. 0110100111000101 (as many as the block holds).
     #[arg(
         long,

@@ -156,6 +156,22 @@ impl PhotoModel {
         Ok(change.to_device(Device::Cpu))
     }
 
+    /// The reading of a photo as it was embedded (whole, upright, on the working grid): what
+    /// `embed` checks each output with before writing it. None when no shift decodes there.
+    pub fn read_as_embedded(&self, photo: &Photo, method: Method) -> Result<Option<PhotoReading>> {
+        let fine = photo
+            .luma_at(2 * self.size)?
+            .to_device(self.loaded.vs.device());
+        let at = Place {
+            scale: 1.0,
+            mirrored: false,
+            angle: 0.0,
+        };
+        let mut best = None;
+        self.decode_all(&half_pixel_offset(&fine, (0, 0)), method, at, &mut best)?;
+        Ok(best)
+    }
+
     /// Reads the payload of a photo, or "no watermark".
     pub fn read(&self, photo: &Photo, method: Method) -> Result<PhotoReading> {
         let device = self.loaded.vs.device();

@@ -382,6 +382,9 @@ fn bf16_keeps_the_payload_where_the_cpu_has_bf16_units() {
             "--jsonl",
             "--precision",
             precision,
+            // The model alone: read-back checks could raise one precision's strength and not
+            // the other's on a borderline photo.
+            "--no-verify",
         ]);
         (run, out)
     };
@@ -501,4 +504,56 @@ fn digit_models_stream_too() {
     let run = wmae(&["extract", input.to_str().unwrap(), "--jsonl"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(lines(&stdout(&run)).iter().all(|l| l["watermark"] == false));
+}
+
+/// Each output is read back from the file as written before it counts as done: a photo whose
+/// payload does not read with at most half the code's corrections is embedded again at a
+/// higher strength (up to twice --strength), and the record says so; `--no-verify` writes at the
+/// strength given.
+#[test]
+fn embed_reads_each_output_back_and_raises_the_strength_where_it_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    photos(&input, 8);
+    let out = dir.path().join("out");
+    let embed = |extra: &[&str]| {
+        let mut args = embed_args(input.to_str().unwrap(), out.to_str().unwrap());
+        args.extend_from_slice(&["--strength", "0.3"]);
+        args.extend_from_slice(extra);
+        let run = wmae(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        lines(&stdout(&run))
+    };
+    let records = embed(&[]);
+    let allowed = [0.3, 0.375, 0.45, 0.525, 0.6];
+    let mut raised = 0;
+    for r in &records {
+        let strength = r["strength"].as_f64().unwrap();
+        assert!(allowed.contains(&strength), "{r}");
+        raised += usize::from(strength > 0.3);
+        if strength < 0.6 {
+            // It stopped early: it read back within half of the 29 corrections.
+            assert_eq!(r["verified"], true, "{r}");
+            assert!(r["corrected_bits"].as_u64().unwrap() <= 14, "{r}");
+        }
+    }
+    assert!(
+        raised > 0,
+        "a third of the trained strength needs raising somewhere"
+    );
+    let run = wmae(&["extract", out.to_str().unwrap(), "--jsonl"]);
+    let read: BTreeMap<String, Value> = lines(&stdout(&run))
+        .into_iter()
+        .map(|l| (l["input"].as_str().unwrap().to_string(), l))
+        .collect();
+    for r in records.iter().filter(|r| r["verified"] == true) {
+        let back = &read[r["output"].as_str().unwrap()];
+        assert_eq!(back["text"], "stream", "{r} read as {back}");
+    }
+
+    std::fs::remove_dir_all(&out).unwrap();
+    for r in embed(&["--no-verify"]) {
+        assert_eq!(r["strength"], 0.3, "{r}");
+        assert!(r.get("verified").is_none(), "{r}");
+    }
 }

@@ -273,7 +273,12 @@ pub fn extract(
         .collect();
     let mut stream = args.stream.clone();
     stream.jsonl |= args.json;
-    super::photo::stream_run(&stream, &args.inputs, workers, global, false, |s, found| {
-        format!("watermark found in {found} of {} image(s)", s.ok)
-    })
+    super::photo::stream_run(
+        &stream,
+        &args.inputs,
+        workers,
+        global,
+        false,
+        |s, tallies| format!("watermark found in {} of {} image(s)", tallies.found, s.ok),
+    )
 }

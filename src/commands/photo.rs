@@ -58,6 +58,15 @@ pub fn is_photo_model(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// What the records of a run add up to beyond their status.
+#[derive(Debug, Default)]
+pub(super) struct Tallies {
+    /// Photos or images a watermark was found in (extract).
+    pub found: usize,
+    /// Outputs whose payload did not read back (embed).
+    pub unverified: usize,
+}
+
 /// Runs `workers` over the inputs of `args`, printing each record (its JSON line with
 /// `--jsonl`, else its text) and the summary; an error when any input failed.
 pub(super) fn stream_run<W: Worker>(
@@ -66,7 +75,7 @@ pub(super) fn stream_run<W: Worker>(
     workers: Vec<W>,
     global: &GlobalArgs,
     check_duplicates: bool,
-    totals: impl FnOnce(&Summary, usize) -> String,
+    totals: impl FnOnce(&Summary, &Tallies) -> String,
 ) -> Result<()> {
     let choice = stream::shard::choose(args.shard.as_deref(), args.shards, |k| {
         std::env::var(k).ok()
@@ -86,14 +95,15 @@ pub(super) fn stream_run<W: Worker>(
     let n_workers = workers.len();
     let jsonl = args.jsonl;
     let stdout = std::io::stdout();
-    let mut found = 0;
+    let mut tallies = Tallies::default();
     let summary = stream::run::run(
         inputs,
         choice.as_ref().map(|c| c.shard),
         workers,
         |record| {
             use std::io::Write;
-            found += usize::from(record.fields.get("watermark") == Some(&true.into()));
+            tallies.found += usize::from(record.fields.get("watermark") == Some(&true.into()));
+            tallies.unverified += usize::from(record.fields.get("verified") == Some(&false.into()));
             let mut out = stdout.lock();
             // A closed stdout ends the process through SIGPIPE (see main), so errors are moot here.
             let _ = if jsonl {
@@ -109,7 +119,7 @@ pub(super) fn stream_run<W: Worker>(
     );
     let line = format!(
         "{}; {}",
-        totals(&summary, found),
+        totals(&summary, &tallies),
         summary.describe(n_workers)
     );
     if jsonl {
@@ -182,7 +192,12 @@ struct EmbedWorker {
     jpeg_quality: u8,
     strength: f64,
     skip_existing: bool,
+    verify: bool,
 }
+
+/// The factors of --strength an output is embedded at, in turn, until it reads back (see
+/// `--no-verify`).
+const VERIFY_FACTORS: [f64; 5] = [1.0, 1.25, 1.5, 1.75, 2.0];
 
 impl Worker for EmbedWorker {
     fn start(&mut self) {
@@ -222,11 +237,33 @@ impl EmbedWorker {
         record.set("width", photo.width());
         record.set("height", photo.height());
         let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
-        let (marked, mse) = record.time("apply", || {
-            photo.with_residual_and_mse(&change, self.strength)
-        })?;
-        let psnr = psnr_from_mse(mse);
-        let file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;
+        let factors: &[f64] = if self.verify { &VERIFY_FACTORS } else { &[1.0] };
+        let t = self.model.code().t();
+        let (mut file, mut psnr, mut strength, mut read_back) = (Vec::new(), 0.0, 0.0, None);
+        for &factor in factors {
+            // Rounded so the record says 0.45, not 0.44999999999999996.
+            strength = (self.strength * factor * 1e6).round() / 1e6;
+            let (marked, mse) =
+                record.time("apply", || photo.with_residual_and_mse(&change, strength))?;
+            psnr = psnr_from_mse(mse);
+            file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;
+            if !self.verify {
+                break;
+            }
+            // The file as written, decoded again and read where it was embedded.
+            read_back = record.time("verify", || -> Result<Option<usize>> {
+                let written = Photo::decode(out, &file)?;
+                let reading = self
+                    .model
+                    .read_as_embedded(&written, Method::Threshold(0.5))?;
+                Ok(reading
+                    .filter(|r| r.reading.payload.as_ref() == Some(&self.payload))
+                    .map(|r| r.reading.corrected))
+            })?;
+            if read_back.is_some_and(|c| 2 * c <= t) {
+                break;
+            }
+        }
         record.time("write", || {
             crate::fsutil::write_through_part_file(out, &file)
         })?;
@@ -236,9 +273,27 @@ impl EmbedWorker {
             "psnr",
             psnr.is_finite().then_some((psnr * 1e4).round() / 1e4),
         );
+        record.set("strength", strength);
+        let check = if self.verify {
+            record.set("verified", read_back.is_some());
+            record.set("corrected_bits", read_back);
+            match read_back {
+                Some(c) if strength == self.strength => {
+                    format!("; reads back ({c} bits corrected)")
+                }
+                Some(c) => {
+                    format!("; strength raised to {strength} to read back ({c} bits corrected)")
+                }
+                None => {
+                    format!("; WARNING: its payload does not read back even at strength {strength}")
+                }
+            }
+        } else {
+            String::new()
+        };
         record.text = format!(
             "{} -> {}: {}x{}, {:.0} ms, PSNR {psnr:.2} dB against the original (before {} \
-             encoding)",
+             encoding){check}",
             path.display(),
             out.display(),
             photo.width(),
@@ -276,22 +331,34 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
                 jpeg_quality: args.jpeg_quality,
                 strength: args.strength,
                 skip_existing: args.skip_existing,
+                verify: !args.no_verify,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
-        format!(
+    stream_run(
+        &args.stream,
+        &args.inputs,
+        workers,
+        global,
+        true,
+        |s, tallies| {
+            format!(
             "embedded payload {} ({} data bits, BCH ({}, {}) correcting {} bits) into {} photo(s) \
-             in {}",
+             in {}{}",
             payload.hex(),
             code.data_bits(),
             code.coded_bits(),
             code.data_bits(),
             code.t(),
             s.ok,
-            args.out.display()
+            args.out.display(),
+            match tallies.unverified {
+                0 => String::new(),
+                n => format!("; WARNING: in {n} of them the payload does not read back"),
+            }
         )
-    })
+        },
+    )
 }
 
 /// Reads the payload of photo after photo.
@@ -407,6 +474,6 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
         workers,
         global,
         false,
-        |s, found| format!("watermark found in {found} of {} photo(s)", s.ok),
+        |s, tallies| format!("watermark found in {} of {} photo(s)", tallies.found, s.ok),
     )
 }

@@ -74,12 +74,15 @@ impl Record {
         self.fields.insert(key.to_string(), value.into());
     }
 
-    /// Runs `stage`, adding its time to the record under `name`.
+    /// Runs `stage`, adding its time to the record under `name` (a stage run twice adds up).
     pub fn time<T>(&mut self, name: &'static str, stage: impl FnOnce() -> T) -> T {
         let started = Instant::now();
         let out = stage();
-        self.stages
-            .push((name, started.elapsed().as_secs_f64() * 1e3));
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        match self.stages.iter_mut().find(|s| s.0 == name) {
+            Some(s) => s.1 += ms,
+            None => self.stages.push((name, ms)),
+        }
         out
     }
 
