@@ -26,7 +26,7 @@ fn load_models(
     stream: &crate::cli::StreamArgs,
 ) -> Result<Vec<Loaded>> {
     let device = global.device.resolve()?;
-    (0..super::photo::worker_count())
+    (0..super::streaming::worker_count())
         .map(|_| {
             let mut loaded = checkpoint::load_for_inference(checkpoint, device)?;
             loaded.set_precision(stream.precision)?;
@@ -168,7 +168,7 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result
         .as_deref()
         .map(|b| watermark::parse_bits(b, &layout))
         .transpose()?;
-    let _lock = super::photo::lock_output(&args.out, &args.stream)?;
+    let _lock = super::streaming::lock_output(&args.out, &args.stream)?;
     let workers = models
         .into_iter()
         .map(|loaded| EmbedWorker {
@@ -180,7 +180,7 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result
             skip_existing: args.skip_existing,
         })
         .collect();
-    super::photo::stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
+    super::streaming::stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
         format!(
             "embedded {} watermark(s) of {} bits ({}) into PNG files in {}",
             s.ok,
@@ -273,7 +273,7 @@ pub fn extract(
         .collect();
     let mut stream = args.stream.clone();
     stream.jsonl |= args.json;
-    super::photo::stream_run(
+    super::streaming::stream_run(
         &stream,
         &args.inputs,
         workers,

@@ -21,7 +21,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         return super::photo::embed(args, global, spec);
     }
     let checkpoint = super::photo::embed_checkpoint(args);
-    if super::photo::wants_streaming(&args.stream, args.skip_existing) {
+    if super::streaming::wants_streaming(&args.stream, args.skip_existing) {
         return super::digit_stream::embed(args, global, &checkpoint);
     }
     let device = global.device.resolve()?;

@@ -34,7 +34,7 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     if super::photo::is_photo_model(&checkpoint) {
         return super::photo::extract(args, global, &checkpoint);
     }
-    if super::photo::wants_streaming(&args.stream, false) {
+    if super::streaming::wants_streaming(&args.stream, false) {
         if args.inputs.is_empty() && args.stream.input_list.is_none() {
             bail!("the streaming options read image files: give files, folders or --input-list");
         }

@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod export;
 pub mod extract;
 pub mod photo;
+pub mod streaming;
 pub mod train;
 
 use anyhow::Result;

@@ -9,13 +9,15 @@ use anyhow::{bail, Result};
 
 use crate::binarize::Method;
 use crate::cli::{
-    EmbedArgs, ExtractArgs, GlobalArgs, StreamArgs, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
+    EmbedArgs, ExtractArgs, GlobalArgs, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
 };
 use crate::payload::Payload;
 use crate::photo::{Photo, PhotoFormat};
 use crate::photo_watermark::{psnr_from_mse, PhotoModel};
 use crate::precision::Precision;
-use crate::stream::{self, Input, Inputs, Record, Status, Summary, Worker};
+use crate::stream::{Input, Inputs, Record, Status, Worker};
+
+use super::streaming::{lock_output, stream_run, worker_count};
 
 /// The checkpoint `embed` uses: the given one, or the shipped photo or digit model.
 pub fn embed_checkpoint(args: &EmbedArgs) -> PathBuf {
@@ -56,116 +58,6 @@ pub fn is_photo_model(path: &Path) -> bool {
     crate::checkpoint::read_with_metadata(&crate::checkpoint::resolve_default(path))
         .map(|(_, meta)| matches!(meta.layout, crate::layout::Layout::Tile { .. }))
         .unwrap_or(false)
-}
-
-/// What the records of a run add up to beyond their status.
-#[derive(Debug, Default)]
-pub(super) struct Tallies {
-    /// Photos or images a watermark was found in (extract).
-    pub found: usize,
-    /// Outputs whose payload did not read back (embed).
-    pub unverified: usize,
-}
-
-/// Runs `workers` over the inputs of `args`, printing each record (its JSON line with
-/// `--jsonl`, else its text) and the summary; an error when any input failed.
-pub(super) fn stream_run<W: Worker>(
-    args: &StreamArgs,
-    positional: &[PathBuf],
-    workers: Vec<W>,
-    global: &GlobalArgs,
-    check_duplicates: bool,
-    totals: impl FnOnce(&Summary, &Tallies) -> String,
-) -> Result<()> {
-    let choice = stream::shard::choose(args.shard.as_deref(), args.shards, |k| {
-        std::env::var(k).ok()
-    })?;
-    if let Some(c) = &choice {
-        if global.verbose > 0 {
-            eprintln!(
-                "wmae: shard {} of {} (numbered from 0), from {}",
-                c.shard.index, c.shard.count, c.source
-            );
-        }
-    }
-    let mut inputs = Inputs::new(positional, args.input_list.as_deref())?;
-    if check_duplicates {
-        inputs = inputs.refuse_duplicate_keys();
-    }
-    let n_workers = workers.len();
-    let jsonl = args.jsonl;
-    let stdout = std::io::stdout();
-    let mut tallies = Tallies::default();
-    let summary = stream::run::run(
-        inputs,
-        choice.as_ref().map(|c| c.shard),
-        workers,
-        |record| {
-            use std::io::Write;
-            tallies.found += usize::from(record.fields.get("watermark") == Some(&true.into()));
-            tallies.unverified += usize::from(record.fields.get("verified") == Some(&false.into()));
-            let mut out = stdout.lock();
-            // A closed stdout ends the process through SIGPIPE (see main), so errors are moot here.
-            let _ = if jsonl {
-                writeln!(out, "{}", record.json())
-            } else if record.status == Status::Failed {
-                eprintln!("{}", record.text);
-                Ok(())
-            } else {
-                writeln!(out, "{}", record.text)
-            };
-            let _ = out.flush();
-        },
-    );
-    let line = format!(
-        "{}; {}",
-        totals(&summary, &tallies),
-        summary.describe(n_workers)
-    );
-    if jsonl {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
-    if summary.total() == 0 {
-        // With more shards than inputs some shards are empty: done, not an error, or the
-        // scheduler would retry them (and fail the job).
-        if let Some(c) = &choice {
-            eprintln!(
-                "wmae: shard {} of {} holds none of the inputs; nothing to do",
-                c.shard.index, c.shard.count
-            );
-            return Ok(());
-        }
-        bail!("no inputs: the list was empty");
-    }
-    if summary.failed > 0 {
-        return Err(stream::SomeFailed {
-            failed: summary.failed,
-            total: summary.total(),
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// Claims `--out`: shards of one run share it (they never write one file); two unsharded runs
-/// may not.
-pub(super) fn lock_output(out: &Path, stream: &StreamArgs) -> Result<crate::fsutil::FolderLock> {
-    let sharded = stream.shard.is_some()
-        || stream.shards.is_some()
-        || std::env::var_os("SLURM_ARRAY_TASK_ID").is_some();
-    if sharded {
-        crate::fsutil::FolderLock::acquire_shared(out)
-    } else {
-        crate::fsutil::FolderLock::acquire(out)
-    }
-}
-
-/// One worker per CPU thread (`--threads`, default all cores), each with libtorch held to one
-/// thread of its own, so images run side by side rather than each op being split.
-pub(super) fn worker_count() -> usize {
-    tch::get_num_threads().max(1) as usize
 }
 
 /// Loads one model per worker (each thread owns its tensors; a failure stops the run before it
@@ -431,20 +323,6 @@ impl ExtractWorker {
         );
         Ok(())
     }
-}
-
-/// Whether a digit-model command was asked to stream (any streaming option, or a scheduler's
-/// shard variables): it then goes through `super::digit_stream` instead of reading its inputs as
-/// one batch, so every task of a job array takes only its own shard.
-pub fn wants_streaming(stream: &StreamArgs, skip_existing: bool) -> bool {
-    std::env::var_os("SLURM_ARRAY_TASK_ID").is_some()
-        || std::env::var_os("JOB_COMPLETION_INDEX").is_some()
-        || stream.input_list.is_some()
-        || stream.shard.is_some()
-        || stream.shards.is_some()
-        || stream.jsonl
-        || skip_existing
-        || stream.precision != Precision::Fp32
 }
 
 /// `wmae extract` on photos: the payload of each, or "no watermark".
