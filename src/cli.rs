@@ -42,7 +42,8 @@ pub struct GlobalArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
     pub device: DeviceChoice,
 
-    /// CPU threads libtorch uses (default: all cores).
+    /// CPU threads (default: all cores): libtorch's, or, for streaming embed and extract, the
+    /// number of workers, each running libtorch on one thread.
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
 
@@ -177,8 +178,8 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub stream: StreamArgs,
 
-    /// Photos: leave inputs whose output already exists alone (resume a killed run; outputs are
-    /// only ever created whole).
+    /// Leave inputs whose output already exists alone (resume a killed run; outputs are only
+    /// ever created whole).
     #[arg(long)]
     pub skip_existing: bool,
 

@@ -245,6 +245,10 @@ fn a_killed_run_resumed_with_skip_existing_ends_as_an_uninterrupted_one() {
     assert!(run.status.success(), "{}", stderr(&run));
     let records = lines(&stdout(&run));
     let skipped = records.iter().filter(|r| r["status"] == "skipped").count();
+    for r in records.iter().filter(|r| r["status"] == "skipped") {
+        let ms = r["ms"].as_f64().unwrap();
+        assert!(ms == 0.0 && ms.is_sign_positive(), "{r}");
+    }
     assert_eq!(
         skipped, finished,
         "the finished outputs are skipped, not redone"

@@ -87,7 +87,8 @@ impl Record {
     }
 
     pub fn ms(&self) -> f64 {
-        self.stages.iter().map(|s| s.1).sum()
+        // + 0.0: an empty f64 sum is -0.0, which would print as "-0.0" for a skipped input.
+        self.stages.iter().map(|s| s.1).sum::<f64>() + 0.0
     }
 
     /// The JSON line: input, status, error, the job's fields, total ms and ms per stage.
