@@ -139,6 +139,9 @@ impl EmbedWorker {
                 record.time("apply", || photo.with_residual_and_mse(&change, strength))?;
             psnr = psnr_from_mse(mse);
             file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;
+            // Freed before the check decodes the file again: a 100-megapixel photo is 300 MB a
+            // copy, and a worker then holds the original and one other, not three.
+            drop(marked);
             if !self.verify {
                 break;
             }
