@@ -39,10 +39,6 @@ pub const MAX_PIXELS: u64 = 100_000_000;
 /// re-encoding itself costs the watermark little.
 pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 
-/// Rows handled at a time when pixels move between the image and a tensor, so no full-size
-/// temporary is made besides the one tensor itself.
-const ROWS_PER_CHUNK: usize = 64;
-
 /// A photo's file format, from its content rather than its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PhotoFormat {
@@ -261,32 +257,45 @@ impl Photo {
     }
 
     /// The photo's BT.601 luma (0.299 R + 0.587 G + 0.114 B, unrounded, in [0,1]) squashed to
-    /// `size x size`, as a `(1,1,size,size)` float tensor on the CPU. The downscale is bilinear
-    /// with antialiasing (libtorch's, the same as PyTorch's
-    /// `interpolate(mode="bilinear", antialias=True, align_corners=False)`), so every pixel of the
-    /// photo counts and fine detail does not alias into the watermark's band.
+    /// `size x size`, as a `(1,1,size,size)` float tensor on the CPU. The resize is bilinear with
+    /// antialiasing as PyTorch computes it (`interpolate(mode="bilinear", antialias=True,
+    /// align_corners=False)`: a triangle filter as wide as the scale, width first, then height),
+    /// so every pixel of the photo counts and fine detail does not alias into the watermark's
+    /// band. It runs on the host a row at a time, so no full-size float image is made (a
+    /// 100-megapixel photo would need 400 MB); tests/photo.rs checks it against libtorch's.
     pub fn luma_at(&self, size: i64) -> Result<Tensor> {
         if size < 1 {
             bail!("working size {size}: must be at least 1");
         }
         let (width, height) = self.pixels.dimensions();
-        let (w, h) = (width as usize, height as usize);
-        let luma = Tensor::f_empty([1, 1, h as i64, w as i64], (Kind::Float, Device::Cpu))?;
+        let (w, h, s) = (width as usize, height as usize, size as usize);
+        let (columns, rows) = (AaTaps::new(w, s), AaTaps::new(h, s));
+        // Width first: each photo row's luma, resized to `s` values.
+        let mut narrow = vec![0f32; h * s];
+        let mut luma = Vec::with_capacity(w);
         let row_bytes = w * self.pixels.channels();
-        let mut chunk = Vec::with_capacity(ROWS_PER_CHUNK * w);
-        for (i, rows) in self
+        for (row, out) in self
             .pixels
             .raw()
-            .chunks(ROWS_PER_CHUNK * row_bytes)
-            .enumerate()
+            .chunks_exact(row_bytes)
+            .zip(narrow.chunks_exact_mut(s))
         {
-            self.pixels.luma_of(rows, &mut chunk);
-            let n = (rows.len() / row_bytes) as i64;
-            let src = Tensor::from_slice(&chunk).view([1, 1, n, w as i64]);
-            luma.f_narrow(2, (i * ROWS_PER_CHUNK) as i64, n)?
-                .f_copy_(&src)?;
+            self.pixels.luma_of(row, &mut luma);
+            for (o, (start, weights)) in out.iter_mut().zip(columns.iter()) {
+                *o = dot(weights, &luma[start..]);
+            }
         }
-        Ok(luma.f_internal_upsample_bilinear2d_aa([size, size], false, None, None)?)
+        // Then height: each output row a weighted sum of the narrow rows.
+        let mut squashed = vec![0f32; s * s];
+        for (out, (start, weights)) in squashed.chunks_exact_mut(s).zip(rows.iter()) {
+            for (k, &weight) in weights.iter().enumerate() {
+                let src = &narrow[(start + k) * s..(start + k + 1) * s];
+                for (o, &v) in out.iter_mut().zip(src) {
+                    *o += weight * v;
+                }
+            }
+        }
+        Ok(Tensor::from_slice(&squashed).view([1, 1, size, size]))
     }
 
     /// This photo with `residual` added: `residual` is `(1,1,S,S)` in luma units ([0,1] is the
@@ -463,6 +472,65 @@ fn add_resized<const C: usize, const K: usize>(
         }
     }
     squared_error
+}
+
+/// Antialiased linear resize taps from `input` samples to `output`, as PyTorch's CPU kernel
+/// computes them (align_corners false): output i is centred at scale (i + 0.5) in the input
+/// (scale = input / output), and takes the inputs within max(scale, 1) of it, weighted by a
+/// triangle of that half-width and normalised to sum to 1.
+struct AaTaps {
+    starts: Vec<usize>,
+    weights: Vec<Vec<f32>>,
+}
+
+impl AaTaps {
+    fn new(input: usize, output: usize) -> AaTaps {
+        let scale = input as f32 / output as f32;
+        let (support, inverse) = if scale >= 1.0 {
+            (scale, 1.0 / scale)
+        } else {
+            (1.0, 1.0)
+        };
+        let (mut starts, mut weights) = (Vec::with_capacity(output), Vec::with_capacity(output));
+        for i in 0..output {
+            let center = scale * (i as f32 + 0.5);
+            // Truncation, as the kernel's integer casts do (both values are >= -0.5 + 0.5).
+            let first = ((center - support + 0.5) as i64).max(0) as usize;
+            let end = ((center + support + 0.5) as i64).min(input as i64) as usize;
+            let mut w: Vec<f32> = (first..end)
+                .map(|j| {
+                    let x = ((j as f32 - center + 0.5) * inverse).abs();
+                    if x < 1.0 {
+                        1.0 - x
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f32 = w.iter().sum();
+            if total != 0.0 {
+                w.iter_mut().for_each(|v| *v /= total);
+            }
+            starts.push(first);
+            weights.push(w);
+        }
+        AaTaps { starts, weights }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &[f32])> {
+        self.starts
+            .iter()
+            .copied()
+            .zip(self.weights.iter().map(Vec::as_slice))
+    }
+}
+
+/// Σ weights[k] values[k], summed in order.
+fn dot(weights: &[f32], values: &[f32]) -> f32 {
+    weights
+        .iter()
+        .zip(values)
+        .fold(0.0, |acc, (w, v)| acc + w * v)
 }
 
 /// Bilinear resize taps from `input` samples to `output`, as PyTorch computes them with

@@ -662,3 +662,53 @@ fn fused_residual_matches_libtorch_upsampling_and_reports_its_error() {
     assert!((wmae::photo_watermark::psnr_from_mse(mse) - measured).abs() < 1e-9);
     assert!(mse > 1.0, "{mse}");
 }
+
+/// The host's antialiased squash matches libtorch's `_upsample_bilinear2d_aa` on the photo's
+/// full-resolution luma (what PyTorch's `interpolate(antialias=True)` runs), down and up, on
+/// sides that do not divide evenly, for colour and gray photos.
+#[test]
+fn luma_squash_matches_libtorch_antialiased_resize() {
+    let dir = tempfile::tempdir().unwrap();
+    for (w, h, size, gray) in [
+        (1920u32, 1080u32, 128i64, false),
+        (333, 97, 256, false),
+        (333, 97, 64, true),
+        (64, 80, 256, false),
+        (1000, 700, 77, true),
+    ] {
+        let path = dir.path().join(format!("p{w}x{h}.png"));
+        let rgb = RgbImage::from_raw(w, h, bytes((w * h * 3) as usize, u64::from(w))).unwrap();
+        let image: DynamicImage = if gray {
+            DynamicImage::ImageRgb8(rgb).to_luma8().into()
+        } else {
+            rgb.into()
+        };
+        save_png(&image, &path);
+        let luma: Vec<f32> = if gray {
+            image
+                .to_luma8()
+                .pixels()
+                .map(|p| p.0[0] as f32 / 255.0)
+                .collect()
+        } else {
+            image
+                .to_rgb8()
+                .pixels()
+                .map(|p| {
+                    (0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32) / 255.0
+                })
+                .collect()
+        };
+        let full = Tensor::from_slice(&luma).view([1, 1, h as i64, w as i64]);
+        let expected =
+            values(&full.internal_upsample_bilinear2d_aa([size, size], false, None, None));
+        let got = values(&Photo::open(&path).unwrap().luma_at(size).unwrap());
+        assert_eq!(got.len(), expected.len());
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 2e-6, "{w}x{h} -> {size}: differs by up to {worst}");
+    }
+}
