@@ -561,3 +561,25 @@ fn embed_reads_each_output_back_and_raises_the_strength_where_it_must() {
         assert!(r.get("verified").is_none(), "{r}");
     }
 }
+
+/// An output folder inside the input folder is left out of the walk: the run never reads its
+/// own outputs back as inputs (nor writes outputs of outputs), in one run or the next.
+#[test]
+fn an_output_folder_inside_the_inputs_is_not_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    photos(&input, 5);
+    let out = input.join("marked");
+    for extra in [&[][..], &["--skip-existing"][..]] {
+        let mut args = embed_args(input.to_str().unwrap(), out.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let run = wmae(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let records = lines(&stdout(&run));
+        assert_eq!(records.len(), 5, "{records:?}");
+        assert!(records
+            .iter()
+            .all(|r| !r["input"].as_str().unwrap().contains("marked")));
+    }
+    assert_eq!(tree(&out).len(), 5);
+}

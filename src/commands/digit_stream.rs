@@ -180,19 +180,26 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result
             skip_existing: args.skip_existing,
         })
         .collect();
-    super::streaming::stream_run(&args.stream, &args.inputs, workers, global, true, |s, _| {
-        format!(
-            "embedded {} watermark(s) of {} bits ({}) into PNG files in {}",
-            s.ok,
-            layout.bit_count(),
-            if bits.is_some() {
-                "given"
-            } else {
-                "drawn from --seed and each name"
-            },
-            args.out.display()
-        )
-    })
+    super::streaming::stream_run(
+        &args.stream,
+        &args.inputs,
+        workers,
+        global,
+        Some(&args.out),
+        |s, _| {
+            format!(
+                "embedded {} watermark(s) of {} bits ({}) into PNG files in {}",
+                s.ok,
+                layout.bit_count(),
+                if bits.is_some() {
+                    "given"
+                } else {
+                    "drawn from --seed and each name"
+                },
+                args.out.display()
+            )
+        },
+    )
 }
 
 struct ExtractWorker {
@@ -278,7 +285,7 @@ pub fn extract(
         &args.inputs,
         workers,
         global,
-        false,
+        None,
         |s, tallies| format!("watermark found in {} of {} image(s)", tallies.found, s.ok),
     )
 }

@@ -235,7 +235,7 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
         &args.inputs,
         workers,
         global,
-        true,
+        Some(&args.out),
         |s, tallies| {
             format!(
             "embedded payload {} ({} data bits, BCH ({}, {}) correcting {} bits) into {} photo(s) \
@@ -354,7 +354,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
         &args.inputs,
         workers,
         global,
-        false,
+        None,
         |s, tallies| format!("watermark found in {} of {} photo(s)", tallies.found, s.ok),
     )
 }

@@ -19,14 +19,15 @@ pub struct Tallies {
     pub unverified: usize,
 }
 
-/// Runs `workers` over the inputs of `args`, printing each record (its JSON line with
-/// `--jsonl`, else its text) and the summary; an error when any input failed.
+/// Runs `workers` over the inputs of `args` (writing under `out`, for embed), printing each
+/// record (its JSON line with `--jsonl`, else its text) and the summary; an error when any
+/// input failed.
 pub fn stream_run<W: Worker>(
     args: &StreamArgs,
     positional: &[PathBuf],
     workers: Vec<W>,
     global: &GlobalArgs,
-    check_duplicates: bool,
+    out: Option<&Path>,
     totals: impl FnOnce(&Summary, &Tallies) -> String,
 ) -> Result<()> {
     let choice = stream::shard::choose(args.shard.as_deref(), args.shards, |k| {
@@ -41,8 +42,9 @@ pub fn stream_run<W: Worker>(
         }
     }
     let mut inputs = Inputs::new(positional, args.input_list.as_deref())?;
-    if check_duplicates {
-        inputs = inputs.refuse_duplicate_keys();
+    // A run that writes outputs: never two inputs to one output, never its own outputs as inputs.
+    if let Some(out) = out {
+        inputs = inputs.refuse_duplicate_keys().excluding(out);
     }
     let n_workers = workers.len();
     let jsonl = args.jsonl;

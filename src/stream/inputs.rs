@@ -38,6 +38,8 @@ pub struct Inputs {
     walk: Option<Walk>,
     list: Option<(PathBuf, Box<dyn BufRead + Send>)>,
     line: usize,
+    /// A folder the walks leave out (the output folder, when it lies inside an input folder).
+    exclude: Option<PathBuf>,
     /// Hashes of the keys given so far, kept only when several sources could give one key twice
     /// (8 bytes an input: the one cost that grows with the number of inputs).
     seen: Option<std::collections::HashSet<u64>>,
@@ -64,8 +66,16 @@ impl Inputs {
             walk: None,
             list,
             line: 0,
+            exclude: None,
             seen: None,
         })
+    }
+
+    /// Leaves `dir` out of the folder walks: `embed photos/ --out photos/marked/` must not read
+    /// back its own outputs as they appear (and write outputs of outputs).
+    pub fn excluding(mut self, dir: &Path) -> Inputs {
+        self.exclude = std::fs::canonicalize(dir).ok();
+        self
     }
 
     /// Turns a key met a second time into an error instead of a second input, when there is
@@ -161,7 +171,7 @@ impl Inputs {
                 return self.next_line();
             };
             if argument.is_dir() {
-                self.walk = Some(Walk::new(argument));
+                self.walk = Some(Walk::new(argument, self.exclude.clone()));
                 continue;
             }
             return Some(match argument.file_name() {
@@ -196,6 +206,8 @@ fn list_key(path: &Path) -> Option<PathBuf> {
 /// unvisited entries of the folders on the current path are held.
 struct Walk {
     root: PathBuf,
+    /// A folder not to enter (canonical path).
+    exclude: Option<PathBuf>,
     /// Entries still to visit, relative to `root`, the next one last.
     pending: Vec<(PathBuf, bool)>,
     found: usize,
@@ -203,9 +215,10 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(root: PathBuf) -> Walk {
+    fn new(root: PathBuf, exclude: Option<PathBuf>) -> Walk {
         Walk {
             root,
+            exclude,
             pending: vec![(PathBuf::new(), true)],
             found: 0,
             done: false,
@@ -229,6 +242,12 @@ impl Walk {
                 .file_type()
                 .map_err(|e| format!("cannot stat {}: {e}", dir.join(&name).display()))?
                 .is_dir();
+            if is_dir
+                && self.exclude.is_some()
+                && std::fs::canonicalize(dir.join(&name)).ok() == self.exclude
+            {
+                continue;
+            }
             if is_dir || crate::data::images::is_image_file(&child) {
                 children.push((child, is_dir));
             }
