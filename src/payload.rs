@@ -222,7 +222,12 @@ impl PayloadCode {
 
     /// False-positive rate of one image read `readings` times (a union bound over readings).
     pub fn false_positive_rate(&self) -> f64 {
-        (self.bch.false_positive_rate() * self.readings as f64).min(1.0)
+        self.false_positive_rate_over(self.readings)
+    }
+
+    /// False-positive rate of one image whose reader decodes `words` words (a union bound).
+    pub fn false_positive_rate_over(&self, words: usize) -> f64 {
+        (self.bch.false_positive_rate() * words as f64).min(1.0)
     }
 
     /// The carried bits of `payload`: its data bits, then the parity bits.

@@ -43,6 +43,28 @@ pub fn readings(tile: i64) -> usize {
     (tile * tile) as usize * OFFSETS.len() * (SCALES.len() * 2 + ANGLES.len())
 }
 
+/// How far `extract` looks for the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Search {
+    /// Every crop scale, offset and shift, upright and mirrored, then turned back by each of
+    /// `ANGLES`: photos that were cropped, resized, flipped or turned.
+    #[default]
+    Full,
+    /// The whole photo, upright, at every offset and shift: photos as they were embedded (or
+    /// re-encoded or resized), about 20 times quicker on a photo without a watermark.
+    Quick,
+}
+
+impl Search {
+    /// Words decoded at most per photo (each a chance for a clean photo to decode by luck).
+    pub fn readings(self, tile: i64) -> usize {
+        match self {
+            Search::Full => readings(tile),
+            Search::Quick => (tile * tile) as usize * OFFSETS.len(),
+        }
+    }
+}
+
 /// Detection budget: a clean photo is read as a payload at most this often.
 pub const MAX_FALSE_POSITIVE_RATE: f64 = 1e-6;
 
@@ -172,17 +194,42 @@ impl PhotoModel {
         Ok(best)
     }
 
-    /// Reads the payload of a photo, or "no watermark".
+    /// Reads the payload of a photo, or "no watermark", searching everywhere (`Search::Full`).
     pub fn read(&self, photo: &Photo, method: Method) -> Result<PhotoReading> {
+        self.read_with(photo, method, Search::Full)
+    }
+
+    /// Reads the payload of a photo, or "no watermark", as far as `search` looks; the reading's
+    /// false-positive rate is that of the words this search decodes.
+    pub fn read_with(&self, photo: &Photo, method: Method, search: Search) -> Result<PhotoReading> {
+        let mut reading = self.search(photo, method, search)?;
+        let Layout::Tile { tile, .. } = self.layout else {
+            unreachable!("a photo model has a tile layout")
+        };
+        reading.reading.false_positive_rate =
+            self.code.false_positive_rate_over(search.readings(tile));
+        Ok(reading)
+    }
+
+    fn search(&self, photo: &Photo, method: Method, search: Search) -> Result<PhotoReading> {
         let device = self.loaded.vs.device();
         let mut best: Option<PhotoReading> = None;
-        for scale in SCALES {
+        let scales: &[f64] = match search {
+            Search::Full => &SCALES,
+            Search::Quick => &[1.0],
+        };
+        for &scale in scales {
             let side = ((self.size as f64) * scale).round() as i64;
             // Read at twice the side, then averaged 2x2 from each half-pixel offset: the photo
             // at `side`, moved by half a working pixel (the last row or column is dropped).
             let upright = photo.luma_at(2 * side)?.to_device(device);
-            let mirrored = upright.flip([3]);
-            for (fine, is_mirror) in [(&upright, false), (&mirrored, true)] {
+            let mirrored = match search {
+                Search::Full => Some(upright.flip([3])),
+                Search::Quick => None,
+            };
+            let images =
+                std::iter::once((&upright, false)).chain(mirrored.as_ref().map(|m| (m, true)));
+            for (fine, is_mirror) in images {
                 for offset in OFFSETS {
                     let luma = half_pixel_offset(fine, offset);
                     let at = Place {
@@ -198,7 +245,7 @@ impl PhotoModel {
         }
         // Nothing read: the photo may have been rotated. Turned back by each of `ANGLES` (whole
         // photo only), as a last resort, since each angle costs as much as a scale.
-        if best.is_none() {
+        if best.is_none() && search == Search::Full {
             let fine = photo.luma_at(2 * self.size)?.to_device(device);
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
             for angle in ANGLES {

@@ -13,7 +13,7 @@ use crate::cli::{
 };
 use crate::payload::Payload;
 use crate::photo::{Photo, PhotoFormat};
-use crate::photo_watermark::{psnr_from_mse, PhotoModel};
+use crate::photo_watermark::{psnr_from_mse, PhotoModel, Search};
 use crate::precision::Precision;
 use crate::stream::{Input, Inputs, Record, Status, Worker};
 
@@ -260,6 +260,7 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
 struct ExtractWorker {
     model: PhotoModel,
     method: Method,
+    search: Search,
 }
 
 impl Worker for ExtractWorker {
@@ -284,15 +285,21 @@ impl ExtractWorker {
         })?;
         let photo = record.time("decode", || Photo::decode(path, &bytes))?;
         drop(bytes);
-        let r = record.time("search", || self.model.read(&photo, self.method))?;
+        let r = record.time("search", || {
+            self.model.read_with(&photo, self.method, self.search)
+        })?;
         let fpr = r.reading.false_positive_rate;
         let code = self.model.code();
         record.set("watermark", r.reading.payload.is_some());
         record.set("false_positive_rate", fpr);
         let Some(p) = &r.reading.payload else {
+            let looked = match self.search {
+                Search::Full => "no shift, scale or angle",
+                Search::Quick => "no shift of the whole, upright photo (--search quick)",
+            };
             record.text = format!(
-                "{}: no watermark (no shift, scale or angle decodes within {} bit errors; a clean \
-                 photo reads as watermarked with probability {fpr:.1e})",
+                "{}: no watermark ({looked} decodes within {} bit errors; a clean photo reads as \
+                 watermarked with probability {fpr:.1e})",
                 path.display(),
                 code.t()
             );
@@ -345,7 +352,11 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     };
     let workers = load_models(checkpoint, global, args.stream.precision)?
         .into_iter()
-        .map(|model| ExtractWorker { model, method })
+        .map(|model| ExtractWorker {
+            model,
+            method,
+            search: args.search,
+        })
         .collect();
     let mut stream_args = args.stream.clone();
     stream_args.jsonl |= args.json;
