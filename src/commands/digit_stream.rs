@@ -16,7 +16,9 @@ use crate::cli::{EmbedArgs, ExtractArgs, GlobalArgs};
 use crate::data::images;
 use crate::detect::Detector;
 use crate::layout::Layout;
-use crate::stream::{Input, Record, Status, Worker};
+use crate::stream::{Input, Record, Worker};
+
+use super::streaming::{read_input, skip_if_written};
 use crate::{inference, recovery, watermark};
 
 /// One model per worker (see `super::photo`), in the precision asked for.
@@ -37,9 +39,7 @@ fn load_models(
 
 /// A digit image file as a `(1,1,28,28)` tensor in [0,1], and its 8-bit pixels.
 fn read_digit(path: &Path, record: &mut Record) -> Result<(Tensor, Vec<u8>)> {
-    let bytes = record.time("read", || {
-        std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))
-    })?;
+    let bytes = read_input(path, record)?;
     record.time("decode", || {
         let image = image::load_from_memory(&bytes)
             .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
@@ -77,34 +77,13 @@ struct EmbedWorker {
 }
 
 impl Worker for EmbedWorker {
-    fn start(&mut self) {
-        tch::set_num_threads(1);
-    }
-
-    fn process(&mut self, input: &Input) -> Record {
-        let mut record = Record::new(input.path.clone());
+    fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         // Digits are written as 8-bit PNG, whatever they were read from.
-        let out = self.out.join(&input.key).with_extension("png");
+        let out = &self.out.join(&input.key).with_extension("png");
         record.set("output", out.display().to_string());
-        if self.skip_existing && out.exists() {
-            let _ = std::fs::remove_file(crate::fsutil::part_file(&out));
-            record.status = Status::Skipped;
-            record.text = format!(
-                "{} -> {}: exists, skipped",
-                input.path.display(),
-                out.display()
-            );
-            return record;
+        if self.skip_existing && skip_if_written(out, input, record) {
+            return Ok(());
         }
-        if let Err(e) = self.embed(input, &out, &mut record) {
-            record.fail(format!("{e:#}"));
-        }
-        record
-    }
-}
-
-impl EmbedWorker {
-    fn embed(&self, input: &Input, out: &Path, record: &mut Record) -> Result<()> {
         let (image, original) = read_digit(&input.path, record)?;
         let layout = self.loaded.meta.layout;
         let bits = match &self.bits {
@@ -209,21 +188,7 @@ struct ExtractWorker {
 }
 
 impl Worker for ExtractWorker {
-    fn start(&mut self) {
-        tch::set_num_threads(1);
-    }
-
-    fn process(&mut self, input: &Input) -> Record {
-        let mut record = Record::new(input.path.clone());
-        if let Err(e) = self.extract(input, &mut record) {
-            record.fail(format!("{e:#}"));
-        }
-        record
-    }
-}
-
-impl ExtractWorker {
-    fn extract(&self, input: &Input, record: &mut Record) -> Result<()> {
+    fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         let (image, _) = read_digit(&input.path, record)?;
         let device = self.loaded.vs.device();
         let name = input.path.display().to_string();

@@ -15,9 +15,9 @@ use crate::payload::Payload;
 use crate::photo::{Photo, PhotoFormat};
 use crate::photo_watermark::{psnr_from_mse, PhotoModel, Search};
 use crate::precision::Precision;
-use crate::stream::{Input, Inputs, Record, Status, Worker};
+use crate::stream::{Input, Inputs, Record, Worker};
 
-use super::streaming::{lock_output, stream_run, worker_count};
+use super::streaming::{lock_output, read_input, skip_if_written, stream_run, worker_count};
 
 /// The checkpoint `embed` uses: the given one, or the shipped photo or digit model.
 pub fn embed_checkpoint(args: &EmbedArgs) -> PathBuf {
@@ -87,45 +87,25 @@ struct EmbedWorker {
     verify: bool,
 }
 
+/// A photo file read and decoded, timed as the record's "read" and "decode" stages.
+fn read_photo(path: &Path, record: &mut Record) -> Result<Photo> {
+    let bytes = read_input(path, record)?;
+    record.time("decode", || Photo::decode(path, &bytes))
+}
+
 /// The factors of --strength an output is embedded at, in turn, until it reads back (see
 /// `--no-verify`).
 const VERIFY_FACTORS: [f64; 5] = [1.0, 1.25, 1.5, 1.75, 2.0];
 
 impl Worker for EmbedWorker {
-    fn start(&mut self) {
-        tch::set_num_threads(1);
-    }
-
-    fn process(&mut self, input: &Input) -> Record {
-        let mut record = Record::new(input.path.clone());
-        let out = self.out.join(&input.key);
+    fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
+        let out = &self.out.join(&input.key);
         record.set("output", out.display().to_string());
-        if self.skip_existing && out.exists() {
-            // A part file beside a finished output is debris of a killed rewrite.
-            let _ = std::fs::remove_file(crate::fsutil::part_file(&out));
-            record.status = Status::Skipped;
-            record.text = format!(
-                "{} -> {}: exists, skipped",
-                input.path.display(),
-                out.display()
-            );
-            return record;
+        if self.skip_existing && skip_if_written(out, input, record) {
+            return Ok(());
         }
-        if let Err(e) = self.embed(input, &out, &mut record) {
-            record.fail(format!("{e:#}"));
-        }
-        record
-    }
-}
-
-impl EmbedWorker {
-    fn embed(&self, input: &Input, out: &Path, record: &mut Record) -> Result<()> {
         let path = &input.path;
-        let bytes = record.time("read", || {
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
-        })?;
-        let photo = record.time("decode", || Photo::decode(path, &bytes))?;
-        drop(bytes);
+        let photo = read_photo(path, record)?;
         record.set("width", photo.width());
         record.set("height", photo.height());
         let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
@@ -264,27 +244,9 @@ struct ExtractWorker {
 }
 
 impl Worker for ExtractWorker {
-    fn start(&mut self) {
-        tch::set_num_threads(1);
-    }
-
-    fn process(&mut self, input: &Input) -> Record {
-        let mut record = Record::new(input.path.clone());
-        if let Err(e) = self.extract(input, &mut record) {
-            record.fail(format!("{e:#}"));
-        }
-        record
-    }
-}
-
-impl ExtractWorker {
-    fn extract(&self, input: &Input, record: &mut Record) -> Result<()> {
+    fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         let path = &input.path;
-        let bytes = record.time("read", || {
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
-        })?;
-        let photo = record.time("decode", || Photo::decode(path, &bytes))?;
-        drop(bytes);
+        let photo = read_photo(path, record)?;
         let r = record.time("search", || {
             self.model.read_with(&photo, self.method, self.search)
         })?;

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::{GlobalArgs, StreamArgs};
 use crate::precision::Precision;
-use crate::stream::{self, Inputs, Status, Summary, Worker};
+use crate::stream::{self, Input, Inputs, Record, Status, Summary, Worker};
 
 /// What the records of a run add up to beyond their status.
 #[derive(Debug, Default)]
@@ -101,6 +101,29 @@ pub fn stream_run<W: Worker>(
         .into());
     }
     Ok(())
+}
+
+/// A file's bytes, timed as the record's "read" stage.
+pub fn read_input(path: &Path, record: &mut Record) -> Result<Vec<u8>> {
+    record.time("read", || {
+        std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))
+    })
+}
+
+/// With `--skip-existing`: whether `out` is written already, in which case the record says it
+/// was skipped, and a part file left beside it (debris of a killed rewrite) is removed.
+pub fn skip_if_written(out: &Path, input: &Input, record: &mut Record) -> bool {
+    if !out.exists() {
+        return false;
+    }
+    let _ = std::fs::remove_file(crate::fsutil::part_file(out));
+    record.status = Status::Skipped;
+    record.text = format!(
+        "{} -> {}: exists, skipped",
+        input.path.display(),
+        out.display()
+    );
+    true
 }
 
 /// Claims `--out`: shards of one run share it (they never write one file); two unsharded runs

@@ -113,12 +113,12 @@ fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
-/// One worker: turns an input into its record. Each runs on a thread of its own.
+/// One worker: fills in an input's record (fields, stage times, text, a skipped status). An
+/// error it returns fails that input, with the error's whole chain as the message. Each worker
+/// runs on a thread of its own, with libtorch on that one thread: photos run side by side
+/// rather than each operation being split.
 pub trait Worker: Send {
-    /// Called once on the worker's thread before its first input (libtorch's per-thread
-    /// settings belong here).
-    fn start(&mut self) {}
-    fn process(&mut self, input: &Input) -> Record;
+    fn process(&mut self, input: &Input, record: &mut Record) -> anyhow::Result<()>;
 }
 
 /// Counts and times of a whole run.
@@ -210,7 +210,7 @@ pub fn run<W: Worker>(
             let record_tx = record_tx.clone();
             let job_rx = &job_rx;
             scope.spawn(move || {
-                worker.start();
+                tch::set_num_threads(1);
                 while let Some(item) = next_job(job_rx) {
                     let record = match item {
                         Ok(input) => process_guarded(&mut worker, &input),
@@ -236,11 +236,19 @@ fn next_job(jobs: &Mutex<Receiver<Item>>) -> Option<Item> {
     jobs.lock().ok()?.recv().ok()
 }
 
-/// A worker's record for `input`; a panic inside it becomes a failed record for that input.
+/// A worker's record for `input`; an error or a panic inside it becomes a failed record for
+/// that input.
 fn process_guarded<W: Worker>(worker: &mut W, input: &Input) -> Record {
     let started = Instant::now();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(input))) {
-        Ok(record) => record,
+    let mut record = Record::new(input.path.clone());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        worker.process(input, &mut record)
+    })) {
+        Ok(Ok(())) => record,
+        Ok(Err(e)) => {
+            record.fail(format!("{e:#}"));
+            record
+        }
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
@@ -267,15 +275,14 @@ mod tests {
     /// Squares the number in the file name; fails on 7, panics on 9.
     struct Square;
     impl Worker for Square {
-        fn process(&mut self, input: &Input) -> Record {
-            let mut r = Record::new(input.path.clone());
+        fn process(&mut self, input: &Input, r: &mut Record) -> anyhow::Result<()> {
             let n: u64 = input.key.to_str().unwrap().parse().unwrap();
             match n {
-                7 => r.fail("seven".into()),
+                7 => anyhow::bail!("seven"),
                 9 => panic!("nine"),
                 _ => r.set("square", n * n),
             }
-            r
+            Ok(())
         }
     }
 
