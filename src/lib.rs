@@ -27,6 +27,7 @@ pub mod photo;
 pub mod photo_watermark;
 pub mod precision;
 pub mod recovery;
+pub mod resample;
 pub mod runlog;
 pub mod splitmix;
 pub mod stream;
