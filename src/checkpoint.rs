@@ -88,7 +88,7 @@ impl Metadata {
         }
         if Architecture::from_name(&self.architecture).is_none() {
             bail!(
-                "{source}: architecture {:?} is unknown to this wmae (it knows \"seed\" and \"seed-residual\")",
+                "{source}: architecture {:?} is unknown to this wmae (it knows \"seed\", \"seed-residual\" and \"seed-jnd\")",
                 self.architecture
             );
         }
@@ -387,7 +387,13 @@ pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     };
     let mut vs = VarStore::new(device);
     let architecture = Architecture::from_name(&meta.architecture).unwrap_or_default();
-    let model = crate::model::WatermarkAutoencoder::build(&vs.root(), architecture, meta.head);
+    let mut model = crate::model::WatermarkAutoencoder::build(&vs.root(), architecture, meta.head);
+    if architecture == Architecture::SeedJnd {
+        model.jnd_fraction = crate::config::Config::parse(&meta.config)
+            .with_context(|| format!("{}: the config in its metadata", path.display()))?
+            .model
+            .jnd_fraction;
+    }
     load_model(path, &mut vs, &file.tensors)?;
     let parameters = crate::model::parameter_count(&vs);
     if meta.parameters != parameters {

@@ -168,11 +168,24 @@ impl WatermarkConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     pub architecture: crate::model::Architecture,
     pub head: Head,
+    /// `seed-jnd` only: the fraction of each pixel's just-noticeable difference the change
+    /// reaches at full pattern (`crate::jnd`).
+    pub jnd_fraction: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            architecture: crate::model::Architecture::default(),
+            head: Head::default(),
+            jnd_fraction: crate::model::DEFAULT_JND_FRACTION,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -288,6 +301,10 @@ impl Config {
                 "name = {:?}: a run name must be a non-empty folder name without '/'",
                 self.name
             );
+        }
+        let fraction = self.model.jnd_fraction;
+        if !(fraction > 0.0 && fraction <= 4.0) {
+            bail!("model.jnd_fraction = {fraction}: must lie in (0, 4]");
         }
         match self.data.kind {
             DataKind::Idx => {

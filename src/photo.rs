@@ -25,7 +25,8 @@ use image::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::resample::{add_resized, dot, AaTaps, Taps};
+use crate::jnd::JndRows;
+use crate::resample::{add_resized, dot, AaTaps, NoGain, RowGain, Taps};
 
 /// Shortest side accepted, in pixels. Smaller images are icons or thumbnails rather than
 /// photos: squashed up to a working size such as 256 they would be magnified four times or
@@ -309,8 +310,8 @@ impl Photo {
         Ok(self.with_residual_and_mse(residual, strength)?.0)
     }
 
-    /// [`Photo::with_residual`], and the mean squared error (8-bit units, over every channel,
-    /// alpha included) of the result against this photo, found on the way.
+    /// [`Photo::with_residual`], and the mean squared error (8-bit units, over the colour
+    /// channels; alpha is never changed) of the result against this photo, found on the way.
     ///
     /// The resize is done row by row on the host, fused with the addition: the residual's two
     /// source rows are blended once per output row, then each pixel blends two of that row's
@@ -318,19 +319,42 @@ impl Photo {
     /// (source = (dest + 0.5) x in / out - 0.5, clamped at 0), so the result is that resize up
     /// to float rounding, with no full-size float image in memory.
     pub fn with_residual_and_mse(&self, residual: &Tensor, strength: f64) -> Result<(Photo, f64)> {
+        if !strength.is_finite() {
+            bail!("watermark strength {strength}: must be a finite number");
+        }
+        self.add_resized_change(residual, strength * 255.0, false)
+    }
+
+    /// This photo with a perceptually shaped change: `pattern` `(1,1,S,S)` (in [-1,1]) resized
+    /// as in [`Photo::with_residual_and_mse`], times `gain`, times each pixel's just-noticeable
+    /// difference in levels (`crate::jnd`, from this photo's own luma at full resolution), added
+    /// to each colour channel alike. Returns the photo and the mean squared error over the colour
+    /// channels.
+    pub fn with_shaped_pattern_and_mse(&self, pattern: &Tensor, gain: f64) -> Result<(Photo, f64)> {
+        if !gain.is_finite() {
+            bail!("watermark strength {gain}: must be a finite number");
+        }
+        self.add_resized_change(pattern, gain, true)
+    }
+
+    /// `values` resized to the photo, times `scale` (and the JND when `shaped`), added to the
+    /// colours; the mean squared error over the colour channels (alpha is never changed).
+    fn add_resized_change(
+        &self,
+        residual: &Tensor,
+        strength: f64,
+        shaped: bool,
+    ) -> Result<(Photo, f64)> {
         let size = residual.size();
         let s = match size.as_slice() {
             [1, 1, h, w] if h == w && *h > 0 => *h,
             _ => bail!("residual of shape {size:?}: expected (1,1,S,S)"),
         };
-        if !strength.is_finite() {
-            bail!("watermark strength {strength}: must be a finite number");
-        }
         let residual = residual
             .detach()
             .f_to_device(Device::Cpu)?
             .f_to_kind(Kind::Float)?
-            .f_mul_scalar(strength * 255.0)?
+            .f_mul_scalar(strength)?
             .f_contiguous()?;
         let values = Vec::<f32>::try_from(residual.f_reshape([-1])?)?;
         if values.iter().any(|v| !v.is_finite()) {
@@ -344,14 +368,23 @@ impl Photo {
 
         let mut out = self.clone();
         let channels = out.pixels.channels();
+        let colours = if self.pixels.is_gray() { 1 } else { 3 };
         let raw = out.pixels.raw_mut();
-        let squared_error = match channels {
-            1 => add_resized::<1, 1>(raw, &values, s, w, &rows, &columns),
-            2 => add_resized::<2, 1>(raw, &values, s, w, &rows, &columns),
-            3 => add_resized::<3, 3>(raw, &values, s, w, &rows, &columns),
-            _ => add_resized::<4, 3>(raw, &values, s, w, &rows, &columns),
+        let row_bytes = w * channels;
+        let source = self.pixels.raw();
+        let mut luma = Vec::with_capacity(w);
+        let mut jnd = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
+            self.pixels
+                .luma_of(&source[y * row_bytes..(y + 1) * row_bytes], &mut luma);
+            out.clear();
+            out.extend(luma.iter().map(|v| v * 255.0));
+        });
+        let squared_error = if shaped {
+            add_change(channels, raw, &values, s, w, &rows, &columns, &mut jnd)
+        } else {
+            add_change(channels, raw, &values, s, w, &rows, &columns, &mut NoGain)
         };
-        let mse = squared_error as f64 / (w * h * channels) as f64;
+        let mse = squared_error as f64 / (w * h * colours) as f64;
         Ok((out, mse))
     }
 
@@ -436,6 +469,26 @@ impl Photo {
             let _ = encoder.set_exif_metadata(exif.clone());
         }
         encoder.write_image(raw, width, height, color)
+    }
+}
+
+/// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
+#[allow(clippy::too_many_arguments)]
+fn add_change(
+    channels: usize,
+    raw: &mut [u8],
+    values: &[f32],
+    s: usize,
+    w: usize,
+    rows: &Taps,
+    columns: &Taps,
+    gain: &mut impl RowGain,
+) -> u64 {
+    match channels {
+        1 => add_resized::<1, 1>(raw, values, s, w, rows, columns, gain),
+        2 => add_resized::<2, 1>(raw, values, s, w, rows, columns, gain),
+        3 => add_resized::<3, 3>(raw, values, s, w, rows, columns, gain),
+        _ => add_resized::<4, 3>(raw, values, s, w, rows, columns, gain),
     }
 }
 

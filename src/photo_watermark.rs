@@ -1,17 +1,18 @@
 //! Watermarking photographs with a tile-layout model: a payload, BCH-coded, embedded in the luma
-//! of a photo of any size, and read back from the photo, its crops and its resized copies.
+//! of a photo of any size, and read back from the photo, its crops, turns and resized copies.
 //!
 //! The model works at a square working size S. Embedding: the photo's luma squashed to S x S,
 //! the model's change at S x S, resized to the photo's size and added to every channel
-//! (`crate::photo`). Reading: the photo squashed to S x S again, the extractor's map binarized
-//! (0.5 or Otsu), folded onto one tile and voted at every cyclic shift of the tile; the payload
-//! code decodes each shift's word and the one it accepts with the fewest corrections wins. A
-//! centre crop keeping a fraction f of each side shows the tiles f times larger once squashed to
-//! S, so the photo is also read squashed to f x S for each f of `SCALES`. A crop's edge rarely
-//! falls on a whole working pixel, so each scale is also read offset by half a pixel in x, in y
-//! and in both (`OFFSETS`). No word accepted at any shift, scale or offset: "no watermark", with
-//! the false-positive rate of all those tries together. A mirrored photo is read too: the reader
-//! also tries the photo flipped back.
+//! (`crate::photo`), shaped by the photo's just-noticeable difference for a `seed-jnd` model.
+//! Reading: the photo squashed to S x S again, the extractor's map binarized (0.5 or Otsu),
+//! folded onto one tile and voted at every cyclic shift of the tile; the payload code decodes
+//! each shift's word and the one it accepts with the fewest corrections wins. Each reading is
+//! also tried offset by half a working pixel in x, in y and in both (`OFFSETS`), since a crop's
+//! edge rarely falls on a whole working pixel, and on the mirror image. A photo that was
+//! cropped, turned or stretched unevenly shows its tile at another size and angle: the tile
+//! lattice is found in the extracted map itself (`crate::sync`, by autocorrelation) and the photo
+//! resampled so the tile is back at its trained size and orientation before reading. No word
+//! accepted anywhere: "no watermark", with the false-positive rate of all the words tried.
 
 use std::path::Path;
 
@@ -22,25 +23,33 @@ use crate::binarize::{self, Method};
 use crate::checkpoint::{self, Loaded};
 use crate::config::Config;
 use crate::layout::{Layout, TileReading};
+use crate::model::Architecture;
 use crate::payload::{Payload, PayloadCode, PayloadReading};
 use crate::photo::Photo;
 use crate::precision::Precision;
+use crate::sync::Lattice;
 
-/// The sides (as fractions of the working size) a photo is read at: uncropped, and centre crops
-/// that keep 85%, 71% (half the area) and 50% (a quarter) of each side.
-pub const SCALES: [f64; 5] = [1.0, 0.85, 0.71, 0.6, 0.5];
-
-/// Sub-pixel offsets (in half working pixels: y, x) each scale is read at.
+/// Sub-pixel offsets (in half working pixels: y, x) each reading is tried at.
 pub const OFFSETS: [(i64, i64); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
-/// Angles (degrees) a photo that reads nowhere else is turned back by before reading.
-pub const ANGLES: [f64; 10] = [-12.5, -10.0, -7.5, -5.0, -2.5, 2.5, 5.0, 7.5, 10.0, 12.5];
+/// The sizes (fractions of the working size) the photo is squashed to when looking for its
+/// tile lattice (`crate::sync`): the extractor responds best to a tile near its trained size, and
+/// a crop keeping a fraction `f` of a side stretches the tile by `1/f`; these three levels cover
+/// `f` from 0.33 to 1 (and uneven crops) with the stretch seen within [`SYNC_PERIODS`].
+pub const SYNC_LEVELS: [f64; 3] = [1.0, 0.7, 0.5];
 
-/// How many words the reader tries to decode per photo: every tile shift at every offset, at
-/// every scale of the photo and of its mirror image, and at every angle. Each is a chance for a
-/// clean photo to decode by luck.
+/// The tile periods (as multiples of the trained tile side) a lattice is looked for at.
+pub const SYNC_PERIODS: (f64, f64) = (0.7, 1.5);
+
+/// How many of the lattices found (best first, over all levels) are read, each upright and
+/// mirrored.
+pub const SYNC_CANDIDATES: usize = 3;
+
+/// How many words the full search decodes per photo: every tile shift at every offset, of the
+/// whole photo upright and mirrored, and of each lattice candidate upright and mirrored. Each is
+/// a chance for a clean photo to decode by luck.
 pub fn readings(tile: i64) -> usize {
-    (tile * tile) as usize * OFFSETS.len() * (SCALES.len() * 2 + ANGLES.len())
+    (tile * tile) as usize * OFFSETS.len() * (2 + 2 * SYNC_CANDIDATES)
 }
 
 /// How far `extract` looks for the watermark.
@@ -151,14 +160,15 @@ impl PhotoModel {
     }
 
     /// The watermarked photo: the model's change at the working size, scaled by `strength`,
-    /// resized to the photo and added to its luma.
+    /// resized to the photo and added to its luma (shaped by the photo's JND at full resolution
+    /// for a `seed-jnd` model).
     pub fn embed(&self, photo: &Photo, payload: &Payload, strength: f64) -> Result<Photo> {
-        photo.with_residual(&self.change(photo, payload)?, strength)
+        Ok(self.change(photo, payload)?.apply(photo, strength)?.0)
     }
 
-    /// The model's change for `photo` at the working size, `(1,1,S,S)` on the CPU: what
+    /// The model's change for `photo` at the working size, on the CPU: what
     /// [`PhotoModel::embed`] resizes and adds.
-    pub fn change(&self, photo: &Photo, payload: &Payload) -> Result<Tensor> {
+    pub fn change(&self, photo: &Photo, payload: &Payload) -> Result<Change> {
         self.change_for_map(photo, &self.watermark_map(payload)?)
     }
 
@@ -172,10 +182,19 @@ impl PhotoModel {
     }
 
     /// [`PhotoModel::change`] with the payload's map made already ([`PhotoModel::watermark_map`]).
-    pub fn change_for_map(&self, photo: &Photo, map: &Tensor) -> Result<Tensor> {
+    pub fn change_for_map(&self, photo: &Photo, map: &Tensor) -> Result<Change> {
         let luma = photo.luma_at(self.size)?.to_device(self.loaded.vs.device());
-        let change = tch::no_grad(|| self.loaded.model.embed_t(&luma, map, false) - &luma);
-        Ok(change.to_device(Device::Cpu))
+        let model = &self.loaded.model;
+        Ok(tch::no_grad(|| {
+            if model.architecture == Architecture::SeedJnd {
+                Change::Shaped {
+                    pattern: model.pattern_t(&luma, map, false).to_device(Device::Cpu),
+                    jnd_fraction: model.jnd_fraction,
+                }
+            } else {
+                Change::Residual((model.embed_t(&luma, map, false) - &luma).to_device(Device::Cpu))
+            }
+        }))
     }
 
     /// The reading of a photo as it was embedded (whole, upright, on the working grid): what
@@ -214,50 +233,44 @@ impl PhotoModel {
     fn search(&self, photo: &Photo, method: Method, search: Search) -> Result<PhotoReading> {
         let device = self.loaded.vs.device();
         let mut best: Option<PhotoReading> = None;
-        let scales: &[f64] = match search {
-            Search::Full => &SCALES,
-            Search::Quick => &[1.0],
+        // The whole photo as embedded (or resized, or re-encoded), then its mirror image.
+        let fine = photo.luma_at(2 * self.size)?.to_device(device);
+        let mirrors: &[bool] = match search {
+            Search::Full => &[false, true],
+            Search::Quick => &[false],
         };
-        for &scale in scales {
-            let side = ((self.size as f64) * scale).round() as i64;
-            // Read at twice the side, then averaged 2x2 from each half-pixel offset: the photo
-            // at `side`, moved by half a working pixel (the last row or column is dropped).
-            let upright = photo.luma_at(2 * side)?.to_device(device);
-            let mirrored = match search {
-                Search::Full => Some(upright.flip([3])),
-                Search::Quick => None,
+        for &mirrored in mirrors {
+            let at = Place {
+                scale: 1.0,
+                mirrored,
+                angle: 0.0,
             };
-            let images =
-                std::iter::once((&upright, false)).chain(mirrored.as_ref().map(|m| (m, true)));
-            for (fine, is_mirror) in images {
-                for offset in OFFSETS {
-                    let luma = half_pixel_offset(fine, offset);
-                    let at = Place {
-                        scale,
-                        mirrored: is_mirror,
-                        angle: 0.0,
-                    };
-                    if self.decode_all(&luma, method, at, &mut best)? {
-                        return Ok(best.expect("a sure reading"));
-                    }
-                }
+            if self.decode_offsets(&fine, method, at, &mut best)? {
+                return Ok(best.expect("a sure reading"));
             }
         }
-        // Nothing read: the photo may have been rotated. Turned back by each of `ANGLES` (whole
-        // photo only), as a last resort, since each angle costs as much as a scale.
-        if best.is_none() && search == Search::Full {
-            let fine = photo.luma_at(2 * self.size)?.to_device(device);
-            let aspect = f64::from(photo.width()) / f64::from(photo.height());
-            for angle in ANGLES {
-                let turned = rotate(&fine, angle, aspect);
-                for offset in OFFSETS {
-                    let luma = half_pixel_offset(&turned, offset);
+        // Cropped, turned or unevenly stretched: the tile lattice found in the photo itself.
+        if search == Search::Full {
+            for (level, lattice) in self.lattice_candidates(photo)? {
+                let side = self.level_side(level);
+                let fine = photo.luma_at(2 * side)?.to_device(device);
+                let Some(warped) = warp_to_tile(&fine, side as f64, lattice, self.tile() as f64)
+                else {
+                    continue;
+                };
+                let m = lattice.matrix(self.tile() as f64);
+                let determinant = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+                for mirrored in [false, true] {
                     let at = Place {
-                        scale: 1.0,
-                        mirrored: false,
-                        angle,
+                        scale: level / determinant.abs().sqrt(),
+                        mirrored,
+                        // The tile's first axis in photo pixels (the squash scales x by
+                        // width / side and y by height / side).
+                        angle: (lattice.a.1 * f64::from(photo.height()))
+                            .atan2(lattice.a.0 * f64::from(photo.width()))
+                            .to_degrees(),
                     };
-                    if self.decode_all(&luma, method, at, &mut best)? {
+                    if self.decode_offsets(&warped, method, at, &mut best)? {
                         return Ok(best.expect("a sure reading"));
                     }
                 }
@@ -275,6 +288,63 @@ impl PhotoModel {
             angle: None,
             agreement: None,
         }))
+    }
+
+    fn tile(&self) -> i64 {
+        match self.layout {
+            Layout::Tile { tile, .. } => tile,
+            _ => unreachable!("a photo model has a tile layout"),
+        }
+    }
+
+    fn level_side(&self, level: f64) -> i64 {
+        ((self.size as f64) * level).round() as i64
+    }
+
+    /// The tile lattices seen in the photo's extracted map at each of [`SYNC_LEVELS`], the
+    /// [`SYNC_CANDIDATES`] clearest, with the level each was found at.
+    fn lattice_candidates(&self, photo: &Photo) -> Result<Vec<(f64, Lattice)>> {
+        let device = self.loaded.vs.device();
+        let tile = self.tile() as f64;
+        let mut found: Vec<(f64, Lattice)> = Vec::new();
+        for level in SYNC_LEVELS {
+            let luma = photo.luma_at(self.level_side(level))?.to_device(device);
+            let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
+            let periods = (SYNC_PERIODS.0 * tile, SYNC_PERIODS.1 * tile);
+            found.extend(
+                crate::sync::lattices(&map, periods.0, periods.1, SYNC_CANDIDATES)
+                    .into_iter()
+                    .map(|l| (level, l)),
+            );
+        }
+        found.sort_by(|x, y| y.1.strength.total_cmp(&x.1.strength));
+        found.truncate(SYNC_CANDIDATES);
+        Ok(found)
+    }
+
+    /// [`PhotoModel::decode_all`] at each of [`OFFSETS`] of `fine` (a luma at twice the size
+    /// read), mirrored first when `at` says so. True when a sure reading was found.
+    fn decode_offsets(
+        &self,
+        fine: &Tensor,
+        method: Method,
+        at: Place,
+        best: &mut Option<PhotoReading>,
+    ) -> Result<bool> {
+        let flipped;
+        let fine = if at.mirrored {
+            flipped = fine.flip([3]);
+            &flipped
+        } else {
+            fine
+        };
+        for offset in OFFSETS {
+            let luma = half_pixel_offset(fine, offset);
+            if self.decode_all(&luma, method, at, best)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Decodes the words of every tile shift of one reading of the photo (`luma` at the working
@@ -332,6 +402,29 @@ impl PhotoModel {
     }
 }
 
+/// A photo model's change at the working size, before it is resized to a photo and added.
+pub enum Change {
+    /// A residual model's change `(1,1,S,S)` in luma units, the same everywhere it lands.
+    Residual(Tensor),
+    /// A `seed-jnd` model's pattern `(1,1,S,S)` in [-1,1]: each pixel of the photo changes by
+    /// the pattern there times `jnd_fraction` of its just-noticeable difference (`crate::jnd`).
+    Shaped { pattern: Tensor, jnd_fraction: f64 },
+}
+
+impl Change {
+    /// The photo with this change at `strength`, and the mean squared error (8-bit units, colour
+    /// channels) it made.
+    pub fn apply(&self, photo: &Photo, strength: f64) -> Result<(Photo, f64)> {
+        match self {
+            Change::Residual(residual) => photo.with_residual_and_mse(residual, strength),
+            Change::Shaped {
+                pattern,
+                jnd_fraction,
+            } => photo.with_shaped_pattern_and_mse(pattern, strength * jnd_fraction),
+        }
+    }
+}
+
 /// Where a reading looks: the crop scale, the mirror image or not, the angle turned back.
 #[derive(Debug, Clone, Copy)]
 struct Place {
@@ -348,23 +441,44 @@ fn half_pixel_offset(fine: &Tensor, (oy, ox): (i64, i64)) -> Tensor {
         .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)
 }
 
-/// A squashed photo's luma `(1,1,S,S)` turned by `degrees` about its centre as the photo itself
-/// would be (`aspect` = its width / height: a turn of the photo is a sheared turn of the squashed
-/// square), bilinear, zeros outside.
-fn rotate(luma: &Tensor, degrees: f64, aspect: f64) -> Tensor {
-    let (sin, cos) = degrees.to_radians().sin_cos();
+/// `fine`, a photo's luma squashed to `2 side x 2 side`, resampled (bilinear, zeros outside) so
+/// that `lattice` (found at `side x side`) becomes the trained tile: square, `tile` working pixels
+/// a side, axis-aligned. The result is at twice the working scale, like `fine`, and as large as
+/// the photo's content then is; None when that is degenerate (a near-singular lattice).
+fn warp_to_tile(fine: &Tensor, side: f64, lattice: Lattice, tile: f64) -> Option<Tensor> {
+    let m = lattice.matrix(tile);
+    let determinant = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    if determinant.abs() < 0.05 {
+        return None;
+    }
+    let inverse = [
+        [m[1][1] / determinant, -m[0][1] / determinant],
+        [-m[1][0] / determinant, m[0][0] / determinant],
+    ];
+    // The photo's square, centred, in tile-grid pixels: its bounding box sets the output size.
+    let half = side / 2.0;
+    let (mut half_w, mut half_h) = (0f64, 0f64);
+    for (cx, cy) in [(half, half), (half, -half), (-half, half), (-half, -half)] {
+        half_w = half_w.max((inverse[0][0] * cx + inverse[0][1] * cy).abs());
+        half_h = half_h.max((inverse[1][0] * cx + inverse[1][1] * cy).abs());
+    }
+    let (w, h) = ((2.0 * half_w).round(), (2.0 * half_h).round());
+    if !(8.0..=4.0 * side.max(64.0)).contains(&w) || !(8.0..=4.0 * side.max(64.0)).contains(&h) {
+        return None;
+    }
+    // Normalised coordinates (align_corners false): source = m diag(w, h) / side . output.
     let theta = Tensor::from_slice(&[
-        cos as f32,
-        (-sin / aspect) as f32,
+        (m[0][0] * w / side) as f32,
+        (m[0][1] * h / side) as f32,
         0.0,
-        (sin * aspect) as f32,
-        cos as f32,
+        (m[1][0] * w / side) as f32,
+        (m[1][1] * h / side) as f32,
         0.0,
     ])
     .reshape([1, 2, 3])
-    .to_device(luma.device());
-    let grid = Tensor::affine_grid_generator(&theta, luma.size(), false);
-    luma.grid_sampler(&grid, 0, 0, false)
+    .to_device(fine.device());
+    let grid = Tensor::affine_grid_generator(&theta, [1, 1, 2 * h as i64, 2 * w as i64], false);
+    Some(fine.grid_sampler(&grid, 0, 0, false))
 }
 
 /// A `(1,1,H,W)` map binarized by `method` (exact 0/1, same shape).
@@ -391,8 +505,9 @@ pub fn psnr_from_mse(mse: f64) -> f64 {
     }
 }
 
-/// PSNR in dB of an 8-bit photo against another of the same size and colour type (all
-/// channels, alpha included), or infinity when they are equal.
+/// PSNR in dB of an 8-bit photo against another of the same size and colour type, over the
+/// colour channels only (alpha is not a colour: counting its unchanged samples would flatter the
+/// score), or infinity when they are equal.
 pub fn psnr(a: &Photo, b: &Photo) -> Result<f64> {
     let (x, y) = (a.pixels.as_bytes(), b.pixels.as_bytes());
     if x.len() != y.len() || a.width() != b.width() || a.height() != b.height() {
@@ -402,10 +517,19 @@ pub fn psnr(a: &Photo, b: &Photo) -> Result<f64> {
             b.path.display()
         );
     }
+    let channels = x.len() / (a.width() as usize * a.height() as usize);
+    let colours = if a.pixels.has_alpha() {
+        channels - 1
+    } else {
+        channels
+    };
     let se: f64 = x
-        .iter()
-        .zip(y)
+        .chunks_exact(channels)
+        .zip(y.chunks_exact(channels))
+        .flat_map(|(p, q)| p[..colours].iter().zip(&q[..colours]))
         .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
         .sum();
-    Ok(psnr_from_mse(se / x.len() as f64))
+    Ok(psnr_from_mse(
+        se / (a.width() as usize * a.height() as usize * colours) as f64,
+    ))
 }

@@ -9,6 +9,11 @@
 /// returns the summed squared change. Rounding is `(x + 0.5)` truncated after clamping to
 /// [0, 255], which is round-half-up: the same as `round` but on exact halves of negative
 /// numbers, which the clamp has removed, and without a libm call per channel.
+///
+/// `gain` scales the change pixel by pixel (perceptual shaping: `crate::jnd::JndRows`), or not
+/// (`NoGain`). With an alpha channel (`C > K`), each pixel's change is also scaled by its opacity:
+/// nothing is written under fully transparent pixels, where no viewer sees it and a flattening
+/// onto any background removes it.
 pub(crate) fn add_resized<const C: usize, const K: usize>(
     raw: &mut [u8],
     values: &[f32],
@@ -16,6 +21,7 @@ pub(crate) fn add_resized<const C: usize, const K: usize>(
     w: usize,
     rows: &Taps,
     columns: &Taps,
+    gain: &mut impl RowGain,
 ) -> u64 {
     let mut mixed = vec![0f32; s];
     let mut change = vec![0f32; w];
@@ -29,6 +35,14 @@ pub(crate) fn add_resized<const C: usize, const K: usize>(
         for (d, &(c0, c1, wx)) in change.iter_mut().zip(&columns.0) {
             *d = mixed[c0] + wx * (mixed[c1] - mixed[c0]);
         }
+        if let Some(g) = gain.row(y) {
+            change.iter_mut().zip(g).for_each(|(d, g)| *d *= g);
+        }
+        if C > K {
+            for (pixel, d) in row.chunks_exact(C).zip(change.iter_mut()) {
+                *d *= f32::from(pixel[C - 1]) / 255.0;
+            }
+        }
         for (pixel, &d) in row.chunks_exact_mut(C).zip(&change) {
             for v in &mut pixel[..K] {
                 let new = ((*v as f32 + d).clamp(0.0, 255.0) + 0.5) as u8;
@@ -39,6 +53,27 @@ pub(crate) fn add_resized<const C: usize, const K: usize>(
         }
     }
     squared_error
+}
+
+/// A per-pixel factor on the change added by [`add_resized`], a row at a time in order.
+pub(crate) trait RowGain {
+    /// Row `y`'s factors (one per pixel), or None for 1 everywhere.
+    fn row(&mut self, y: usize) -> Option<&[f32]>;
+}
+
+/// No shaping: every pixel gets the resized change as it is.
+pub(crate) struct NoGain;
+
+impl RowGain for NoGain {
+    fn row(&mut self, _y: usize) -> Option<&[f32]> {
+        None
+    }
+}
+
+impl<F: FnMut(usize, &mut Vec<f32>)> RowGain for crate::jnd::JndRows<F> {
+    fn row(&mut self, y: usize) -> Option<&[f32]> {
+        Some(crate::jnd::JndRows::row(self, y))
+    }
 }
 
 /// Antialiased linear resize taps from `input` samples to `output`, as PyTorch's CPU kernel

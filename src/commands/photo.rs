@@ -115,8 +115,7 @@ impl Worker for EmbedWorker {
         for &factor in factors {
             // Rounded so the record says 0.45, not 0.44999999999999996.
             strength = (self.strength * factor * 1e6).round() / 1e6;
-            let (marked, mse) =
-                record.time("apply", || photo.with_residual_and_mse(&change, strength))?;
+            let (marked, mse) = record.time("apply", || change.apply(&photo, strength))?;
             psnr = psnr_from_mse(mse);
             file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;
             // Freed before the check decodes the file again: a 100-megapixel photo is 300 MB a

@@ -22,6 +22,11 @@ pub enum Architecture {
     /// relu: changes of either sign), clamped to [0,1]: the model only writes a change, so its
     /// reconstruction error no longer caps the PSNR.
     SeedResidual,
+    /// The residual graph with a perceptually shaped change: the decoder's output is bounded to
+    /// a pattern in [-1,1] (`tanh`), and each pixel's change is that pattern times a fraction
+    /// (`model.jnd_fraction`) of the pixel's just-noticeable difference (`crate::jnd`): strong in
+    /// texture, faint in flat areas. Photos get the same shaping at full resolution.
+    SeedJnd,
 }
 
 impl Architecture {
@@ -30,15 +35,29 @@ impl Architecture {
         match self {
             Architecture::Seed => "seed",
             Architecture::SeedResidual => "seed-residual",
+            Architecture::SeedJnd => "seed-jnd",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Architecture::Seed, Architecture::SeedResidual]
-            .into_iter()
-            .find(|a| a.name() == name)
+        [
+            Architecture::Seed,
+            Architecture::SeedResidual,
+            Architecture::SeedJnd,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
     }
 }
+
+/// The fraction of the just-noticeable difference a `seed-jnd` model changes a pixel by at full
+/// pattern (|pattern| = 1), unless its config says otherwise.
+pub const DEFAULT_JND_FRACTION: f64 = 0.25;
+
+/// The decoder output of a `seed-jnd` model is read in units of this much luma (about 2.5
+/// levels, a residual model's typical change) before `tanh` bounds it: a `seed-residual`
+/// checkpoint then starts a shaped one with its own pattern at nearly full swing.
+pub const JND_PATTERN_UNIT: f64 = 0.01;
 
 /// Side of the square grayscale images the seed model takes.
 pub const SEED_IMAGE_SIDE: i64 = 28;

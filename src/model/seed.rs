@@ -161,6 +161,8 @@ pub struct WatermarkAutoencoder {
     pub decoder: Decoder,
     pub extractor: Extractor,
     pub architecture: Architecture,
+    /// `seed-jnd` only: the fraction of each pixel's JND the change reaches at full pattern.
+    pub jnd_fraction: f64,
 }
 
 impl WatermarkAutoencoder {
@@ -176,6 +178,7 @@ impl WatermarkAutoencoder {
             decoder: Decoder::new(vs),
             extractor: Extractor::new(vs, head),
             architecture,
+            jnd_fraction: super::DEFAULT_JND_FRACTION,
         }
     }
 
@@ -188,6 +191,12 @@ impl WatermarkAutoencoder {
 
     /// The watermarked image: decoder(encoder(image) + watermark map).
     pub fn embed_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Tensor {
+        if self.architecture == Architecture::SeedJnd {
+            let change = self.pattern_t(image, watermark_map, train)
+                * crate::jnd::jnd_map(image)
+                * self.jnd_fraction;
+            return (image + change).clamp(0.0, 1.0);
+        }
         let merged = self.encoder.forward_t(image, train) + watermark_map;
         match self.architecture {
             Architecture::Seed => self.decoder.forward_t(&merged, train),
@@ -196,7 +205,15 @@ impl WatermarkAutoencoder {
             Architecture::SeedResidual => {
                 (image + self.decoder.change_t(&merged, train)).clamp(0.0, 1.0)
             }
+            Architecture::SeedJnd => unreachable!("handled above"),
         }
+    }
+
+    /// A `seed-jnd` model's pattern in [-1,1] for an image and a watermark map: what the JND of
+    /// the image scales into the change (on photos, at full resolution).
+    pub fn pattern_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Tensor {
+        let merged = self.encoder.forward_t(image, train) + watermark_map;
+        (self.decoder.change_t(&merged, train) / super::JND_PATTERN_UNIT).tanh()
     }
 
     /// Both heads; dropout only when `train`.

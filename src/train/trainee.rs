@@ -26,8 +26,9 @@ pub struct Trainee {
 impl Trainee {
     pub fn new(config: Config, device: Device) -> Result<Self> {
         let vs = VarStore::new(device);
-        let model =
+        let mut model =
             WatermarkAutoencoder::build(&vs.root(), config.model.architecture, config.model.head);
+        model.jnd_fraction = config.model.jnd_fraction;
         let block = config.watermark.layout().carrier_mask(Kind::Float, device);
         let watermark_weights = match config.loss.watermark_region {
             Region::Map => block * (config.loss.block_weight - 1.0) + 1.0,

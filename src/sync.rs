@@ -1,0 +1,297 @@
+//! Synchronisation: where the repeated tile of a photo watermark lies after the photo was
+//! cropped, resized or turned, found from the photo itself rather than from a list of guesses.
+//!
+//! The extractor's map of a watermarked photo repeats the tile; a crop keeping a fraction `f` of
+//! a side stretches that period by `1/f` once the photo is squashed to the working size, a turn
+//! rotates it, and an uneven crop stretches the two axes differently. The autocorrelation of the
+//! map has a peak at every vector of that lattice, whatever the tile holds. The two shortest
+//! independent peaks give the lattice's basis, and with it the affine map that brings the tile
+//! back to its trained size and orientation; the tile's shift is then found by decoding every
+//! cyclic shift, as for an uncropped photo.
+
+use tch::{Device, Kind, Tensor};
+
+/// A lattice basis, in pixels of the map it was found in: `a` is the tile's first axis (mostly
+/// along x, pointing right), `b` its second (mostly along y, pointing down).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lattice {
+    pub a: (f64, f64),
+    pub b: (f64, f64),
+    /// The normalised autocorrelation at the basis vectors (1 for a perfectly periodic map):
+    /// how clearly the lattice shows.
+    pub strength: f64,
+}
+
+impl Lattice {
+    /// The affine matrix (x, y rows) taking tile pixels (a tile of side `tile`) to map pixels.
+    pub fn matrix(&self, tile: f64) -> [[f64; 2]; 2] {
+        [
+            [self.a.0 / tile, self.b.0 / tile],
+            [self.a.1 / tile, self.b.1 / tile],
+        ]
+    }
+}
+
+/// The lattices a map `(1,1,H,W)` repeats on with a period between `min_period` and
+/// `max_period` pixels along each basis vector, best first (at most `count`). Empty when the map
+/// shows no repetition.
+pub fn lattices(map: &Tensor, min_period: f64, max_period: f64, count: usize) -> Vec<Lattice> {
+    let correlation = normalised_autocorrelation(map);
+    let (h, w) = (correlation.len(), correlation[0].len());
+    let at = |dy: i64, dx: i64| -> f64 {
+        correlation[dy.rem_euclid(h as i64) as usize][dx.rem_euclid(w as i64) as usize]
+    };
+    // Local maxima in the half plane (dx > 0, or dx = 0 and dy > 0) within the period range.
+    let reach = max_period.ceil() as i64;
+    // Lags up to half the map rest on at least a quarter of its pixel pairs.
+    let max_lag = (h.min(w) / 4) as f64;
+    let mut peaks: Vec<((i64, i64), f64)> = Vec::new();
+    for dy in -reach..=reach {
+        for dx in 0..=reach {
+            if dx == 0 && dy <= 0 {
+                continue;
+            }
+            let length = ((dx * dx + dy * dy) as f64).sqrt();
+            if length < min_period || length > max_period {
+                continue;
+            }
+            let v = at(dy, dx);
+            let is_peak = (-1..=1)
+                .flat_map(|y| (-1..=1).map(move |x| (y, x)))
+                .filter(|&o| o != (0, 0))
+                .all(|(oy, ox)| at(dy + oy, dx + ox) < v);
+            if is_peak && v > 0.0 {
+                peaks.push(((dx, dy), v));
+            }
+        }
+    }
+    peaks.sort_by(|p, q| q.1.total_cmp(&p.1));
+    peaks.truncate(12);
+    // Bases: pairs of strong peaks at 50-130 degrees from each other, shortest pairs first among
+    // those nearly as strong as the strongest (a lattice's longer vectors, a + b among them,
+    // show as strongly as its basis).
+    let mut bases: Vec<Lattice> = Vec::new();
+    for (i, &(p, pv)) in peaks.iter().enumerate() {
+        for &(q, qv) in &peaks[i + 1..] {
+            let (p, q) = (refine(&at, p), refine(&at, q));
+            let cos = (p.0 * q.0 + p.1 * q.1) / (norm(p) * norm(q));
+            if cos.abs() > 0.64 {
+                continue;
+            }
+            // Both were taken with dx >= 0; the one nearer the y axis becomes b, pointing down.
+            let (mut a, mut b) = if p.0.abs() >= q.0.abs() {
+                (p, q)
+            } else {
+                (q, p)
+            };
+            if a.0 < 0.0 {
+                a = (-a.0, -a.1);
+            }
+            if b.1 < 0.0 {
+                b = (-b.0, -b.1);
+            }
+            let (a, b) = fit(&at, a, b, max_lag);
+            bases.push(Lattice {
+                a,
+                b,
+                strength: pv.min(qv),
+            });
+        }
+    }
+    // Strong first; among nearly equal strengths, the smaller cell (the true basis).
+    let best = bases.iter().map(|l| l.strength).fold(0.0, f64::max);
+    bases.retain(|l| l.strength >= 0.5 * best);
+    bases.sort_by(|l, m| {
+        let area = |l: &Lattice| (l.a.0 * l.b.1 - l.a.1 * l.b.0).abs();
+        area(l).total_cmp(&area(m))
+    });
+    let mut chosen: Vec<Lattice> = Vec::new();
+    for l in bases {
+        let same = chosen.iter().any(|c| close(c.a, l.a) && close(c.b, l.b));
+        if !same {
+            chosen.push(l);
+        }
+        if chosen.len() == count {
+            break;
+        }
+    }
+    chosen
+}
+
+/// The basis refined by least squares over every lattice point `n a + m b` (|n|, |m| <= 4)
+/// within `max_lag` whose autocorrelation peaks near where the estimate puts it: a peak's
+/// position is known to a fraction of a pixel, and a point k cells out divides that error by k,
+/// which the tile's position across a whole map needs (a 1% error in the period moves the
+/// eighth tile by more than a pixel).
+fn fit(
+    at: &impl Fn(i64, i64) -> f64,
+    a: (f64, f64),
+    b: (f64, f64),
+    max_lag: f64,
+) -> ((f64, f64), (f64, f64)) {
+    // Normal equations of  [n m] [ax bx; ay by]^T = p  for x and y alike.
+    let (mut snn, mut snm, mut smm) = (0f64, 0f64, 0f64);
+    let (mut snx, mut smx, mut sny, mut smy) = (0f64, 0f64, 0f64, 0f64);
+    for n in -4i64..=4 {
+        for m in -4i64..=4 {
+            if (n, m) == (0, 0) {
+                continue;
+            }
+            let (px, py) = (
+                n as f64 * a.0 + m as f64 * b.0,
+                n as f64 * a.1 + m as f64 * b.1,
+            );
+            if (px * px + py * py).sqrt() > max_lag {
+                continue;
+            }
+            // The strongest pixel within one of the prediction, if it is a peak.
+            let (cx, cy) = (px.round() as i64, py.round() as i64);
+            let mut top = (cx, cy);
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    if at(cy + dy, cx + dx) > at(top.1, top.0) {
+                        top = (cx + dx, cy + dy);
+                    }
+                }
+            }
+            let is_peak = (-1..=1)
+                .flat_map(|y| (-1..=1).map(move |x| (y, x)))
+                .filter(|&o| o != (0, 0))
+                .all(|(oy, ox)| at(top.1 + oy, top.0 + ox) < at(top.1, top.0));
+            if !is_peak || at(top.1, top.0) <= 0.0 {
+                continue;
+            }
+            let (qx, qy) = refine(at, top);
+            let (n, m) = (n as f64, m as f64);
+            snn += n * n;
+            snm += n * m;
+            smm += m * m;
+            snx += n * qx;
+            smx += m * qx;
+            sny += n * qy;
+            smy += m * qy;
+        }
+    }
+    let det = snn * smm - snm * snm;
+    if det.abs() < 1e-9 {
+        return (a, b);
+    }
+    let solve = |sn: f64, sm: f64| ((smm * sn - snm * sm) / det, (snn * sm - snm * sn) / det);
+    let (ax, bx) = solve(snx, smx);
+    let (ay, by) = solve(sny, smy);
+    ((ax, ay), (bx, by))
+}
+
+fn norm(v: (f64, f64)) -> f64 {
+    (v.0 * v.0 + v.1 * v.1).sqrt()
+}
+
+fn close(u: (f64, f64), v: (f64, f64)) -> bool {
+    (u.0 - v.0).abs() < 1.0 && (u.1 - v.1).abs() < 1.0
+}
+
+/// A peak's position to a fraction of a pixel: a parabola through it and its neighbours, along
+/// each axis.
+fn refine(at: &impl Fn(i64, i64) -> f64, (dx, dy): (i64, i64)) -> (f64, f64) {
+    let vertex = |minus: f64, centre: f64, plus: f64| {
+        let curvature = minus - 2.0 * centre + plus;
+        if curvature < 0.0 {
+            (0.5 * (minus - plus) / curvature).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
+    };
+    let c = at(dy, dx);
+    (
+        dx as f64 + vertex(at(dy, dx - 1), c, at(dy, dx + 1)),
+        dy as f64 + vertex(at(dy - 1, dx), c, at(dy + 1, dx)),
+    )
+}
+
+/// The map's autocorrelation at every lag (rows dy, columns dx, negative lags wrapped), each
+/// divided by the number of pixel pairs it sums and by the variance: 1 at lag 0, about 1 at the
+/// lags of a perfect repetition, about 0 where the map does not repeat. Computed by FFT on the
+/// map padded to twice its size, so the lags do not wrap around the map.
+fn normalised_autocorrelation(map: &Tensor) -> Vec<Vec<f64>> {
+    tch::no_grad(|| {
+        let m = map.to_device(Device::Cpu).to_kind(Kind::Double);
+        let size = m.size();
+        let (h, w) = (size[2], size[3]);
+        let centred = &m - m.mean(Kind::Double);
+        let ones = Tensor::ones_like(&m);
+        let correlate = |x: &Tensor| {
+            let f = x.fft_rfft2(Some([2 * h, 2 * w].as_slice()), [-2, -1], "backward");
+            (&f * f.conj()).fft_irfft2(Some([2 * h, 2 * w].as_slice()), [-2, -1], "backward")
+        };
+        let pairs = correlate(&ones).clamp_min(1.0);
+        let variance = (centred.square().sum(Kind::Double) / (h * w) as f64).clamp_min(1e-12);
+        let c = (correlate(&centred) / pairs / variance).squeeze();
+        Vec::<Vec<f64>>::try_from(c).expect("a 2-D double tensor")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `side x side` map of a random `tile x tile` pattern of 0/1 seen through an affine map
+    /// (tile pixels to map pixels), nearest-neighbour.
+    fn tiled_map(side: i64, tile: i64, m: [[f64; 2]; 2], seed: u64) -> Tensor {
+        let mut state = seed;
+        let bits: Vec<f64> = (0..tile * tile)
+            .map(|_| {
+                state = crate::splitmix::splitmix64(state);
+                (state >> 63) as f64
+            })
+            .collect();
+        let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+        let inv = [
+            [m[1][1] / det, -m[0][1] / det],
+            [-m[1][0] / det, m[0][0] / det],
+        ];
+        let mut v = vec![0f32; (side * side) as usize];
+        for y in 0..side {
+            for x in 0..side {
+                let (fx, fy) = (x as f64 + 0.5, y as f64 + 0.5);
+                let tx = (inv[0][0] * fx + inv[0][1] * fy).floor() as i64;
+                let ty = (inv[1][0] * fx + inv[1][1] * fy).floor() as i64;
+                v[(y * side + x) as usize] =
+                    bits[(ty.rem_euclid(tile) * tile + tx.rem_euclid(tile)) as usize] as f32;
+            }
+        }
+        Tensor::from_slice(&v).view([1, 1, side, side])
+    }
+
+    #[test]
+    fn finds_a_stretched_and_turned_lattice() {
+        for (sx, sy, degrees) in [
+            (1.0, 1.0, 0.0),
+            (1.25, 1.25, 0.0),
+            (1.1, 1.6, 0.0),
+            (1.3, 1.3, 7.0),
+        ] {
+            let (s, c) = f64::to_radians(degrees).sin_cos();
+            // Scale, then turn.
+            let m = [[c * sx, -s * sy], [s * sx, c * sy]];
+            let map = tiled_map(128, 16, m, 7);
+            let found = lattices(&map, 11.0, 45.0, 2);
+            assert!(!found.is_empty(), "{sx} {sy} {degrees}: no lattice");
+            let got = found[0].matrix(16.0);
+            for i in 0..2 {
+                for j in 0..2 {
+                    assert!(
+                        (got[i][j] - m[i][j]).abs() < 0.005,
+                        "{sx} {sy} {degrees}: found {got:?}, made {m:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn noise_has_no_strong_lattice() {
+        let noise = Tensor::rand([1, 1, 128, 128], (Kind::Float, Device::Cpu));
+        let found = lattices(&noise, 11.0, 45.0, 2);
+        assert!(found.iter().all(|l| l.strength < 0.2), "{found:?}");
+    }
+}
