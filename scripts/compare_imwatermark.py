@@ -7,7 +7,10 @@ files) is a class and a line there. Every method meets the same attacks, from th
 
 Measures, per method: PSNR (RGB, 8 bit) and SSIM (scikit-image, on BT.601 luma, Gaussian window
 sigma 1.5, Wang et al.'s constants) of the watermarked image against the original, before any
-attack; embed and extract time in ms per megapixel of the image they get (median over images,
+attack; how visible the mark is by eye-model scores on the worst of two 512x512 windows at 100%
+(the centre and the original's flattest): SSIMULACRA2 (`wmae score`, the `ssimulacra2` crate;
+90 visually lossless, 70 high quality) and butteraugli's max-norm (`butteraugli_main` from
+Debian's libjxl-devtools; below 1 invisible, above 2 visible); embed and extract time in ms per megapixel of the image they get (median over images,
 extract on the unattacked image). Per method and attack: mean bit accuracy and the share of
 images whose payload comes back exactly.
 """
@@ -34,6 +37,12 @@ parser.add_argument("--wmae-checkpoint", default="checkpoints/photo.ot",
                     help="the wmae photo model compared (method wmae)")
 parser.add_argument("--wmae-strength", type=float, default=1.0,
                     help="wmae embed --strength (below 1: higher PSNR, weaker watermark)")
+parser.add_argument("--wmae-binary", default=os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "wmae"),
+                    help="the wmae binary (method wmae, and `wmae score` for every method)")
+parser.add_argument("--no-visibility", action="store_true",
+                    help="skip the SSIMULACRA2 and butteraugli scores (they need target/release/wmae "
+                         "and butteraugli_main)")
 parser.add_argument("--json", help="write settings, per-image results and the summary here")
 parser.add_argument("--csv", help="write the summary, one row per method and attack, here")
 args = parser.parse_args()
@@ -133,8 +142,7 @@ class Wmae:
 
     def __init__(self, payload_bits=64):
         self.payload_bits = payload_bits
-        self.binary = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target",
-                                   "release", "wmae")
+        self.binary = args.wmae_binary
         self.scratch = tempfile.mkdtemp(prefix="compare-wmae-")
 
     def n_bits(self, requested):
@@ -153,8 +161,10 @@ class Wmae:
         hexdigits = "".join(f"{int(''.join(map(str, bits[i:i + 8])), 2):02x}"
                             for i in range(0, len(bits), 8))
         out = os.path.join(self.scratch, "out")
+        # Scored by this script like every method (--no-score); a photo whose payload does not
+        # read back is still written and attacked (--keep-unread), so it counts against wmae.
         printed = self.run("embed", src, "--payload", f"hex:{hexdigits}", "--out", out,
-                           "--strength", str(args.wmae_strength))
+                           "--strength", str(args.wmae_strength), "--no-score", "--keep-unread")
         self.last_ms = float(printed.split(" ms, PSNR")[0].rsplit(", ", 1)[1])
         return load_rgb(os.path.join(out, "in.png"))
 
@@ -226,6 +236,36 @@ def chain(*names):
     return attack
 
 
+def crop(fx, fy, cx=0.5, cy=0.5):
+    # Keeps fx of the width and fy of the height, the kept box's corner at (cx, cy) of the room
+    # left over (0.5, 0.5: centred); not resized back.
+    def attack(a, rng):
+        h, w = a.shape[:2]
+        ch, cw = round(h * fy), round(w * fx)
+        top, left = round((h - ch) * cy), round((w - cw) * cx)
+        return a[top:top + ch, left:left + cw].copy()
+    return attack
+
+
+def resize_to_width(width):
+    return pil(lambda im: im.resize((width, max(1, round(im.height * width / im.width))),
+                                    Image.Resampling.BILINEAR))
+
+
+def longest_side(n):
+    def fn(im):
+        f = n / max(im.size)
+        return im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))),
+                         Image.Resampling.BILINEAR) if f < 1 else im
+    return pil(fn)
+
+
+def rotate(degrees):
+    # Counter-clockwise, same size, black corners.
+    return pil(lambda im: im.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=False,
+                                    fillcolor=(0, 0, 0)))
+
+
 ATTACKS = {
     "none": lambda a, rng: a,
     "jpeg-80": jpeg(80),
@@ -245,8 +285,23 @@ ATTACKS = {
                                           fillcolor=(0, 0, 0))),
     "hflip": lambda a, rng: np.ascontiguousarray(a[:, ::-1]),
 }
+ATTACKS.update({
+    "crop-0.95": centre_crop(0.95), "crop-0.9": centre_crop(0.9), "crop-0.8": centre_crop(0.8),
+    "crop-0.75": centre_crop(0.75),
+    "crop-0.6-offcentre": crop(0.6, 0.6, 0.2, 0.7),
+    "rotate-3": rotate(3), "rotate-7": rotate(7), "rotate-13": rotate(-13),
+    "brightness-1.3": pil(lambda im: ImageEnhance.Brightness(im).enhance(1.3)),
+    "width-800": resize_to_width(800), "longest-1080": longest_side(1080),
+    "jpeg-70": jpeg(70), "jpeg-75": jpeg(75), "jpeg-85": jpeg(85),
+})
 # Applied left to right: edit, then save as JPEG, as a shared photo would be.
 ATTACKS["crop-0.71+brightness-1.5+jpeg-80"] = chain("crop-0.71", "brightness-1.5", "jpeg-80")
+# A screenshot of part of a photo: 80% of each side, shown 800 px wide, saved as JPEG 70.
+ATTACKS["screenshot"] = chain("crop-0.8", "width-800", "jpeg-70")
+# A social network's chain: the longest side down to 1080, JPEG 75, then re-shared at JPEG 85.
+ATTACKS["social"] = chain("longest-1080", "jpeg-75", "jpeg-85")
+# Helpers of the chains, not attacks of their own in the table.
+HELPERS = ("width-800", "longest-1080", "jpeg-70", "jpeg-75", "jpeg-85")
 
 ATTACK_NOTES = {
     "jpeg-80": "Pillow JPEG quality 80, 4:2:0", "jpeg-50": "Pillow JPEG quality 50, 4:2:0",
@@ -259,6 +314,14 @@ ATTACK_NOTES = {
     "contrast-1.5": "Pillow ImageEnhance.Contrast 1.5",
     "rotate-10": "10 degrees counter-clockwise, bilinear, same size, black corners",
     "hflip": "horizontal flip",
+    "crop-0.95": "centre crop keeping 95% of each side", "crop-0.9": "centre, 90% of each side",
+    "crop-0.8": "centre, 80% of each side", "crop-0.75": "centre, 75% of each side",
+    "crop-0.6-offcentre": "60% x 60% box at 20% across and 70% down the room left over",
+    "rotate-3": "3 degrees counter-clockwise, bilinear, same size, black corners",
+    "rotate-7": "7 degrees counter-clockwise", "rotate-13": "13 degrees clockwise",
+    "brightness-1.3": "Pillow ImageEnhance.Brightness 1.3",
+    "screenshot": "centre crop 80% of each side, resized to 800 px wide, Pillow JPEG 70",
+    "social": "longest side to 1080 (if larger), Pillow JPEG 75, then JPEG 85",
     "crop-0.71+brightness-1.5+jpeg-80": "applied in that order",
 }
 
@@ -306,6 +369,30 @@ def ssim(a, b):
                                        sigma=1.5, use_sample_covariance=False))
 
 
+def visibility(rgb, marked, scratch):
+    """SSIMULACRA2 (worst of the centre and flattest 512x512 windows, from `wmae score`) and
+    butteraugli's max-norm on the same two windows (the larger counts)."""
+    a, b = os.path.join(scratch, "vis-a.png"), os.path.join(scratch, "vis-b.png")
+    Image.fromarray(rgb).save(a)
+    Image.fromarray(marked).save(b)
+    done = subprocess.run([args.wmae_binary, "score", a, b, "--json"], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wmae score: {done.stderr.strip()}")
+    score = json.loads(done.stdout)
+    fx, fy, ww, wh = score["flattest_window"]
+    h, w = rgb.shape[:2]
+    worst = 0.0
+    for x, y in {((w - ww) // 2, (h - wh) // 2), (fx, fy)}:
+        Image.fromarray(rgb[y:y + wh, x:x + ww]).save(a)
+        Image.fromarray(marked[y:y + wh, x:x + ww]).save(b)
+        done = subprocess.run(["butteraugli_main", a, b], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"butteraugli_main: {done.stderr.strip()[-200:]}")
+        worst = max(worst, float(done.stdout.split()[0]))
+    return score["ssimulacra2"], worst
+
+
 def rng_for(seed, rel, *more):
     # Seeded by the photo's path, not its position, so a payload does not change when photos are
     # added; every method gets the same payload (for the same length) and the same noise.
@@ -320,6 +407,7 @@ def short_error(e):
 
 def run(photos, root, methods, attacks):
     records = []  # one per photo and method
+    scratch = tempfile.mkdtemp(prefix="compare-visibility-")
     for method in methods:
         if method.name == "rivaGan":
             load_rivagan()
@@ -346,6 +434,8 @@ def run(photos, root, methods, attacks):
                 log(f"{method.name} {rel}: refused: {rec['refused']}")
                 continue
             rec["psnr"], rec["ssim"] = psnr(rgb, marked), ssim(rgb, marked)
+            if not args.no_visibility:
+                rec["ssimulacra2"], rec["butteraugli"] = visibility(rgb, marked, scratch)
             rec["attacks"] = {}
             for i, (name, attack) in enumerate(attacks.items()):
                 out = {}
@@ -393,6 +483,13 @@ def summarise(records, methods, attacks):
             "refused": len(recs) - len(ok),
             "psnr_db": mean([r["psnr"] for r in ok]),
             "ssim": mean([r["ssim"] for r in ok]),
+            "ssimulacra2": mean([r["ssimulacra2"] for r in ok if "ssimulacra2" in r]),
+            "ssimulacra2_min": min([r["ssimulacra2"] for r in ok if "ssimulacra2" in r],
+                                   default=None),
+            "ssimulacra2_80": sum(r["ssimulacra2"] >= 80 for r in ok if "ssimulacra2" in r),
+            "butteraugli": mean([r["butteraugli"] for r in ok if "butteraugli" in r]),
+            "butteraugli_max": max([r["butteraugli"] for r in ok if "butteraugli" in r],
+                                   default=None),
             "embed_ms_per_mp": median([r["embed_ms_per_mp"] for r in ok]),
             "extract_ms_per_mp": median([r["extract_ms_per_mp"] for r in ok
                                          if "extract_ms_per_mp" in r]),
@@ -415,13 +512,16 @@ def markdown(rows, records, methods, attacks, n_photos):
     names = [m.name for m in methods]
     first = {r["method"]: r for r in rows if r["attack"] == next(iter(attacks))}
     out = [f"Photos: {n_photos}; threads: {args.threads}; seed {args.seed}.", "",
-           "| method | bits | embedded | refused | PSNR dB | SSIM (luma) | embed ms/MP "
-           "| extract ms/MP |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| method | bits | embedded | refused | PSNR dB | SSIM (luma) | SSIMULACRA2 mean (min) "
+           "| photos >= 80 | butteraugli mean (max) | embed ms/MP | extract ms/MP |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in names:
         r = first[name]
         out.append(f"| {name} | {r['bits']} | {r['photos'] - r['refused']} | {r['refused']} "
                    f"| {fmt(r['psnr_db'], '.2f')} | {fmt(r['ssim'], '.4f')} "
+                   f"| {fmt(r['ssimulacra2'], '.1f')} ({fmt(r['ssimulacra2_min'], '.1f')}) "
+                   f"| {r['ssimulacra2_80']} "
+                   f"| {fmt(r['butteraugli'], '.2f')} ({fmt(r['butteraugli_max'], '.2f')}) "
                    f"| {fmt(r['embed_ms_per_mp'], '.0f')} | {fmt(r['extract_ms_per_mp'], '.0f')} |")
     refused = [f"{r['method']} {r['photo']} ({r['refused']})" for r in records if "refused" in r]
     if refused:
@@ -467,7 +567,7 @@ def pick(table, wanted, what):
 
 def main():
     methods = list(pick({m.name: m for m in METHODS}, args.methods, "method").values())
-    attacks = pick(ATTACKS, args.attacks, "attack")
+    attacks = pick({k: v for k, v in ATTACKS.items() if k not in HELPERS}, args.attacks, "attack")
     if args.bits < 1:
         sys.exit("compare_imwatermark: --bits must be at least 1")
     tmp = None

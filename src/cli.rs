@@ -76,6 +76,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Training and inference throughput (images/s) of the seed model on synthetic batches.
     Bench(BenchArgs),
+    /// How visible a change to a photo is: SSIMULACRA2 of a marked photo against its original on
+    /// the centre and the flattest 512x512 windows at 100% (the worst counts; 90 is visually
+    /// lossless, 70 high quality), and PSNR over the colour channels.
+    Score(ScoreArgs),
     /// Inspect and prepare data sets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -190,6 +194,24 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Photos: write an output whose payload does not read back even at twice --strength. By
+    /// default such a photo is a failure (reported, counted, exit status 3) and nothing is
+    /// written for it: a file that does not carry its payload is not passed off as one.
+    #[arg(long, conflicts_with = "no_verify")]
+    pub keep_unread: bool,
+
+    /// Photos: skip the SSIMULACRA2 score of each output. By default the file as written is
+    /// scored against the original (worst of its centre and flattest 512x512 windows at 100%;
+    /// 90 is visually lossless, 70 high quality), which costs about as much as the embedding.
+    #[arg(long)]
+    pub no_score: bool,
+
+    /// Photos: a private key file (at least 16 bytes, e.g. `head -c 32 /dev/urandom > wmae.key`;
+    /// default: the file named by WMAE_KEY_FILE, if set). A payload embedded under a key reads
+    /// only with that key: the public model alone neither reads it nor writes one that reads.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
     /// The bits to embed in every image, e.g. 0110100111000101 (as many as the block holds).
     #[arg(
         long,
@@ -292,6 +314,12 @@ pub struct ExtractArgs {
     #[arg(long, value_enum, default_value_t = crate::photo_watermark::Search::Full)]
     pub search: crate::photo_watermark::Search,
 
+    /// Photos: a private key file (at least 16 bytes, e.g. `head -c 32 /dev/urandom > wmae.key`;
+    /// default: the file named by WMAE_KEY_FILE, if set). A payload embedded under a key reads
+    /// only with that key: the public model alone neither reads it nor writes one that reads.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
     /// The bits every image should carry, to score the result.
     #[arg(long, value_name = "BITS", conflicts_with = "manifest")]
     pub expect: Option<String>,
@@ -366,6 +394,19 @@ pub struct EvaluateArgs {
     /// Rows (test images) in the grid.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub samples: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// The original photo (PNG or JPEG).
+    pub original: PathBuf,
+
+    /// The changed photo: same size and colour type.
+    pub marked: PathBuf,
+
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

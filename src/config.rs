@@ -115,6 +115,11 @@ pub struct WatermarkConfig {
     /// Tile layout: data bits of the payload that `embed --payload` writes, BCH-coded into the
     /// tile's bits (0: none; training uses random bits either way).
     pub payload_bits: usize,
+    /// Tile layout: the side of the square a photo is squashed to for embedding and reading
+    /// (0: `size`). The networks are convolutional, so a model trained on `size` patches runs at
+    /// any side; a larger one writes a finer pattern (less visible on a large photo) with more
+    /// copies of the tile to vote (a fainter change reads).
+    pub photo_size: i64,
 }
 
 impl Default for WatermarkConfig {
@@ -132,11 +137,21 @@ impl Default for WatermarkConfig {
             tile: 16,
             size: crate::model::SEED_IMAGE_SIDE,
             payload_bits: 0,
+            photo_size: 0,
         }
     }
 }
 
 impl WatermarkConfig {
+    /// The side photos are squashed to (`photo_size`, or `size` when that is 0).
+    pub fn photo_side(&self) -> i64 {
+        if self.photo_size > 0 {
+            self.photo_size
+        } else {
+            self.size
+        }
+    }
+
     /// The layout on the `size x size` map.
     pub fn layout(&self) -> Layout {
         let side = self.size;
@@ -301,6 +316,10 @@ impl Config {
                 "name = {:?}: a run name must be a non-empty folder name without '/'",
                 self.name
             );
+        }
+        let photo_size = self.watermark.photo_size;
+        if photo_size != 0 && !(16..=2048).contains(&photo_size) {
+            bail!("watermark.photo_size = {photo_size}: must be 0 (the size) or 16..=2048");
         }
         let fraction = self.model.jnd_fraction;
         if !(fraction > 0.0 && fraction <= 4.0) {

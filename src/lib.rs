@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod inference;
 pub mod jnd;
 pub mod jpeg;
+pub mod key;
 pub mod layout;
 pub mod loss;
 pub mod manifest;

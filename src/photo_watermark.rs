@@ -22,6 +22,7 @@ use tch::{Device, Tensor};
 use crate::binarize::{self, Method};
 use crate::checkpoint::{self, Loaded};
 use crate::config::Config;
+use crate::key::Key;
 use crate::layout::{Layout, TileReading};
 use crate::model::Architecture;
 use crate::payload::{Payload, PayloadCode, PayloadReading};
@@ -32,14 +33,22 @@ use crate::sync::Lattice;
 /// Sub-pixel offsets (in half working pixels: y, x) each reading is tried at.
 pub const OFFSETS: [(i64, i64); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
-/// The sizes (fractions of the working size) the photo is squashed to when looking for its
-/// tile lattice (`crate::sync`): the extractor responds best to a tile near its trained size, and
-/// a crop keeping a fraction `f` of a side stretches the tile by `1/f`; these three levels cover
-/// `f` from 0.33 to 1 (and uneven crops) with the stretch seen within [`SYNC_PERIODS`].
-pub const SYNC_LEVELS: [f64; 3] = [1.0, 0.7, 0.5];
+/// The sizes (fractions of the working size) the photo is squashed to when looking for its tile
+/// lattice (`crate::sync`): the extractor responds best to a tile near its trained size, and a
+/// crop keeping a fraction `f` of a side stretches the tile by `1/f`. Levels a factor 0.9 apart
+/// from 1 down to 0.39 put some level within 5% of any `f` from 0.4 to 1.
+pub const SYNC_LEVELS: [f64; 10] = [
+    1.0, 0.9, 0.81, 0.729, 0.656, 0.59, 0.531, 0.478, 0.43, 0.387,
+];
 
-/// The tile periods (as multiples of the trained tile side) a lattice is looked for at.
-pub const SYNC_PERIODS: (f64, f64) = (0.7, 1.5);
+/// Angles (degrees) the photo is also turned back by at the first two levels before its map is
+/// made: the extractor reads a tile turned by a few degrees, not by 10, so turns up to 15
+/// degrees are met within 2.5 of one of these.
+pub const SYNC_ANGLES: [f64; 4] = [-10.0, -5.0, 5.0, 10.0];
+
+/// The tile periods (as multiples of the trained tile side) a lattice is looked for at: wide
+/// enough for crops keeping different shares of the two sides.
+pub const SYNC_PERIODS: (f64, f64) = (0.75, 1.35);
 
 /// How many of the lattices found (best first, over all levels) are read, each upright and
 /// mirrored.
@@ -83,6 +92,8 @@ pub struct PhotoModel {
     layout: Layout,
     code: PayloadCode,
     size: i64,
+    /// The private key the codeword is padded with, if any (`crate::key`).
+    key: Option<Key>,
 }
 
 /// What reading a photo gave.
@@ -132,11 +143,18 @@ impl PhotoModel {
         )
         .with_context(|| format!("{}: its payload code", path.display()))?;
         Ok(Self {
-            size: layout.height(),
+            size: config.watermark.photo_side(),
             loaded,
             layout,
             code,
+            key: None,
         })
+    }
+
+    /// Embeds and reads payloads under `key` (none: the public codeword).
+    pub fn with_key(mut self, key: Option<Key>) -> Self {
+        self.key = key;
+        self
     }
 
     pub fn code(&self) -> &PayloadCode {
@@ -149,12 +167,11 @@ impl PhotoModel {
 
     /// The layout's bits for a payload: the codeword, then zeros on the slots it leaves over.
     fn slot_bits(&self, payload: &Payload) -> Result<Tensor> {
-        let mut bits: Vec<f32> = self
-            .code
-            .encode(payload)?
-            .into_iter()
-            .map(|b| f32::from(u8::from(b)))
-            .collect();
+        let mut word = self.code.encode(payload)?;
+        if let Some(key) = &self.key {
+            key.apply(&mut word);
+        }
+        let mut bits: Vec<f32> = word.into_iter().map(|b| f32::from(u8::from(b))).collect();
         bits.resize(self.layout.bit_count() as usize, 0.0);
         Ok(Tensor::from_slice(&bits).reshape([1, -1]))
     }
@@ -184,6 +201,7 @@ impl PhotoModel {
     /// [`PhotoModel::change`] with the payload's map made already ([`PhotoModel::watermark_map`]).
     pub fn change_for_map(&self, photo: &Photo, map: &Tensor) -> Result<Change> {
         let luma = photo.luma_at(self.size)?.to_device(self.loaded.vs.device());
+        let map = &tile_map(map, self.size);
         let model = &self.loaded.model;
         Ok(tch::no_grad(|| {
             if model.architecture == Architecture::SeedJnd {
@@ -251,9 +269,14 @@ impl PhotoModel {
         }
         // Cropped, turned or unevenly stretched: the tile lattice found in the photo itself.
         if search == Search::Full {
-            for (level, lattice) in self.lattice_candidates(photo)? {
-                let side = self.level_side(level);
-                let fine = photo.luma_at(2 * side)?.to_device(device);
+            let aspect = f64::from(photo.width()) / f64::from(photo.height());
+            for view in self.lattice_candidates(photo)? {
+                let side = self.level_side(view.level);
+                let mut fine = photo.luma_at(2 * side)?.to_device(device);
+                if view.angle != 0.0 {
+                    fine = rotate(&fine, view.angle, aspect);
+                }
+                let lattice = view.lattice;
                 let Some(warped) = warp_to_tile(&fine, side as f64, lattice, self.tile() as f64)
                 else {
                     continue;
@@ -262,13 +285,14 @@ impl PhotoModel {
                 let determinant = m[0][0] * m[1][1] - m[0][1] * m[1][0];
                 for mirrored in [false, true] {
                     let at = Place {
-                        scale: level / determinant.abs().sqrt(),
+                        scale: view.level / determinant.abs().sqrt(),
                         mirrored,
                         // The tile's first axis in photo pixels (the squash scales x by
-                        // width / side and y by height / side).
+                        // width / side and y by height / side), less the turn made first.
                         angle: (lattice.a.1 * f64::from(photo.height()))
                             .atan2(lattice.a.0 * f64::from(photo.width()))
-                            .to_degrees(),
+                            .to_degrees()
+                            - view.angle,
                     };
                     if self.decode_offsets(&warped, method, at, &mut best)? {
                         return Ok(best.expect("a sure reading"));
@@ -301,25 +325,63 @@ impl PhotoModel {
         ((self.size as f64) * level).round() as i64
     }
 
-    /// The tile lattices seen in the photo's extracted map at each of [`SYNC_LEVELS`], the
-    /// [`SYNC_CANDIDATES`] clearest, with the level each was found at.
-    fn lattice_candidates(&self, photo: &Photo) -> Result<Vec<(f64, Lattice)>> {
+    /// The tile lattices seen in the photo's extracted map at each of [`SYNC_LEVELS`] (and, at
+    /// the first two, turned back by each of [`SYNC_ANGLES`]), the [`SYNC_CANDIDATES`] best
+    /// supported.
+    fn lattice_candidates(&self, photo: &Photo) -> Result<Vec<View>> {
         let device = self.loaded.vs.device();
         let tile = self.tile() as f64;
-        let mut found: Vec<(f64, Lattice)> = Vec::new();
-        for level in SYNC_LEVELS {
-            let luma = photo.luma_at(self.level_side(level))?.to_device(device);
-            let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
-            let periods = (SYNC_PERIODS.0 * tile, SYNC_PERIODS.1 * tile);
-            found.extend(
-                crate::sync::lattices(&map, periods.0, periods.1, SYNC_CANDIDATES)
-                    .into_iter()
-                    .map(|l| (level, l)),
-            );
+        let aspect = f64::from(photo.width()) / f64::from(photo.height());
+        let periods = (SYNC_PERIODS.0 * tile, SYNC_PERIODS.1 * tile);
+        let mut found: Vec<View> = Vec::new();
+        for (i, level) in SYNC_LEVELS.into_iter().enumerate() {
+            let side = self.level_side(level);
+            if (side as f64) < 2.0 * tile {
+                continue;
+            }
+            let fine = photo.luma_at(2 * side)?.to_device(device);
+            let angles: &[f64] = if i < 2 { &SYNC_ANGLES } else { &[] };
+            for &angle in std::iter::once(&0.0).chain(angles) {
+                let turned = if angle == 0.0 {
+                    fine.shallow_clone()
+                } else {
+                    rotate(&fine, angle, aspect)
+                };
+                let luma = half_pixel_offset(&turned, (0, 0));
+                let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(&luma, false));
+                found.extend(
+                    crate::sync::lattices(&map, periods.0, periods.1, SYNC_CANDIDATES)
+                        .into_iter()
+                        .map(|lattice| View {
+                            level,
+                            angle,
+                            lattice,
+                        }),
+                );
+            }
         }
-        found.sort_by(|x, y| y.1.strength.total_cmp(&x.1.strength));
-        found.truncate(SYNC_CANDIDATES);
-        Ok(found)
+        found.sort_by(|x, y| y.lattice.strength.total_cmp(&x.lattice.strength));
+        // One lattice of the photo shows at several levels: each is read once, from the level
+        // where its tile is nearest the trained size (where the extractor reads best).
+        let mut distinct: Vec<View> = Vec::new();
+        for view in found {
+            match distinct.iter_mut().find(|d| d.same_lattice(&view)) {
+                Some(d) if view.misfit(tile) < d.misfit(tile) => {
+                    let strength = d.lattice.strength;
+                    *d = view;
+                    d.lattice.strength = strength;
+                }
+                Some(_) => {}
+                None => distinct.push(view),
+            }
+        }
+        if std::env::var_os("WMAE_DEBUG_SYNC").is_some() {
+            for f in &distinct {
+                eprintln!("DEBUG {} {:?}", photo.path.display(), f);
+            }
+        }
+        distinct.truncate(SYNC_CANDIDATES);
+        Ok(distinct)
     }
 
     /// [`PhotoModel::decode_all`] at each of [`OFFSETS`] of `fine` (a luma at twice the size
@@ -371,7 +433,18 @@ impl PhotoModel {
         let tile = (readings.len() as f64).sqrt() as i64;
         // Every shift of a tiled map agrees equally with the pixels (the vote cannot find the
         // shift), so each is decoded in turn and the code tells which one holds a codeword.
-        for (shift, TileReading { word, agreement }) in readings.into_iter().enumerate() {
+        let pad = self.key.as_ref().map(|k| k.pad(n));
+        for (
+            shift,
+            TileReading {
+                mut word,
+                agreement,
+            },
+        ) in readings.into_iter().enumerate()
+        {
+            if let Some(pad) = &pad {
+                word[..n].iter_mut().zip(pad).for_each(|(b, p)| *b ^= p);
+            }
             let reading = self.code.decode(&word[..n])?;
             if reading.payload.is_none() {
                 continue;
@@ -402,6 +475,20 @@ impl PhotoModel {
     }
 }
 
+/// A tiled watermark map `(1,1,h,w)` repeated (or cut) to `size x size`: the layout's map holds a
+/// whole number of tiles, so the repetition continues the tiling.
+fn tile_map(map: &Tensor, size: i64) -> Tensor {
+    let s = map.size();
+    let (h, w) = (s[2], s[3]);
+    if (h, w) == (size, size) {
+        return map.shallow_clone();
+    }
+    let (ry, rx) = ((size + h - 1) / h, (size + w - 1) / w);
+    map.repeat([1, 1, ry, rx])
+        .narrow(2, 0, size)
+        .narrow(3, 0, size)
+}
+
 /// A photo model's change at the working size, before it is resized to a photo and added.
 pub enum Change {
     /// A residual model's change `(1,1,S,S)` in luma units, the same everywhere it lands.
@@ -423,6 +510,61 @@ impl Change {
             } => photo.with_shaped_pattern_and_mse(pattern, strength * jnd_fraction),
         }
     }
+}
+
+/// A lattice found in the photo squashed to `level` of the working size and turned back by
+/// `angle` degrees.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    level: f64,
+    angle: f64,
+    lattice: Lattice,
+}
+
+impl View {
+    /// The basis in working pixels of the photo squashed whole (level 1).
+    fn at_full_level(&self) -> ((f64, f64), (f64, f64)) {
+        let (a, b, l) = (self.lattice.a, self.lattice.b, self.level);
+        ((a.0 / l, a.1 / l), (b.0 / l, b.1 / l))
+    }
+
+    /// Whether two views show one lattice of the photo (within 3% and 2 degrees).
+    fn same_lattice(&self, other: &View) -> bool {
+        if (self.angle - other.angle).abs() > 2.0 {
+            return false;
+        }
+        let ((a, b), (c, d)) = (self.at_full_level(), other.at_full_level());
+        let near = |u: (f64, f64), v: (f64, f64)| {
+            let scale = (u.0 * u.0 + u.1 * u.1).sqrt();
+            ((u.0 - v.0).powi(2) + (u.1 - v.1).powi(2)).sqrt() < 0.03 * scale
+        };
+        near(a, c) && near(b, d)
+    }
+
+    /// How far its tile is from the trained size `tile` (log ratio, both axes).
+    fn misfit(&self, tile: f64) -> f64 {
+        let length = |v: (f64, f64)| (v.0 * v.0 + v.1 * v.1).sqrt();
+        (length(self.lattice.a) / tile).ln().abs() + (length(self.lattice.b) / tile).ln().abs()
+    }
+}
+
+/// A squashed photo's luma `(1,1,S,S)` turned by `degrees` about its centre as the photo itself
+/// would be (`aspect` = its width / height: a turn of the photo is a sheared turn of the squashed
+/// square), bilinear, zeros outside.
+fn rotate(luma: &Tensor, degrees: f64, aspect: f64) -> Tensor {
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let theta = Tensor::from_slice(&[
+        cos as f32,
+        (-sin / aspect) as f32,
+        0.0,
+        (sin * aspect) as f32,
+        cos as f32,
+        0.0,
+    ])
+    .reshape([1, 2, 3])
+    .to_device(luma.device());
+    let grid = Tensor::affine_grid_generator(&theta, luma.size(), false);
+    luma.grid_sampler(&grid, 0, 0, false)
 }
 
 /// Where a reading looks: the crop scale, the mirror image or not, the angle turned back.

@@ -17,8 +17,10 @@ use tch::{Device, Kind, Tensor};
 pub struct Lattice {
     pub a: (f64, f64),
     pub b: (f64, f64),
-    /// The normalised autocorrelation at the basis vectors (1 for a perfectly periodic map):
-    /// how clearly the lattice shows.
+    /// How clearly the lattice shows: the mean normalised autocorrelation at its points (1 for
+    /// a perfectly periodic map, about 0 for noise) times the square root of the map's pixel
+    /// count, so that lattices found in maps of different sizes compare by how far each stands
+    /// above its own noise (which falls as one over that root).
     pub strength: f64,
 }
 
@@ -66,45 +68,39 @@ pub fn lattices(map: &Tensor, min_period: f64, max_period: f64, count: usize) ->
         }
     }
     peaks.sort_by(|p, q| q.1.total_cmp(&p.1));
-    peaks.truncate(12);
-    // Bases: pairs of strong peaks at 50-130 degrees from each other, shortest pairs first among
-    // those nearly as strong as the strongest (a lattice's longer vectors, a + b among them,
-    // show as strongly as its basis).
+    peaks.truncate(24);
+    // Bases: pairs of strong peaks at 50-130 degrees from each other, refined over the whole
+    // lattice they span and scored by how strongly every point of it repeats the map (a pair of
+    // peaks that the photo's own texture made rarely has its sums and multiples peak too).
     let mut bases: Vec<Lattice> = Vec::new();
-    for (i, &(p, pv)) in peaks.iter().enumerate() {
-        for &(q, qv) in &peaks[i + 1..] {
+    for (i, &(p, _)) in peaks.iter().enumerate() {
+        for &(q, _) in &peaks[i + 1..] {
             let (p, q) = (refine(&at, p), refine(&at, q));
             let cos = (p.0 * q.0 + p.1 * q.1) / (norm(p) * norm(q));
             if cos.abs() > 0.64 {
                 continue;
             }
-            // Both were taken with dx >= 0; the one nearer the y axis becomes b, pointing down.
-            let (mut a, mut b) = if p.0.abs() >= q.0.abs() {
-                (p, q)
-            } else {
-                (q, p)
-            };
-            if a.0 < 0.0 {
-                a = (-a.0, -a.1);
-            }
-            if b.1 < 0.0 {
-                b = (-b.0, -b.1);
-            }
+            let (a, b) = orient(p, q);
             let (a, b) = fit(&at, a, b, max_lag);
-            bases.push(Lattice {
-                a,
-                b,
-                strength: pv.min(qv),
-            });
+            if let Some(strength) = support(&at, a, b, max_lag) {
+                bases.push(finest(&at, Lattice { a, b, strength }, min_period, max_lag));
+            }
         }
     }
-    // Strong first; among nearly equal strengths, the smaller cell (the true basis).
+    // The best supported; among nearly as well supported ones, the smallest cell and then the
+    // shortest basis (a sub-lattice of the true one, or a skewed basis of it, repeats as well).
     let best = bases.iter().map(|l| l.strength).fold(0.0, f64::max);
-    bases.retain(|l| l.strength >= 0.5 * best);
+    bases.retain(|l| l.strength >= 0.85 * best);
+    let area = |l: &Lattice| (l.a.0 * l.b.1 - l.a.1 * l.b.0).abs();
     bases.sort_by(|l, m| {
-        let area = |l: &Lattice| (l.a.0 * l.b.1 - l.a.1 * l.b.0).abs();
-        area(l).total_cmp(&area(m))
+        (area(l).round(), norm(l.a) + norm(l.b))
+            .partial_cmp(&(area(m).round(), norm(m.a) + norm(m.b)))
+            .unwrap_or(std::cmp::Ordering::Equal)
     });
+    let significance = ((h * w) as f64 / 4.0).sqrt();
+    for l in &mut bases {
+        l.strength *= significance;
+    }
     let mut chosen: Vec<Lattice> = Vec::new();
     for l in bases {
         let same = chosen.iter().any(|c| close(c.a, l.a) && close(c.b, l.b));
@@ -182,6 +178,105 @@ fn fit(
     ((ax, ay), (bx, by))
 }
 
+/// The finest lattice within the period range that repeats as well as `l`: two peaks of a
+/// lattice may span a coarser one (every other point, or the diagonals), all of whose points
+/// peak too. A basis vector halved (or the diagonals' half sum and difference) whose new points,
+/// those not on `l`, peak nearly as strongly as `l`'s own belongs to the true lattice.
+fn finest(at: &impl Fn(i64, i64) -> f64, mut l: Lattice, min_period: f64, max_lag: f64) -> Lattice {
+    'finer: loop {
+        let (a, b) = (l.a, l.b);
+        let half = |v: (f64, f64)| (v.0 / 2.0, v.1 / 2.0);
+        // Each finer basis, and which of its points (n, m) are new (not on `l`).
+        let candidates: [((f64, f64), (f64, f64), fn(i64, i64) -> bool); 3] = [
+            (half(a), b, |n, _| n % 2 != 0),
+            (a, half(b), |_, m| m % 2 != 0),
+            (
+                half((a.0 - b.0, a.1 - b.1)),
+                half((a.0 + b.0, a.1 + b.1)),
+                |n, m| (n + m) % 2 != 0,
+            ),
+        ];
+        for (a2, b2, new) in candidates {
+            if norm(a2) < min_period || norm(b2) < min_period {
+                continue;
+            }
+            if let Some(s2) = support_where(at, a2, b2, max_lag, new) {
+                if s2 >= 0.75 * l.strength {
+                    let (a2, b2) = orient(a2, b2);
+                    let (a2, b2) = fit(at, a2, b2, max_lag);
+                    if let Some(strength) = support(at, a2, b2, max_lag) {
+                        l = Lattice {
+                            a: a2,
+                            b: b2,
+                            strength,
+                        };
+                        continue 'finer;
+                    }
+                }
+            }
+        }
+        return l;
+    }
+}
+
+/// A basis ordered and signed as [`Lattice`] has it: `a` the vector nearer the x axis, pointing
+/// right; `b` pointing down.
+fn orient(p: (f64, f64), q: (f64, f64)) -> ((f64, f64), (f64, f64)) {
+    let (mut a, mut b) = if p.0.abs() >= q.0.abs() {
+        (p, q)
+    } else {
+        (q, p)
+    };
+    if a.0 < 0.0 {
+        a = (-a.0, -a.1);
+    }
+    if b.1 < 0.0 {
+        b = (-b.0, -b.1);
+    }
+    (a, b)
+}
+
+/// The mean autocorrelation at the points `n a + m b` (|n|, |m| <= 3, not both 0) within
+/// `max_lag`, each the largest value within a pixel of it; None for fewer than 6 points.
+fn support(
+    at: &impl Fn(i64, i64) -> f64,
+    a: (f64, f64),
+    b: (f64, f64),
+    max_lag: f64,
+) -> Option<f64> {
+    support_where(at, a, b, max_lag, |_, _| true)
+}
+
+/// [`support`] over the points `(n, m)` that `keep` keeps; None for fewer than 4 of them.
+fn support_where(
+    at: &impl Fn(i64, i64) -> f64,
+    a: (f64, f64),
+    b: (f64, f64),
+    max_lag: f64,
+    keep: impl Fn(i64, i64) -> bool,
+) -> Option<f64> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for n in -3i64..=3 {
+        for m in -3i64..=3 {
+            let (px, py) = (
+                n as f64 * a.0 + m as f64 * b.0,
+                n as f64 * a.1 + m as f64 * b.1,
+            );
+            if (n, m) == (0, 0) || !keep(n, m) || (px * px + py * py).sqrt() > max_lag {
+                continue;
+            }
+            let (cx, cy) = (px.round() as i64, py.round() as i64);
+            let top = (-1..=1)
+                .flat_map(|dy| (-1..=1).map(move |dx| (dy, dx)))
+                .map(|(dy, dx)| at(cy + dy, cx + dx))
+                .fold(f64::NEG_INFINITY, f64::max);
+            sum += top;
+            count += 1;
+        }
+    }
+    (count >= 4).then(|| sum / count as f64)
+}
+
 fn norm(v: (f64, f64)) -> f64 {
     (v.0 * v.0 + v.1 * v.1).sqrt()
 }
@@ -217,7 +312,12 @@ fn normalised_autocorrelation(map: &Tensor) -> Vec<Vec<f64>> {
         let m = map.to_device(Device::Cpu).to_kind(Kind::Double);
         let size = m.size();
         let (h, w) = (size[2], size[3]);
-        let centred = &m - m.mean(Kind::Double);
+        // High-passed: the photo's own shading and large shapes leave the extractor's map
+        // slowly varying, and would otherwise dominate every lag.
+        let local = m.avg_pool2d([7, 7], [1, 1], [3, 3], false, false, None::<i64>);
+        // Only the sign counts: every region of the photo then weighs alike, however strongly
+        // its content drives the extractor.
+        let centred = (&m - local).sign();
         let ones = Tensor::ones_like(&m);
         let correlate = |x: &Tensor| {
             let f = x.fft_rfft2(Some([2 * h, 2 * w].as_slice()), [-2, -1], "backward");
@@ -292,6 +392,8 @@ mod tests {
     fn noise_has_no_strong_lattice() {
         let noise = Tensor::rand([1, 1, 128, 128], (Kind::Float, Device::Cpu));
         let found = lattices(&noise, 11.0, 45.0, 2);
-        assert!(found.iter().all(|l| l.strength < 0.2), "{found:?}");
+        // Noise's support stands a few units of its own noise level (sqrt(128 * 128) = 128
+        // times the mean correlation) above zero; a tiled map's, about 100.
+        assert!(found.iter().all(|l| l.strength < 15.0), "{found:?}");
     }
 }

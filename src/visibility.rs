@@ -23,6 +23,8 @@ pub struct Visibility {
     /// The flattest window's score (lowest mean luma gradient), and its top-left corner.
     pub flattest: f64,
     pub flattest_at: (u32, u32),
+    /// The windows' width and height (the photo's own where it is smaller than [`WINDOW`]).
+    pub window: (u32, u32),
 }
 
 /// Scores `marked` against `original` (same size and colour type) on the centre window and on the
@@ -53,6 +55,7 @@ pub fn score(original: &Photo, marked: &Photo) -> Result<Visibility> {
         centre,
         flattest,
         flattest_at,
+        window: (ww, wh),
     })
 }
 

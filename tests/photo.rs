@@ -164,7 +164,8 @@ fn constant_residual_raises_luma_and_keeps_chroma() {
         }
     }
 
-    // The same change on an RGBA photo leaves alpha as it was; a negative one lowers luma.
+    // The same change on an RGBA photo leaves alpha as it was and is scaled by each pixel's
+    // opacity (nothing is written under transparent pixels); a negative one lowers luma.
     let rgba = RgbaImage::from_raw(w, h, bytes(4 * n, 6)).unwrap();
     let input = dir.path().join("alpha.png");
     save_png(&rgba.clone().into(), &input);
@@ -177,8 +178,13 @@ fn constant_residual_raises_luma_and_keeps_chroma() {
     };
     for (before, after) in rgba.pixels().zip(lowered.pixels()) {
         assert_eq!(after.0[3], before.0[3]);
+        let change = -10.0 * f32::from(before.0[3]) / 255.0;
         for c in 0..3 {
-            assert_eq!(after.0[c], before.0[c].saturating_sub(10));
+            let expected = ((f32::from(before.0[c]) + change).clamp(0.0, 255.0) + 0.5) as u8;
+            assert_eq!(after.0[c], expected, "{before:?}");
+        }
+        if before.0[3] == 0 {
+            assert_eq!(after.0[..3], before.0[..3]);
         }
     }
 }

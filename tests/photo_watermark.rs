@@ -98,16 +98,32 @@ fn a_photo_model_trains_embeds_and_reads_photos_of_any_size() {
         .save(inputs.join("sub/gray.jpg"))
         .unwrap();
     let marked = dir.path().join("marked");
-    let out = wmae(&[
-        "embed",
-        inputs.to_str().unwrap(),
-        "--payload",
-        "text:tiny",
-        "--out",
-        marked.to_str().unwrap(),
-        "--checkpoint",
-        ck,
-    ]);
+    let embed = |extra: &[&str]| {
+        let mut args = vec![
+            "embed",
+            inputs.to_str().unwrap(),
+            "--payload",
+            "text:tiny",
+            "--out",
+            marked.to_str().unwrap(),
+            "--checkpoint",
+            ck,
+        ];
+        args.extend_from_slice(extra);
+        wmae(&args)
+    };
+    // A one-epoch model's payload does not read back: by default each photo fails (exit 3) and
+    // nothing is written for it.
+    let out = embed(&[]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("wide.png: its payload does not read back"),
+        "{err}"
+    );
+    assert!(!marked.join("wide.png").exists() && !marked.join("sub/gray.jpg").exists());
+    // --keep-unread writes them anyway.
+    let out = embed(&["--keep-unread"]);
     let log = stdout(&out);
     assert!(out.status.success(), "{log}{}", common::stderr(&out));
     assert!(log.contains("embedded payload 74696e7900000000"), "{log}");

@@ -20,6 +20,9 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(spec) = &args.payload {
         return super::photo::embed(args, global, spec);
     }
+    if args.key.is_some() {
+        anyhow::bail!("--key keys photo payloads (--payload); digit models carry plain bits");
+    }
     let checkpoint = super::photo::embed_checkpoint(args);
     if super::streaming::wants_streaming(&args.stream, args.skip_existing) {
         return super::digit_stream::embed(args, global, &checkpoint);

@@ -34,6 +34,12 @@ pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     if super::photo::is_photo_model(&checkpoint) {
         return super::photo::extract(args, global, &checkpoint);
     }
+    if args.key.is_some() {
+        bail!(
+            "--key keys photo payloads; {} is a digit model",
+            checkpoint.display()
+        );
+    }
     if super::streaming::wants_streaming(&args.stream, false) {
         if args.inputs.is_empty() && args.stream.input_list.is_none() {
             bail!("the streaming options read image files: give files, folders or --input-list");

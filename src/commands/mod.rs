@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod export;
 pub mod extract;
 pub mod photo;
+pub mod score;
 pub mod streaming;
 pub mod train;
 
@@ -39,5 +40,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attack(args) => attack::run(&args, global),
         Command::Export(args) => export::run(&args, global),
         Command::Bench(args) => bench::run(&args, global),
+        Command::Score(args) => score::run(&args),
     }
 }

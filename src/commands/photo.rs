@@ -11,11 +11,13 @@ use crate::binarize::Method;
 use crate::cli::{
     EmbedArgs, ExtractArgs, GlobalArgs, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
 };
+use crate::key::Key;
 use crate::payload::Payload;
 use crate::photo::{Photo, PhotoFormat};
 use crate::photo_watermark::{psnr_from_mse, PhotoModel, Search};
 use crate::precision::Precision;
 use crate::stream::{Input, Inputs, Record, Worker};
+use crate::visibility;
 
 use super::streaming::{lock_output, read_input, skip_if_written, stream_run, worker_count};
 
@@ -66,11 +68,13 @@ fn load_models(
     checkpoint: &Path,
     global: &GlobalArgs,
     precision: Precision,
+    key: Option<&Path>,
 ) -> Result<Vec<PhotoModel>> {
     let device = global.device.resolve()?;
+    let key = Key::resolve(key)?;
     let n = worker_count();
     (0..n)
-        .map(|_| PhotoModel::load(checkpoint, device, precision))
+        .map(|_| Ok(PhotoModel::load(checkpoint, device, precision)?.with_key(key.clone())))
         .collect()
 }
 
@@ -85,6 +89,8 @@ struct EmbedWorker {
     strength: f64,
     skip_existing: bool,
     verify: bool,
+    keep_unread: bool,
+    score: bool,
 }
 
 /// A photo file read and decoded, timed as the record's "read" and "decode" stages.
@@ -111,7 +117,8 @@ impl Worker for EmbedWorker {
         let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
         let factors: &[f64] = if self.verify { &VERIFY_FACTORS } else { &[1.0] };
         let t = self.model.code().t();
-        let (mut file, mut psnr, mut strength, mut read_back) = (Vec::new(), 0.0, 0.0, None);
+        let (mut file, mut psnr, mut strength) = (Vec::new(), 0.0, 0.0);
+        let (mut read_back, mut written) = (None, None);
         for &factor in factors {
             // Rounded so the record says 0.45, not 0.44999999999999996.
             strength = (self.strength * factor * 1e6).round() / 1e6;
@@ -125,22 +132,21 @@ impl Worker for EmbedWorker {
                 break;
             }
             // The file as written, decoded again and read where it was embedded.
-            read_back = record.time("verify", || -> Result<Option<usize>> {
-                let written = Photo::decode(out, &file)?;
+            let (corrected, decoded) = record.time("verify", || -> Result<_> {
+                let decoded = Photo::decode(out, &file)?;
                 let reading = self
                     .model
-                    .read_as_embedded(&written, Method::Threshold(0.5))?;
-                Ok(reading
+                    .read_as_embedded(&decoded, Method::Threshold(0.5))?;
+                let corrected = reading
                     .filter(|r| r.reading.payload.as_ref() == Some(&self.payload))
-                    .map(|r| r.reading.corrected))
+                    .map(|r| r.reading.corrected);
+                Ok((corrected, decoded))
             })?;
+            (read_back, written) = (corrected, Some(decoded));
             if read_back.is_some_and(|c| 2 * c <= t) {
                 break;
             }
         }
-        record.time("write", || {
-            crate::fsutil::write_through_part_file(out, &file)
-        })?;
         record.set("payload", self.payload.hex());
         // JSON has no infinity: an unchanged photo (all-zero change) reports null.
         record.set(
@@ -148,9 +154,39 @@ impl Worker for EmbedWorker {
             psnr.is_finite().then_some((psnr * 1e4).round() / 1e4),
         );
         record.set("strength", strength);
-        let check = if self.verify {
+        if self.verify {
             record.set("verified", read_back.is_some());
             record.set("corrected_bits", read_back);
+        }
+        if self.verify && read_back.is_none() && !self.keep_unread {
+            bail!(
+                "{}: its payload does not read back even at strength {strength} (PSNR {psnr:.2} \
+                 dB); nothing written (--keep-unread writes it anyway)",
+                path.display()
+            );
+        }
+        let visibility = if self.score {
+            let written = match written.take() {
+                Some(w) => w,
+                None => record.time("decode", || Photo::decode(out, &file))?,
+            };
+            let v = record.time("score", || visibility::score(&photo, &written))?;
+            record.set("ssimulacra2", (v.worst * 100.0).round() / 100.0);
+            record.set("ssimulacra2_centre", (v.centre * 100.0).round() / 100.0);
+            record.set("ssimulacra2_flattest", (v.flattest * 100.0).round() / 100.0);
+            Some(v)
+        } else {
+            None
+        };
+        drop(written);
+        record.time("write", || {
+            crate::fsutil::write_through_part_file(out, &file)
+        })?;
+        record.set("written", true);
+        if photo.converted_from_16_bit {
+            record.set("converted_from_16_bit", true);
+        }
+        let check = if self.verify {
             match read_back {
                 Some(c) if strength == self.strength => {
                     format!("; reads back ({c} bits corrected)")
@@ -159,15 +195,23 @@ impl Worker for EmbedWorker {
                     format!("; strength raised to {strength} to read back ({c} bits corrected)")
                 }
                 None => {
-                    format!("; WARNING: its payload does not read back even at strength {strength}")
+                    format!("; WARNING: its payload does not read back even at strength {strength} (kept: --keep-unread)")
                 }
             }
         } else {
             String::new()
         };
+        let score = visibility
+            .map(|v| format!(", SSIMULACRA2 {:.1} (worst 512-px window)", v.worst))
+            .unwrap_or_default();
+        let depth = if photo.converted_from_16_bit {
+            "; written as 8-bit (the input was 16-bit)"
+        } else {
+            ""
+        };
         record.text = format!(
             "{} -> {}: {}x{}, {:.0} ms, PSNR {psnr:.2} dB against the original (before {} \
-             encoding){check}",
+             encoding){score}{check}{depth}",
             path.display(),
             out.display(),
             photo.width(),
@@ -190,7 +234,12 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
         bail!("--jpeg-quality {}: must lie in 1..=100", args.jpeg_quality);
     }
     let checkpoint = embed_checkpoint(args);
-    let models = load_models(&checkpoint, global, args.stream.precision)?;
+    let models = load_models(
+        &checkpoint,
+        global,
+        args.stream.precision,
+        args.key.as_deref(),
+    )?;
     let payload = Payload::parse(spec, models[0].code().data_bits())?;
     let code = models[0].code().clone();
     let _lock = lock_output(&args.out, &args.stream)?;
@@ -206,6 +255,8 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
                 strength: args.strength,
                 skip_existing: args.skip_existing,
                 verify: !args.no_verify,
+                keep_unread: args.keep_unread,
+                score: !args.no_score,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -311,14 +362,19 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     } else {
         Method::Threshold(args.threshold)
     };
-    let workers = load_models(checkpoint, global, args.stream.precision)?
-        .into_iter()
-        .map(|model| ExtractWorker {
-            model,
-            method,
-            search: args.search,
-        })
-        .collect();
+    let workers = load_models(
+        checkpoint,
+        global,
+        args.stream.precision,
+        args.key.as_deref(),
+    )?
+    .into_iter()
+    .map(|model| ExtractWorker {
+        model,
+        method,
+        search: args.search,
+    })
+    .collect();
     let mut stream_args = args.stream.clone();
     stream_args.jsonl |= args.json;
     stream_run(

@@ -64,7 +64,11 @@ impl Record {
         r
     }
 
+    /// Marks the input failed; a record that named an output says it was not written.
     pub fn fail(&mut self, error: String) {
+        if self.fields.contains_key("output") {
+            self.fields.insert("written".into(), false.into());
+        }
         self.text = format!("error: {error}");
         self.status = Status::Failed;
         self.error = Some(error);

@@ -134,3 +134,65 @@ pub fn synthetic_photo(width: u32, height: u32, seed: u32) -> image::RgbImage {
         image::Rgb([v(90.0), v(110.0), v(70.0)])
     })
 }
+
+/// A photo-like colour image without a period of its own (unlike [`synthetic_photo`], whose
+/// waves and checkerboard repeat, which a tile-lattice finder would also see): a flat sky over
+/// the top third, and below it a landscape of 48 waves in random directions with a 1/f
+/// spectrum, a few hard-edged shapes and a little pixel noise.
+pub fn natural_photo(width: u32, height: u32, seed: u64) -> image::RgbImage {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let waves: Vec<(f32, f32, f32, f32)> = (0..48)
+        .map(|_| {
+            let period = 6.0 + 300.0 * next() * next();
+            let angle = std::f32::consts::TAU * next();
+            let phase = std::f32::consts::TAU * next();
+            // 1/f: amplitude grows with the period.
+            let amplitude = 1.2 * period.sqrt();
+            (
+                angle.cos() * std::f32::consts::TAU / period,
+                angle.sin() * std::f32::consts::TAU / period,
+                phase,
+                amplitude,
+            )
+        })
+        .collect();
+    let shapes: Vec<(f32, f32, f32, f32, f32)> = (0..6)
+        .map(|_| {
+            (
+                next() * width as f32,
+                height as f32 * (0.35 + 0.65 * next()),
+                20.0 + 120.0 * next(),
+                20.0 + 80.0 * next(),
+                -40.0 + 80.0 * next(),
+            )
+        })
+        .collect();
+    let horizon = height as f32 / 3.0;
+    let mut noise = next;
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        let grain = 6.0 * (noise() - 0.5);
+        if yf < horizon {
+            let sky = 150.0 + 40.0 * yf / horizon;
+            let v = |base: f32| (base + 0.5 * grain).clamp(0.0, 255.0) as u8;
+            return image::Rgb([v(sky - 60.0), v(sky - 20.0), v(sky + 40.0)]);
+        }
+        let mut field: f32 = waves
+            .iter()
+            .map(|&(kx, ky, phase, amplitude)| amplitude * (kx * xf + ky * yf + phase).sin())
+            .sum();
+        for &(cx, cy, rx, ry, shade) in &shapes {
+            if (xf - cx).abs() < rx && (yf - cy).abs() < ry {
+                field += shade;
+            }
+        }
+        let v = |base: f32| (base + field + grain).clamp(0.0, 255.0) as u8;
+        image::Rgb([v(100.0), v(120.0), v(70.0)])
+    })
+}
