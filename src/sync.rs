@@ -87,10 +87,11 @@ pub fn lattices(map: &Tensor, min_period: f64, max_period: f64, count: usize) ->
             }
         }
     }
-    // The best supported; among nearly as well supported ones, the smallest cell and then the
-    // shortest basis (a sub-lattice of the true one, or a skewed basis of it, repeats as well).
+    // The best supported; among as well supported ones (within 5%), the smallest cell and then
+    // the shortest basis (a skewed basis of the true lattice repeats as well). The period range
+    // is narrower than a factor 2, so the true lattice's doubled vectors are not in it.
     let best = bases.iter().map(|l| l.strength).fold(0.0, f64::max);
-    bases.retain(|l| l.strength >= 0.85 * best);
+    bases.retain(|l| l.strength >= 0.95 * best);
     let area = |l: &Lattice| (l.a.0 * l.b.1 - l.a.1 * l.b.0).abs();
     bases.sort_by(|l, m| {
         (area(l).round(), norm(l.a) + norm(l.b))
@@ -181,7 +182,8 @@ fn fit(
 /// The finest lattice within the period range that repeats as well as `l`: two peaks of a
 /// lattice may span a coarser one (every other point, or the diagonals), all of whose points
 /// peak too. A basis vector halved (or the diagonals' half sum and difference) whose new points,
-/// those not on `l`, peak nearly as strongly as `l`'s own belongs to the true lattice.
+/// those not on `l`, peak at least half as strongly as `l`'s own belongs to the true lattice
+/// (where the photo does not repeat, the new points sit at about 0).
 fn finest(at: &impl Fn(i64, i64) -> f64, mut l: Lattice, min_period: f64, max_lag: f64) -> Lattice {
     'finer: loop {
         let (a, b) = (l.a, l.b);
@@ -200,8 +202,10 @@ fn finest(at: &impl Fn(i64, i64) -> f64, mut l: Lattice, min_period: f64, max_la
             if norm(a2) < min_period || norm(b2) < min_period {
                 continue;
             }
-            if let Some(s2) = support_where(at, a2, b2, max_lag, new) {
-                if s2 >= 0.75 * l.strength {
+            // The new points against the old ones in the same range of lags.
+            let old = support_where(at, a2, b2, max_lag, |n, m| !new(n, m));
+            if let (Some(s2), Some(s1)) = (support_where(at, a2, b2, max_lag, new), old) {
+                if s2 >= 0.5 * s1 {
                     let (a2, b2) = orient(a2, b2);
                     let (a2, b2) = fit(at, a2, b2, max_lag);
                     if let Some(strength) = support(at, a2, b2, max_lag) {
@@ -324,8 +328,19 @@ fn normalised_autocorrelation(map: &Tensor) -> Vec<Vec<f64>> {
             (&f * f.conj()).fft_irfft2(Some([2 * h, 2 * w].as_slice()), [-2, -1], "backward")
         };
         let pairs = correlate(&ones).clamp_min(1.0);
-        let variance = (centred.square().sum(Kind::Double) / (h * w) as f64).clamp_min(1e-12);
-        let c = (correlate(&centred) / pairs / variance).squeeze();
+        // Spectral whitening: each frequency's power divided by the mean power around it, so
+        // the lines of a repetition stand out and the smooth spectrum of the photo's texture
+        // (which correlates the map over short lags in every direction) flattens.
+        let spectrum = centred.fft_rfft2(Some([2 * h, 2 * w].as_slice()), [-2, -1], "backward");
+        let power = spectrum.abs().square();
+        let around = power.avg_pool2d([9, 9], [1, 1], [4, 4], false, false, None::<i64>);
+        let whitened = (&power / (around + 1e-12)).sqrt();
+        let c = whitened.to_kind(Kind::ComplexDouble).fft_irfft2(
+            Some([2 * h, 2 * w].as_slice()),
+            [-2, -1],
+            "backward",
+        );
+        let c = (&c / c.max().clamp_min(1e-12) / pairs * (h * w) as f64).squeeze();
         Vec::<Vec<f64>>::try_from(c).expect("a 2-D double tensor")
     })
 }
@@ -335,7 +350,7 @@ mod tests {
     use super::*;
 
     /// A `side x side` map of a random `tile x tile` pattern of 0/1 seen through an affine map
-    /// (tile pixels to map pixels), nearest-neighbour.
+    /// (tile pixels to map pixels), bilinear.
     fn tiled_map(side: i64, tile: i64, m: [[f64; 2]; 2], seed: u64) -> Tensor {
         let mut state = seed;
         let bits: Vec<f64> = (0..tile * tile)
@@ -349,14 +364,21 @@ mod tests {
             [m[1][1] / det, -m[0][1] / det],
             [-m[1][0] / det, m[0][0] / det],
         ];
+        let bit =
+            |tx: i64, ty: i64| bits[(ty.rem_euclid(tile) * tile + tx.rem_euclid(tile)) as usize];
         let mut v = vec![0f32; (side * side) as usize];
         for y in 0..side {
             for x in 0..side {
+                // Bilinear between tile cells, as a resampled map is.
                 let (fx, fy) = (x as f64 + 0.5, y as f64 + 0.5);
-                let tx = (inv[0][0] * fx + inv[0][1] * fy).floor() as i64;
-                let ty = (inv[1][0] * fx + inv[1][1] * fy).floor() as i64;
-                v[(y * side + x) as usize] =
-                    bits[(ty.rem_euclid(tile) * tile + tx.rem_euclid(tile)) as usize] as f32;
+                let tx = inv[0][0] * fx + inv[0][1] * fy - 0.5;
+                let ty = inv[1][0] * fx + inv[1][1] * fy - 0.5;
+                let (x0, y0) = (tx.floor(), ty.floor());
+                let (wx, wy) = (tx - x0, ty - y0);
+                let (x0, y0) = (x0 as i64, y0 as i64);
+                let top = bit(x0, y0) * (1.0 - wx) + bit(x0 + 1, y0) * wx;
+                let bottom = bit(x0, y0 + 1) * (1.0 - wx) + bit(x0 + 1, y0 + 1) * wx;
+                v[(y * side + x) as usize] = (top * (1.0 - wy) + bottom * wy) as f32;
             }
         }
         Tensor::from_slice(&v).view([1, 1, side, side])
@@ -364,17 +386,20 @@ mod tests {
 
     #[test]
     fn finds_a_stretched_and_turned_lattice() {
+        // Periods within the reader's window (0.75 to 1.35 tiles, narrower than a factor 2, so
+        // that a lattice's doubled vectors never compete with its own).
         for (sx, sy, degrees) in [
             (1.0, 1.0, 0.0),
             (1.25, 1.25, 0.0),
-            (1.1, 1.6, 0.0),
-            (1.3, 1.3, 7.0),
+            (0.8, 1.3, 0.0),
+            (1.2, 1.2, 7.0),
+            (0.9, 0.9, -12.0),
         ] {
             let (s, c) = f64::to_radians(degrees).sin_cos();
             // Scale, then turn.
             let m = [[c * sx, -s * sy], [s * sx, c * sy]];
             let map = tiled_map(128, 16, m, 7);
-            let found = lattices(&map, 11.0, 45.0, 2);
+            let found = lattices(&map, 12.0, 21.6, 2);
             assert!(!found.is_empty(), "{sx} {sy} {degrees}: no lattice");
             let got = found[0].matrix(16.0);
             for i in 0..2 {
@@ -391,7 +416,7 @@ mod tests {
     #[test]
     fn noise_has_no_strong_lattice() {
         let noise = Tensor::rand([1, 1, 128, 128], (Kind::Float, Device::Cpu));
-        let found = lattices(&noise, 11.0, 45.0, 2);
+        let found = lattices(&noise, 12.0, 21.6, 2);
         // Noise's support stands a few units of its own noise level (sqrt(128 * 128) = 128
         // times the mean correlation) above zero; a tiled map's, about 100.
         assert!(found.iter().all(|l| l.strength < 15.0), "{found:?}");
