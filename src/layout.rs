@@ -508,6 +508,10 @@ impl Layout {
         for (r, row) in binary.chunks_exact(w).enumerate() {
             let base = (r % tile) * tile;
             for (c, &v) in row.iter().enumerate() {
+                // NaN: a pixel the caller knows carries nothing (no vote).
+                if v.is_nan() {
+                    continue;
+                }
                 ones[base + c % tile] += v;
                 counts[base + c % tile] += 1.0;
             }

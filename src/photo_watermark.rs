@@ -423,6 +423,17 @@ impl PhotoModel {
         let n = self.code.coded_bits();
         let map = tch::no_grad(|| self.loaded.model.extractor.forward_t(luma, false));
         let binary = binarize_map(&map, method)?;
+        // Pixels in perfectly flat surroundings (a transparent area flattened onto white or
+        // black, blown-out sky, a border added around the photo) carry no change: the extractor
+        // answers the same there for every bit, so they do not vote.
+        let binary = tch::no_grad(|| {
+            let high = luma.max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false);
+            let low = -(-luma).max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false);
+            let flat = (high - low).lt(0.5 / 255.0);
+            binary
+                .to_kind(tch::Kind::Float)
+                .masked_fill(&flat, f64::NAN)
+        });
         let size = binary.size();
         let (h, w) = (size[2] as usize, size[3] as usize);
         let pixels = Vec::<f32>::try_from(binary.reshape([-1]).to_device(Device::Cpu))?;
