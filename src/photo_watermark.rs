@@ -270,9 +270,9 @@ impl PhotoModel {
         // Cropped, turned or unevenly stretched: the tile lattice found in the photo itself.
         if search == Search::Full {
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
-            for view in self.lattice_candidates(photo)? {
+            for view in self.lattice_candidates(photo, &fine)? {
                 let side = self.level_side(view.level);
-                let mut fine = photo.luma_at(2 * side)?.to_device(device);
+                let mut fine = at_side(&fine, side);
                 if view.angle != 0.0 {
                     fine = rotate(&fine, view.angle, aspect);
                 }
@@ -328,8 +328,9 @@ impl PhotoModel {
     /// The tile lattices seen in the photo's extracted map at each of [`SYNC_LEVELS`] (and, at
     /// the first two, turned back by each of [`SYNC_ANGLES`]), the [`SYNC_CANDIDATES`] best
     /// supported.
-    fn lattice_candidates(&self, photo: &Photo) -> Result<Vec<View>> {
-        let device = self.loaded.vs.device();
+    /// `whole` is the photo's luma at twice the working size, which each level is squashed
+    /// from (a 100-megapixel photo is then squashed from its pixels once, not once a level).
+    fn lattice_candidates(&self, photo: &Photo, whole: &Tensor) -> Result<Vec<View>> {
         let tile = self.tile() as f64;
         let aspect = f64::from(photo.width()) / f64::from(photo.height());
         let periods = (SYNC_PERIODS.0 * tile, SYNC_PERIODS.1 * tile);
@@ -339,7 +340,7 @@ impl PhotoModel {
             if (side as f64) < 2.0 * tile {
                 continue;
             }
-            let fine = photo.luma_at(2 * side)?.to_device(device);
+            let fine = at_side(whole, side);
             let angles: &[f64] = if i < 2 { &SYNC_ANGLES } else { &[] };
             for &angle in std::iter::once(&0.0).chain(angles) {
                 let turned = if angle == 0.0 {
@@ -521,6 +522,15 @@ impl Change {
             } => photo.with_shaped_pattern_and_mse(pattern, strength * jnd_fraction),
         }
     }
+}
+
+/// A photo's luma `(1,1,2S,2S)` squashed further to `(1,1,2 side,2 side)` (antialiased bilinear,
+/// as the photo's own squash is).
+fn at_side(fine: &Tensor, side: i64) -> Tensor {
+    if fine.size()[2] == 2 * side {
+        return fine.shallow_clone();
+    }
+    tch::no_grad(|| fine.internal_upsample_bilinear2d_aa([2 * side, 2 * side], false, None, None))
 }
 
 /// A lattice found in the photo squashed to `level` of the working size and turned back by
