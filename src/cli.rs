@@ -308,9 +308,10 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub otsu: bool,
 
-    /// Photos: how far to look. full: crops, resizes, flips and small turns; quick: the photo
-    /// as embedded (re-encoded or resized, not cropped, flipped or turned), about 20 times
-    /// quicker on a photo without a watermark, and with a lower false-positive rate.
+    /// Photos: how far to look. full: crops, resizes, flips and turns (the tile lattice is
+    /// found in the photo); quick: the photo as embedded (re-encoded or resized, not cropped,
+    /// flipped or turned), without the lattice search and with an eighth of the false-positive
+    /// rate.
     #[arg(long, value_enum, default_value_t = crate::photo_watermark::Search::Full)]
     pub search: crate::photo_watermark::Search,
 

@@ -64,6 +64,8 @@ pub struct TileReading {
     pub word: Vec<bool>,
     /// The share of voting pixels that agree with their bit's majority.
     pub agreement: f64,
+    /// Bits no pixel voted for (their place in the word is a guess: false).
+    pub unvoted: usize,
 }
 
 impl Default for Layout {
@@ -539,9 +541,11 @@ impl Layout {
                     .collect();
                 let agreeing: f32 = votes.iter().zip(&totals).map(|(&v, &t)| v.max(t - v)).sum();
                 let total: f32 = totals.iter().sum();
+                let unvoted = totals.iter().filter(|&&t| t == 0.0).count();
                 readings.push(TileReading {
                     word,
                     agreement: f64::from(agreeing / total.max(1.0)),
+                    unvoted,
                 });
             }
         }

@@ -64,12 +64,13 @@ pub fn readings(tile: i64) -> usize {
 /// How far `extract` looks for the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Search {
-    /// Every crop scale, offset and shift, upright and mirrored, then turned back by each of
-    /// `ANGLES`: photos that were cropped, resized, flipped or turned.
+    /// The whole photo upright and mirrored, then the tile lattices found in it
+    /// (`SYNC_LEVELS`, `SYNC_ANGLES`), each upright and mirrored, at every offset and shift:
+    /// photos that were cropped, resized, flipped or turned.
     #[default]
     Full,
     /// The whole photo, upright, at every offset and shift: photos as they were embedded (or
-    /// re-encoded or resized), about 20 times quicker on a photo without a watermark.
+    /// re-encoded or resized); an eighth of the words and no lattice search.
     Quick,
 }
 
@@ -376,11 +377,6 @@ impl PhotoModel {
                 None => distinct.push(view),
             }
         }
-        if std::env::var_os("WMAE_DEBUG_SYNC").is_some() {
-            for f in &distinct {
-                eprintln!("DEBUG {} {:?}", photo.path.display(), f);
-            }
-        }
         distinct.truncate(SYNC_CANDIDATES);
         Ok(distinct)
     }
@@ -438,6 +434,12 @@ impl PhotoModel {
         let size = binary.size();
         let (h, w) = (size[2] as usize, size[3] as usize);
         let pixels = Vec::<f32>::try_from(binary.reshape([-1]).to_device(Device::Cpu))?;
+        // Too little of the photo carries anything (a flat or nearly blank image): no reading.
+        // (With no votes at all, every bit would read 0, and the all-zero word is a codeword.)
+        let voting = pixels.iter().filter(|v| !v.is_nan()).count();
+        if 4 * voting < pixels.len() {
+            return Ok(false);
+        }
         let readings = self
             .layout
             .tile_readings_host(&pixels, h, w)
@@ -451,9 +453,13 @@ impl PhotoModel {
             TileReading {
                 mut word,
                 agreement,
+                unvoted,
             },
         ) in readings.into_iter().enumerate()
         {
+            if unvoted > 0 {
+                continue;
+            }
             if let Some(pad) = &pad {
                 word[..n].iter_mut().zip(pad).for_each(|(b, p)| *b ^= p);
             }
