@@ -189,7 +189,7 @@ fn finest(at: &impl Fn(i64, i64) -> f64, mut l: Lattice, min_period: f64, max_la
         let (a, b) = (l.a, l.b);
         let half = |v: (f64, f64)| (v.0 / 2.0, v.1 / 2.0);
         // Each finer basis, and which of its points (n, m) are new (not on `l`).
-        let candidates: [((f64, f64), (f64, f64), fn(i64, i64) -> bool); 3] = [
+        let candidates: [Finer; 3] = [
             (half(a), b, |n, _| n % 2 != 0),
             (a, half(b), |_, m| m % 2 != 0),
             (
@@ -222,6 +222,9 @@ fn finest(at: &impl Fn(i64, i64) -> f64, mut l: Lattice, min_period: f64, max_la
         return l;
     }
 }
+
+/// A finer basis `(a, b)` and which of its points `(n, m)` are new.
+type Finer = ((f64, f64), (f64, f64), fn(i64, i64) -> bool);
 
 /// A basis ordered and signed as [`Lattice`] has it: `a` the vector nearer the x axis, pointing
 /// right; `b` pointing down.
