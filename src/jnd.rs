@@ -59,31 +59,18 @@ pub fn jnd_map(luma: &Tensor) -> Tensor {
         let background = box5(&levels);
         let padded = levels.replication_pad2d([1, 1, 1, 1]);
         let (smooth, derivative) = ([1f32, 2.0, 1.0], [-1f32, 0.0, 1.0]);
-        let kernel = |rows: [f32; 3], columns: [f32; 3]| {
+        // One Sobel component: `rows` down the kernel times `columns` across it, divided by 4.
+        let sobel = |rows: [f32; 3], columns: [f32; 3]| {
             let k: Vec<f32> = rows
                 .iter()
                 .flat_map(|r| columns.iter().map(move |c| r * c / 4.0))
                 .collect();
-            Tensor::from_slice(&k)
+            let kernel = Tensor::from_slice(&k)
                 .reshape([1, 1, 3, 3])
-                .to_device(luma.device())
+                .to_device(luma.device());
+            padded.conv2d(&kernel, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
         };
-        let gx = padded.conv2d(
-            &kernel(smooth, derivative),
-            None::<Tensor>,
-            [1, 1],
-            [0, 0],
-            [1, 1],
-            1,
-        );
-        let gy = padded.conv2d(
-            &kernel(derivative, smooth),
-            None::<Tensor>,
-            [1, 1],
-            [0, 0],
-            [1, 1],
-            1,
-        );
+        let (gx, gy) = (sobel(smooth, derivative), sobel(derivative, smooth));
         let texture = box5(&(gx.square() + gy.square()).sqrt());
         let dark: Tensor =
             (1.0 - (background.clamp_min(0.0) / 127.0).sqrt()) * f64::from(DARK_RISE) + 3.0;
