@@ -38,7 +38,7 @@ impl Lattice {
 /// `max_period` pixels along each basis vector, best first (at most `count`). Empty when the map
 /// shows no repetition.
 pub fn lattices(map: &Tensor, min_period: f64, max_period: f64, count: usize) -> Vec<Lattice> {
-    let correlation = normalised_autocorrelation(map);
+    let correlation = normalised_autocorrelation(map, min_period);
     let (h, w) = (correlation.len(), correlation[0].len());
     let at = |dy: i64, dx: i64| -> f64 {
         correlation[dy.rem_euclid(h as i64) as usize][dx.rem_euclid(w as i64) as usize]
@@ -314,7 +314,7 @@ fn refine(at: &impl Fn(i64, i64) -> f64, (dx, dy): (i64, i64)) -> (f64, f64) {
 /// divided by the number of pixel pairs it sums and by the variance: 1 at lag 0, about 1 at the
 /// lags of a perfect repetition, about 0 where the map does not repeat. Computed by FFT on the
 /// map padded to twice its size, so the lags do not wrap around the map.
-fn normalised_autocorrelation(map: &Tensor) -> Vec<Vec<f64>> {
+fn normalised_autocorrelation(map: &Tensor, min_period: f64) -> Vec<Vec<f64>> {
     tch::no_grad(|| {
         let m = map.to_device(Device::Cpu).to_kind(Kind::Double);
         let size = m.size();
@@ -333,10 +333,14 @@ fn normalised_autocorrelation(map: &Tensor) -> Vec<Vec<f64>> {
         let pairs = correlate(&ones).clamp_min(1.0);
         // Spectral whitening: each frequency's power divided by the mean power around it, so
         // the lines of a repetition stand out and the smooth spectrum of the photo's texture
-        // (which correlates the map over short lags in every direction) flattens.
+        // (which correlates the map over short lags in every direction) flattens. The window
+        // spans two line spacings of the shortest period sought (lines lie 2N/period bins apart
+        // in the padded spectrum): a window nearer one line's width is filled by that line's own
+        // spread, divides it away, and a strongly tiled map then showed no lattice at all.
         let spectrum = centred.fft_rfft2(Some([2 * h, 2 * w].as_slice()), [-2, -1], "backward");
         let power = spectrum.abs().square();
-        let around = power.avg_pool2d([9, 9], [1, 1], [4, 4], false, false, None::<i64>);
+        let window = ((4.0 * h.max(w) as f64 / min_period) as i64) | 1;
+        let around = box_mean(&power, window);
         let whitened = (&power / (around + 1e-12)).sqrt();
         let c = whitened.to_kind(Kind::ComplexDouble).fft_irfft2(
             Some([2 * h, 2 * w].as_slice()),
@@ -346,6 +350,28 @@ fn normalised_autocorrelation(map: &Tensor) -> Vec<Vec<f64>> {
         let c = (&c / c.max().clamp_min(1e-12) / pairs * (h * w) as f64).squeeze();
         Vec::<Vec<f64>>::try_from(c).expect("a 2-D double tensor")
     })
+}
+
+/// The mean of `x` `(1,1,H,W)` over a `window x window` box around each element (the part of
+/// the box inside `x`), by cumulative sums: the cost does not grow with the window.
+fn box_mean(x: &Tensor, window: i64) -> Tensor {
+    let r = window / 2;
+    let sums = |t: &Tensor| {
+        let mut t = t.shallow_clone();
+        for dim in [2usize, 3] {
+            let n = t.size()[dim];
+            // A leading zero and r more on each side: sum over [i - r, i + r] = c[i + window] - c[i].
+            let pad = if dim == 3 {
+                [r + 1, r, 0, 0]
+            } else {
+                [0, 0, r + 1, r]
+            };
+            let c = t.constant_pad_nd(pad).cumsum(dim as i64, Kind::Double);
+            t = c.narrow(dim as i64, window, n) - c.narrow(dim as i64, 0, n);
+        }
+        t
+    };
+    sums(x) / sums(&Tensor::ones_like(x))
 }
 
 #[cfg(test)]
@@ -414,6 +440,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn finds_the_lattice_of_a_large_map_mixed_with_noise() {
+        // A 256-px map holds 16 tiles a side (the 256-px shaped photo model's), and a real map
+        // is part tile, part the photo's own response. Such a map's spectrum is mostly the
+        // tile's lines; a whitening window near one line's width divided them away (no lattice
+        // was found in a map that decoded without an error).
+        let mut noise_state = 11u64;
+        for (sx, degrees) in [(1.0, 0.0), (1.0 / 0.95, 0.0), (1.0 / 0.8, 3.0)] {
+            let (s, c) = f64::to_radians(degrees).sin_cos();
+            let m = [[c * sx, -s * sx], [s * sx, c * sx]];
+            let tiled = tiled_map(256, 16, m, 5);
+            let noise: Vec<f32> = (0..256 * 256)
+                .map(|_| {
+                    noise_state = crate::splitmix::splitmix64(noise_state);
+                    (noise_state >> 40) as f32 / (1u64 << 24) as f32
+                })
+                .collect();
+            let map = tiled * 0.5 + Tensor::from_slice(&noise).view([1, 1, 256, 256]) * 0.5;
+            let found = lattices(&map, 12.0, 21.6, 2);
+            assert!(!found.is_empty(), "{sx} {degrees}: no lattice");
+            let got = found[0].matrix(16.0);
+            for i in 0..2 {
+                for j in 0..2 {
+                    assert!(
+                        (got[i][j] - m[i][j]).abs() < 0.005,
+                        "{sx} {degrees}: found {got:?}, made {m:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn box_mean_is_the_mean_over_the_box_inside_the_map() {
+        let x = Tensor::rand([1, 1, 9, 12], (Kind::Double, Device::Cpu));
+        let pooled = x.avg_pool2d([5, 5], [1, 1], [2, 2], false, false, None::<i64>);
+        let difference = (box_mean(&x, 5) - pooled).abs().max().double_value(&[]);
+        assert!(difference < 1e-12, "{difference}");
     }
 
     #[test]
