@@ -322,7 +322,7 @@ impl Photo {
         if !strength.is_finite() {
             bail!("watermark strength {strength}: must be a finite number");
         }
-        self.add_resized_change(residual, strength * 255.0, false)
+        self.add_resized_change(residual, strength * 255.0, None)
     }
 
     /// This photo with a perceptually shaped change: `pattern` `(1,1,S,S)` (in [-1,1]) resized
@@ -330,11 +330,51 @@ impl Photo {
     /// difference in levels (`crate::jnd`, from this photo's own luma at full resolution), added
     /// to each colour channel alike. Returns the photo and the mean squared error over the colour
     /// channels.
-    pub fn with_shaped_pattern_and_mse(&self, pattern: &Tensor, gain: f64) -> Result<(Photo, f64)> {
+    /// `jnd` is this photo's ([`Photo::jnd_levels`]), computed once for every strength tried.
+    pub fn with_shaped_pattern_and_mse(
+        &self,
+        pattern: &Tensor,
+        gain: f64,
+        jnd: &JndLevels,
+    ) -> Result<(Photo, f64)> {
         if !gain.is_finite() {
             bail!("watermark strength {gain}: must be a finite number");
         }
-        self.add_resized_change(pattern, gain, true)
+        if (jnd.width, jnd.eighths.len()) != (self.width() as usize, self.pixel_count()) {
+            bail!("{}: a JND map of another photo", self.path.display());
+        }
+        self.add_resized_change(pattern, gain, Some(jnd))
+    }
+
+    /// The photo's just-noticeable difference (`crate::jnd`) at every pixel, in eighths of a
+    /// level: a byte a pixel (100 MB at 100 megapixels, where floats would take 400), and
+    /// computing it is most of the cost of shaping a change, which the read-back check may
+    /// apply at several strengths.
+    pub fn jnd_levels(&self) -> JndLevels {
+        let (w, h) = (self.width() as usize, self.height() as usize);
+        let source = self.pixels.raw();
+        let row_bytes = w * self.pixels.channels();
+        let mut luma = Vec::with_capacity(w);
+        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
+            self.pixels
+                .luma_of(&source[y * row_bytes..(y + 1) * row_bytes], &mut luma);
+            out.clear();
+            out.extend(luma.iter().map(|v| v * 255.0));
+        });
+        let mut eighths = Vec::with_capacity(w * h);
+        for y in 0..h {
+            // At most MAX_JND_LEVELS (30) levels: 240 eighths fit a byte.
+            eighths.extend(
+                rows.row(y)
+                    .iter()
+                    .map(|&j| (j * 8.0).round().clamp(0.0, 255.0) as u8),
+            );
+        }
+        JndLevels { width: w, eighths }
+    }
+
+    fn pixel_count(&self) -> usize {
+        self.width() as usize * self.height() as usize
     }
 
     /// `values` resized to the photo, times `scale` (and the JND when `shaped`), added to the
@@ -343,7 +383,7 @@ impl Photo {
         &self,
         residual: &Tensor,
         strength: f64,
-        shaped: bool,
+        jnd: Option<&JndLevels>,
     ) -> Result<(Photo, f64)> {
         let size = residual.size();
         let s = match size.as_slice() {
@@ -370,19 +410,12 @@ impl Photo {
         let channels = out.pixels.channels();
         let colours = if self.pixels.is_gray() { 1 } else { 3 };
         let raw = out.pixels.raw_mut();
-        let row_bytes = w * channels;
-        let source = self.pixels.raw();
-        let mut luma = Vec::with_capacity(w);
-        let mut jnd = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
-            self.pixels
-                .luma_of(&source[y * row_bytes..(y + 1) * row_bytes], &mut luma);
-            out.clear();
-            out.extend(luma.iter().map(|v| v * 255.0));
-        });
-        let squared_error = if shaped {
-            add_change(channels, raw, &values, s, w, &rows, &columns, &mut jnd)
-        } else {
-            add_change(channels, raw, &values, s, w, &rows, &columns, &mut NoGain)
+        let squared_error = match jnd {
+            Some(levels) => {
+                let mut gain = levels.rows();
+                add_change(channels, raw, &values, s, w, &rows, &columns, &mut gain)
+            }
+            None => add_change(channels, raw, &values, s, w, &rows, &columns, &mut NoGain),
         };
         let mse = squared_error as f64 / (w * h * colours) as f64;
         Ok((out, mse))
@@ -474,6 +507,38 @@ impl Photo {
 
 /// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
 #[allow(clippy::too_many_arguments)]
+/// A photo's JND in eighths of a level, row-major ([`Photo::jnd_levels`]).
+pub struct JndLevels {
+    width: usize,
+    eighths: Vec<u8>,
+}
+
+impl JndLevels {
+    /// The rows in levels, one at a time, as [`add_resized`] asks for them.
+    fn rows(&self) -> JndLevelRows<'_> {
+        JndLevelRows {
+            levels: self,
+            row: vec![0.0; self.width],
+        }
+    }
+}
+
+struct JndLevelRows<'a> {
+    levels: &'a JndLevels,
+    row: Vec<f32>,
+}
+
+impl RowGain for JndLevelRows<'_> {
+    fn row(&mut self, y: usize) -> Option<&[f32]> {
+        let w = self.levels.width;
+        let eighths = &self.levels.eighths[y * w..(y + 1) * w];
+        for (r, &e) in self.row.iter_mut().zip(eighths) {
+            *r = f32::from(e) / 8.0;
+        }
+        Some(&self.row)
+    }
+}
+
 fn add_change(
     channels: usize,
     raw: &mut [u8],
@@ -540,5 +605,69 @@ mod tests {
         assert!(check_size(path, 5000, MIN_SIDE - 1).is_err());
         assert!(check_size(path, 10_000, 10_001).is_err());
         assert!(check_size(path, u32::MAX, u32::MAX).is_err());
+    }
+
+    /// A photo in memory: `width x height` RGB of a smooth gradient with ripples (flat and
+    /// textured parts, so the JND varies).
+    fn rippled_photo(width: u32, height: u32) -> Photo {
+        let pixels = RgbImage::from_fn(width, height, |x, y| {
+            let ripple = ((x as f32 * 0.7).sin() * (y as f32 * 0.3).cos() * 40.0)
+                * (x > width / 2) as u8 as f32;
+            let v = (20.0 + 200.0 * y as f32 / height as f32 + ripple).clamp(0.0, 255.0) as u8;
+            image::Rgb([v, v / 2, 255 - v])
+        });
+        Photo {
+            pixels: Pixels::Rgb(pixels),
+            format: PhotoFormat::Png,
+            path: PathBuf::from("rippled.png"),
+            converted_from_16_bit: false,
+            icc_profile: None,
+            exif: None,
+        }
+    }
+
+    #[test]
+    fn jnd_levels_keep_the_jnd_to_a_sixteenth_of_a_level() {
+        let photo = rippled_photo(150, 200);
+        let levels = photo.jnd_levels();
+        let (w, h) = (150, 200);
+        let source = photo.pixels.raw().to_vec();
+        let mut luma = Vec::new();
+        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
+            photo
+                .pixels
+                .luma_of(&source[y * w * 3..(y + 1) * w * 3], &mut luma);
+            out.clear();
+            out.extend(luma.iter().map(|v| v * 255.0));
+        });
+        let mut cached = levels.rows();
+        let (mut low, mut high) = (f32::MAX, 0f32);
+        for y in 0..h {
+            let exact = rows.row(y).to_vec();
+            let kept = RowGain::row(&mut cached, y).unwrap();
+            for (e, k) in exact.iter().zip(kept) {
+                assert!(
+                    (e - k).abs() <= 1.0 / 16.0 + 1e-6,
+                    "row {y}: {e} kept as {k}"
+                );
+                (low, high) = (low.min(*e), high.max(*e));
+            }
+        }
+        // The photo spans flat and textured parts: the map is not one value.
+        assert!(high > 2.0 * low, "JND from {low} to {high}");
+    }
+
+    #[test]
+    fn a_shaped_change_refuses_another_photos_jnd() {
+        let (photo, other) = (rippled_photo(150, 200), rippled_photo(200, 150));
+        let pattern = Tensor::ones([1, 1, 16, 16], (Kind::Float, Device::Cpu));
+        let error = photo
+            .with_shaped_pattern_and_mse(&pattern, 0.1, &other.jnd_levels())
+            .unwrap_err();
+        assert!(error.to_string().contains("another photo"), "{error}");
+        let (marked, mse) = photo
+            .with_shaped_pattern_and_mse(&pattern, 0.1, &photo.jnd_levels())
+            .unwrap();
+        assert!(mse > 0.0 && marked.pixels.raw() != photo.pixels.raw());
     }
 }

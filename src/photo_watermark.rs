@@ -14,6 +14,7 @@
 //! resampled so the tile is back at its trained size and orientation before reading. No word
 //! accepted anywhere: "no watermark", with the false-positive rate of all the words tried.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +27,7 @@ use crate::key::Key;
 use crate::layout::{Layout, TileReading};
 use crate::model::Architecture;
 use crate::payload::{Payload, PayloadCode, PayloadReading};
-use crate::photo::Photo;
+use crate::photo::{JndLevels, Photo};
 use crate::precision::Precision;
 use crate::sync::Lattice;
 
@@ -209,6 +210,7 @@ impl PhotoModel {
                 Change::Shaped {
                     pattern: model.pattern_t(&luma, map, false).to_device(Device::Cpu),
                     jnd_fraction: model.jnd_fraction,
+                    jnd: OnceCell::new(),
                 }
             } else {
                 Change::Residual((model.embed_t(&luma, map, false) - &luma).to_device(Device::Cpu))
@@ -512,8 +514,14 @@ pub enum Change {
     /// A residual model's change `(1,1,S,S)` in luma units, the same everywhere it lands.
     Residual(Tensor),
     /// A `seed-jnd` model's pattern `(1,1,S,S)` in [-1,1]: each pixel of the photo changes by
-    /// the pattern there times `jnd_fraction` of its just-noticeable difference (`crate::jnd`).
-    Shaped { pattern: Tensor, jnd_fraction: f64 },
+    /// the pattern there times `jnd_fraction` of its just-noticeable difference (`crate::jnd`),
+    /// computed at the first strength applied and kept for the others (a change is made for one
+    /// photo, [`PhotoModel::change_for_map`]).
+    Shaped {
+        pattern: Tensor,
+        jnd_fraction: f64,
+        jnd: OnceCell<JndLevels>,
+    },
 }
 
 impl Change {
@@ -525,7 +533,12 @@ impl Change {
             Change::Shaped {
                 pattern,
                 jnd_fraction,
-            } => photo.with_shaped_pattern_and_mse(pattern, strength * jnd_fraction),
+                jnd,
+            } => photo.with_shaped_pattern_and_mse(
+                pattern,
+                strength * jnd_fraction,
+                jnd.get_or_init(|| photo.jnd_levels()),
+            ),
         }
     }
 }
