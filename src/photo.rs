@@ -506,7 +506,6 @@ impl Photo {
 }
 
 /// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
-#[allow(clippy::too_many_arguments)]
 /// A photo's JND in eighths of a level, row-major ([`Photo::jnd_levels`]).
 pub struct JndLevels {
     width: usize,
@@ -539,6 +538,7 @@ impl RowGain for JndLevelRows<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add_change(
     channels: usize,
     raw: &mut [u8],
