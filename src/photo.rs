@@ -505,7 +505,6 @@ impl Photo {
     }
 }
 
-/// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
 /// A photo's JND in eighths of a level, row-major ([`Photo::jnd_levels`]).
 pub struct JndLevels {
     width: usize,
@@ -538,6 +537,7 @@ impl RowGain for JndLevelRows<'_> {
     }
 }
 
+/// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
 #[allow(clippy::too_many_arguments)]
 fn add_change(
     channels: usize,
