@@ -59,13 +59,18 @@ fn read(file: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout(&out).trim()).unwrap()
 }
 
-#[test]
-fn payload_reads_after_crops_turns_and_a_mirror() {
+/// Embeds a payload into a generated photo with `model` (none: the default), then reads it back
+/// from crops keeping shares of each side that no list of scales holds (the reader before the
+/// lattice search read only 85% and 71%), a small turn and a mirror image: the cases that do not
+/// read. (Half-area, off-centre and uneven crops and turns of 7 degrees and more are read on
+/// some photos, not reliably on this one: see docs/photos.md.) The original must read as no
+/// watermark, with the false-positive rate of every word tried.
+fn unread_after_crops_turns_and_a_mirror(model: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let original = dir.path().join("p.png");
     natural_photo(1200, 800, 5).save(&original).unwrap();
     let marked = dir.path().join("marked");
-    let out = wmae(&[
+    let mut args = vec![
         "embed",
         original.to_str().unwrap(),
         "--payload",
@@ -73,13 +78,11 @@ fn payload_reads_after_crops_turns_and_a_mirror() {
         "--out",
         marked.to_str().unwrap(),
         "--no-score",
-    ]);
+    ];
+    args.extend_from_slice(model);
+    let out = wmae(&args);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let img = image::open(marked.join("p.png")).unwrap().to_rgb8();
-    // Crops keeping shares of each side that no list of scales holds (the reader before the
-    // lattice search read only 85% and 71%), a small turn, a mirror image. (Half-area, off-centre
-    // and uneven crops and turns of 7 degrees and more are read on some photos, not reliably on
-    // this one: see docs/photos.md.)
     let mut cases: Vec<(String, RgbImage)> = Vec::new();
     for f in [0.95, 0.9, 0.8, 0.75] {
         cases.push((format!("centre {f}"), crop(&img, f, f, 0.5, 0.5)));
@@ -90,19 +93,34 @@ fn payload_reads_after_crops_turns_and_a_mirror() {
     for (name, attacked) in &cases {
         let file = dir.path().join(format!("{}.png", name.replace(' ', "_")));
         attacked.save(&file).unwrap();
-        let r = read(&file, &[]);
+        let r = read(&file, model);
         if r["text"] != "sync 5" {
             failed.push(format!("{name}: {r}"));
         }
     }
-    assert!(failed.is_empty(), "not read: {failed:#?}");
-    // The original reads as no watermark, with the false-positive rate of every word tried.
-    let clean = read(&original, &[]);
+    let clean = read(&original, model);
     assert_eq!(clean["watermark"], false, "{clean}");
     assert!(
         clean["false_positive_rate"].as_f64().unwrap() < 1e-9,
         "{clean}"
     );
+    failed
+}
+
+#[test]
+fn payload_reads_after_crops_turns_and_a_mirror() {
+    let failed = unread_after_crops_turns_and_a_mirror(&[]);
+    assert!(failed.is_empty(), "not read: {failed:#?}");
+}
+
+/// The perceptually shaped model's tile is finer (16 px at a 256-px working size): its map's
+/// spectrum is mostly the tile's own lines, which a too-narrow whitening window once divided
+/// away, so that no crop or turn of it read at all.
+#[test]
+fn shaped_payload_reads_after_crops_turns_and_a_mirror() {
+    let failed =
+        unread_after_crops_turns_and_a_mirror(&["--checkpoint", "checkpoints/photo-jnd.ot"]);
+    assert!(failed.is_empty(), "not read: {failed:#?}");
 }
 
 #[test]
