@@ -94,6 +94,8 @@ pub struct PhotoModel {
     layout: Layout,
     code: PayloadCode,
     size: i64,
+    /// The side of the layout's map (the training patches'): the least working side.
+    map_size: i64,
     /// The private key the codeword is padded with, if any (`crate::key`).
     key: Option<Key>,
 }
@@ -146,6 +148,7 @@ impl PhotoModel {
         .with_context(|| format!("{}: its payload code", path.display()))?;
         Ok(Self {
             size: config.watermark.photo_side(),
+            map_size: config.watermark.size,
             loaded,
             layout,
             code,
@@ -163,8 +166,21 @@ impl PhotoModel {
         &self.code
     }
 
+    /// The model's working size: the side photos are squashed to (smaller photos: see
+    /// [`PhotoModel::side_for`]).
     pub fn size(&self) -> i64 {
         self.size
+    }
+
+    /// The side `photo` is squashed to: the working size, or for a photo whose shorter side is
+    /// smaller, that side cut to whole tiles (never below the map size the model was trained
+    /// at). A tile cell then never spans less than a photo pixel: resized onto fewer pixels than
+    /// cells, the change would blur away (a 160x120 photo at the shaped model's 256 px did not
+    /// read back at any strength).
+    pub fn side_for(&self, photo: &Photo) -> i64 {
+        let shorter = i64::from(photo.width().min(photo.height()));
+        let tile = self.tile();
+        self.size.min((shorter / tile * tile).max(self.map_size))
     }
 
     /// The layout's bits for a payload: the codeword, then zeros on the slots it leaves over.
@@ -202,8 +218,9 @@ impl PhotoModel {
 
     /// [`PhotoModel::change`] with the payload's map made already ([`PhotoModel::watermark_map`]).
     pub fn change_for_map(&self, photo: &Photo, map: &Tensor) -> Result<Change> {
-        let luma = photo.luma_at(self.size)?.to_device(self.loaded.vs.device());
-        let map = &tile_map(map, self.size);
+        let side = self.side_for(photo);
+        let luma = photo.luma_at(side)?.to_device(self.loaded.vs.device());
+        let map = &tile_map(map, side);
         let model = &self.loaded.model;
         Ok(tch::no_grad(|| {
             if model.architecture == Architecture::SeedJnd {
@@ -222,7 +239,7 @@ impl PhotoModel {
     /// `embed` checks each output with before writing it. None when no shift decodes there.
     pub fn read_as_embedded(&self, photo: &Photo, method: Method) -> Result<Option<PhotoReading>> {
         let fine = photo
-            .luma_at(2 * self.size)?
+            .luma_at(2 * self.side_for(photo))?
             .to_device(self.loaded.vs.device());
         let at = Place {
             scale: 1.0,
@@ -255,7 +272,8 @@ impl PhotoModel {
         let device = self.loaded.vs.device();
         let mut best: Option<PhotoReading> = None;
         // The whole photo as embedded (or resized, or re-encoded), then its mirror image.
-        let fine = photo.luma_at(2 * self.size)?.to_device(device);
+        let whole_side = self.side_for(photo);
+        let fine = photo.luma_at(2 * whole_side)?.to_device(device);
         let mirrors: &[bool] = match search {
             Search::Full => &[false, true],
             Search::Quick => &[false],
@@ -274,7 +292,7 @@ impl PhotoModel {
         if search == Search::Full {
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
             for view in self.lattice_candidates(photo, &fine)? {
-                let side = self.level_side(view.level);
+                let side = level_side(whole_side, view.level);
                 let mut fine = at_side(&fine, side);
                 if view.angle != 0.0 {
                     fine = rotate(&fine, view.angle, aspect);
@@ -324,10 +342,6 @@ impl PhotoModel {
         }
     }
 
-    fn level_side(&self, level: f64) -> i64 {
-        ((self.size as f64) * level).round() as i64
-    }
-
     /// The tile lattices seen in the photo's extracted map at each of [`SYNC_LEVELS`] (and, at
     /// the first two, turned back by each of [`SYNC_ANGLES`]), the [`SYNC_CANDIDATES`] best
     /// supported.
@@ -337,9 +351,10 @@ impl PhotoModel {
         let tile = self.tile() as f64;
         let aspect = f64::from(photo.width()) / f64::from(photo.height());
         let periods = (SYNC_PERIODS.0 * tile, SYNC_PERIODS.1 * tile);
+        let whole_side = self.side_for(photo);
         let mut found: Vec<View> = Vec::new();
         for (i, level) in SYNC_LEVELS.into_iter().enumerate() {
-            let side = self.level_side(level);
+            let side = level_side(whole_side, level);
             if (side as f64) < 2.0 * tile {
                 continue;
             }
@@ -541,6 +556,11 @@ impl Change {
             ),
         }
     }
+}
+
+/// The side of a squash `level` (a fraction) of the side `whole` a photo is read at.
+fn level_side(whole: i64, level: f64) -> i64 {
+    ((whole as f64) * level).round() as i64
 }
 
 /// A photo's luma `(1,1,2S,2S)` squashed further to `(1,1,2 side,2 side)` (antialiased bilinear,
