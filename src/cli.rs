@@ -310,7 +310,7 @@ pub struct ExtractArgs {
 
     /// Photos: how far to look. full: crops, resizes, flips and turns (the tile lattice is
     /// found in the photo); quick: the photo as embedded (re-encoded or resized, not cropped,
-    /// flipped or turned), without the lattice search and with an eighth of the false-positive
+    /// flipped or turned), without the lattice search and with a fifth of the false-positive
     /// rate.
     #[arg(long, value_enum, default_value_t = crate::photo_watermark::Search::Full)]
     pub search: crate::photo_watermark::Search,

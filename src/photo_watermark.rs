@@ -55,11 +55,15 @@ pub const SYNC_PERIODS: (f64, f64) = (0.75, 1.35);
 /// mirrored.
 pub const SYNC_CANDIDATES: usize = 3;
 
-/// How many words the full search decodes per photo: every tile shift at every offset, of the
-/// whole photo upright and mirrored, and of each lattice candidate upright and mirrored. Each is
-/// a chance for a clean photo to decode by luck.
+/// The sides the whole photo is read at: its own ([`PhotoModel::side_for`]) and, for a photo
+/// smaller than the working size, the working size too.
+pub const WHOLE_SIDES: usize = 2;
+
+/// How many words the full search decodes per photo at most: every tile shift at every offset,
+/// of the whole photo upright and mirrored at each of its sides, and of each lattice candidate
+/// upright and mirrored. Each is a chance for a clean photo to decode by luck.
 pub fn readings(tile: i64) -> usize {
-    (tile * tile) as usize * OFFSETS.len() * (2 + 2 * SYNC_CANDIDATES)
+    (tile * tile) as usize * OFFSETS.len() * (2 * WHOLE_SIDES + 2 * SYNC_CANDIDATES)
 }
 
 /// How far `extract` looks for the watermark.
@@ -71,7 +75,7 @@ pub enum Search {
     #[default]
     Full,
     /// The whole photo, upright, at every offset and shift: photos as they were embedded (or
-    /// re-encoded or resized); an eighth of the words and no lattice search.
+    /// re-encoded or resized); a fifth of the words and no lattice search.
     Quick,
 }
 
@@ -80,7 +84,7 @@ impl Search {
     pub fn readings(self, tile: i64) -> usize {
         match self {
             Search::Full => readings(tile),
-            Search::Quick => (tile * tile) as usize * OFFSETS.len(),
+            Search::Quick => (tile * tile) as usize * OFFSETS.len() * WHOLE_SIDES,
         }
     }
 }
@@ -271,23 +275,35 @@ impl PhotoModel {
     fn search(&self, photo: &Photo, method: Method, search: Search) -> Result<PhotoReading> {
         let device = self.loaded.vs.device();
         let mut best: Option<PhotoReading> = None;
-        // The whole photo as embedded (or resized, or re-encoded), then its mirror image.
-        let whole_side = self.side_for(photo);
-        let fine = photo.luma_at(2 * whole_side)?.to_device(device);
+        // The whole photo as embedded (or resized, or re-encoded), then its mirror image: at the
+        // side it would be embedded at, and at the working size (where a photo that was embedded
+        // larger and then resized below the working size has its tile at the trained size).
+        let own_side = self.side_for(photo);
         let mirrors: &[bool] = match search {
             Search::Full => &[false, true],
             Search::Quick => &[false],
         };
-        for &mirrored in mirrors {
-            let at = Place {
-                scale: 1.0,
-                mirrored,
-                angle: 0.0,
-            };
-            if self.decode_offsets(&fine, method, at, &mut best)? {
-                return Ok(best.expect("a sure reading"));
+        let sides = if own_side == self.size {
+            vec![self.size]
+        } else {
+            vec![own_side, self.size]
+        };
+        let mut fine = Tensor::new();
+        for side in sides {
+            fine = photo.luma_at(2 * side)?.to_device(device);
+            for &mirrored in mirrors {
+                let at = Place {
+                    scale: 1.0,
+                    mirrored,
+                    angle: 0.0,
+                };
+                if self.decode_offsets(&fine, method, at, &mut best)? {
+                    return Ok(best.expect("a sure reading"));
+                }
             }
         }
+        // `fine` is now the photo at twice the working size, which the lattice search squashes.
+        let whole_side = self.size;
         // Cropped, turned or unevenly stretched: the tile lattice found in the photo itself.
         if search == Search::Full {
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
