@@ -35,6 +35,9 @@ pub const FORMAT: &str = "wmae-checkpoint-1";
 /// Name of the `.ot` tensor that holds the metadata.
 const METADATA_TENSOR: &str = "wmae.metadata";
 
+/// The most epochs a checkpoint may claim.
+const MAX_EPOCH: usize = 1_000_000_000;
+
 /// Key of wmae's metadata (JSON) in a safetensors header.
 const SAFETENSORS_META_KEY: &str = "wmae";
 
@@ -108,8 +111,28 @@ impl Metadata {
             );
         }
         if let Some(loss) = self.best_validation_loss {
-            if !loss.is_finite() {
-                bail!("{source}: best_validation_loss {loss} is not a finite number");
+            if !(loss.is_finite() && loss >= 0.0) {
+                bail!("{source}: best_validation_loss {loss} is not a finite number >= 0");
+            }
+        }
+        // Resuming counts on from the epoch: keep it far from any integer's end.
+        if self.epoch > MAX_EPOCH {
+            bail!(
+                "{source}: epoch = {}: more than {MAX_EPOCH} epochs",
+                self.epoch
+            );
+        }
+        if let Some(c) = &self.calibration {
+            // Agreements are shares of pixels: anything else would move the detection threshold
+            // outside [0, 1] (never or always "watermarked").
+            let share = |v: f64| (0.0..=1.0).contains(&v);
+            if !(share(c.mean) && share(c.std) && share(c.max)) {
+                bail!(
+                    "{source}: calibration mean {}, std {}, max {}: each must lie in [0, 1]",
+                    c.mean,
+                    c.std,
+                    c.max
+                );
             }
         }
         Ok(())

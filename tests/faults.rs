@@ -225,6 +225,283 @@ fn crafted_metadata_is_refused_naming_the_file_and_field() {
     }
 }
 
+/// The shipped photo model: a tile layout, and a config with a payload in its metadata.
+fn photo_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/photo.ot")
+}
+
+/// `source` with its metadata JSON edited by `edit`, as `NAME.safetensors` and, when the edit
+/// still makes a `Metadata`, as `NAME.ot`.
+fn crafted_pair(
+    dir: &Path,
+    source: &Path,
+    name: &str,
+    edit: &dyn Fn(&mut serde_json::Value),
+) -> Vec<PathBuf> {
+    let (named, meta) = checkpoint::read_with_metadata(source).unwrap();
+    let mut json = serde_json::to_value(&meta).unwrap();
+    edit(&mut json);
+    let st = dir.join(format!("{name}.safetensors"));
+    let info = [("wmae".to_string(), json.to_string())]
+        .into_iter()
+        .collect();
+    checkpoint::write_safetensors(&st, &named, info).unwrap();
+    let mut paths = vec![st];
+    if let Ok(meta) = serde_json::from_value::<Metadata>(json) {
+        let ot = dir.join(format!("{name}.ot"));
+        checkpoint::save_ot(&ot, &named, &meta).unwrap();
+        paths.push(ot);
+    }
+    paths
+}
+
+/// Numbers at the ends of their types (and NaN, zero, negative ones) in every metadata field,
+/// the layout's and the config's: each is a clean error naming the file and the field.
+#[test]
+fn extreme_numbers_in_metadata_are_refused_naming_the_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digit = digit_png(tmp.path());
+    let photo = tmp.path().join("photo.png");
+    common::synthetic_photo(256, 192, 5).save(&photo).unwrap();
+    let (max, min) = (i64::MAX, i64::MIN);
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let set = |table: &'static str, field: &'static str, value: serde_json::Value| -> Edit {
+        Box::new(move |json: &mut serde_json::Value| {
+            let target = if table.is_empty() {
+                &mut *json
+            } else {
+                &mut json[table]
+            };
+            target[field] = value.clone();
+        })
+    };
+    // A line of the config TOML kept in the metadata replaced (or added after `from`).
+    let config = |from: &'static str, to: String| -> Edit {
+        Box::new(move |json: &mut serde_json::Value| {
+            let text = json["config"].as_str().unwrap().to_string();
+            assert!(text.contains(from), "{from:?} not in the config");
+            json["config"] = text.replacen(from, &to, 1).into();
+        })
+    };
+    let cases: Vec<(PathBuf, Edit, String)> = vec![
+        (
+            spread_model(),
+            set("layout", "bits", max.into()),
+            format!("bits = {max}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "bits", min.into()),
+            format!("bits = {min}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "cell", max.into()),
+            format!("cell = {max}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "cell", min.into()),
+            format!("cell = {min}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "search", max.into()),
+            format!("search = {max}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "search", min.into()),
+            format!("search = {min}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "height", max.into()),
+            "height and width".into(),
+        ),
+        (
+            spread_model(),
+            set("layout", "width", min.into()),
+            "height and width".into(),
+        ),
+        (
+            spread_model(),
+            set("layout", "width", 0.into()),
+            "height and width".into(),
+        ),
+        (
+            spread_model(),
+            set("", "parameters", max.into()),
+            "parameters".into(),
+        ),
+        (
+            spread_model(),
+            set("", "parameters", min.into()),
+            "parameters".into(),
+        ),
+        (
+            spread_model(),
+            set("", "epoch", u64::MAX.into()),
+            format!("epoch = {}", u64::MAX),
+        ),
+        (
+            spread_model(),
+            set("", "best_validation_loss", (-1e308).into()),
+            "best_validation_loss".into(),
+        ),
+        (
+            spread_model(),
+            set("calibration", "mean", 1e300.into()),
+            "calibration mean".into(),
+        ),
+        (
+            spread_model(),
+            set("calibration", "std", (-1.0).into()),
+            "calibration mean".into(),
+        ),
+        (
+            shipped(),
+            set("layout", "rows", max.into()),
+            "does not fit".into(),
+        ),
+        (
+            shipped(),
+            set("layout", "cols", max.into()),
+            "does not fit".into(),
+        ),
+        (
+            shipped(),
+            set("layout", "rows", min.into()),
+            "rows and cols".into(),
+        ),
+        (
+            photo_model(),
+            set("layout", "bits", max.into()),
+            format!("bits = {max}"),
+        ),
+        (
+            photo_model(),
+            set("layout", "tile", max.into()),
+            format!("tile = {max}"),
+        ),
+        (
+            photo_model(),
+            set("layout", "tile", min.into()),
+            format!("tile = {min}"),
+        ),
+        (
+            photo_model(),
+            set("layout", "height", max.into()),
+            "height and width".into(),
+        ),
+        (
+            photo_model(),
+            set("layout", "key", u64::MAX.into()),
+            String::new(),
+        ),
+        (
+            photo_model(),
+            config("payload_bits = 64", "payload_bits = 7".into()),
+            "watermark.payload_bits = 7".into(),
+        ),
+        (
+            photo_model(),
+            config("payload_bits = 64", format!("payload_bits = {max}")),
+            format!("watermark.payload_bits = {max}"),
+        ),
+        (
+            photo_model(),
+            config("payload_bits = 64", "payload_bits = -8".into()),
+            "payload_bits".into(),
+        ),
+        (
+            photo_model(),
+            config("\nsize = 128", "\nsize = 0".into()),
+            "watermark.size = 0".into(),
+        ),
+        (
+            photo_model(),
+            config("\nsize = 128", format!("\nsize = {max}")),
+            format!("watermark.size = {max}"),
+        ),
+        (
+            photo_model(),
+            config("\nsize = 128", format!("\nsize = {min}")),
+            format!("watermark.size = {min}"),
+        ),
+        (
+            photo_model(),
+            config(
+                "payload_bits = 64",
+                format!("payload_bits = 64\nphoto_size = {max}"),
+            ),
+            format!("watermark.photo_size = {max}"),
+        ),
+        (
+            photo_model(),
+            config(
+                "payload_bits = 64",
+                "payload_bits = 64\nphoto_size = -1".into(),
+            ),
+            "watermark.photo_size = -1".into(),
+        ),
+        (
+            photo_model(),
+            config("\ntile = 16", format!("\ntile = {max}")),
+            format!("tile = {max}"),
+        ),
+        (
+            photo_model(),
+            config("\nrows = 16", format!("\nrows = {max}")),
+            "bits = ".into(),
+        ),
+        (
+            photo_model(),
+            config(
+                "head = \"sigmoid\"",
+                "head = \"sigmoid\"\njnd_fraction = nan".into(),
+            ),
+            "model.jnd_fraction = NaN".into(),
+        ),
+        (
+            photo_model(),
+            config(
+                "head = \"sigmoid\"",
+                "head = \"sigmoid\"\njnd_fraction = inf".into(),
+            ),
+            "model.jnd_fraction = inf".into(),
+        ),
+        (
+            photo_model(),
+            config("shift_max = 2", format!("shift_max = {max}")),
+            format!("noise.shift_max = {max}"),
+        ),
+    ];
+    for (i, (source, edit, message)) in cases.into_iter().enumerate() {
+        let input = if source == photo_model() {
+            &photo
+        } else {
+            &digit
+        };
+        for path in crafted_pair(tmp.path(), &source, &format!("extreme{i}"), &*edit) {
+            let out = extract_with(&path, input);
+            let what = format!("case {i} ({message}) in {}", path.display());
+            assert_clean(&out, &what);
+            let err = common::stderr(&out);
+            if message.is_empty() {
+                // Any key is a key: the model loads and reads.
+                assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+                continue;
+            }
+            assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+            assert!(
+                err.contains(path.file_name().unwrap().to_str().unwrap()) && err.contains(&message),
+                "{what}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn crafted_spread_layouts_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
