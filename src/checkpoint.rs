@@ -283,8 +283,13 @@ pub fn read_with_metadata(path: &Path) -> Result<(NamedTensors, Metadata)> {
 
 fn load_ot(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut named = Tensor::load_multi_from_stream(Cursor::new(bytes))
-        .with_context(|| format!("{}: not a readable .ot checkpoint", path.display()))?;
+    let mut named = Tensor::load_multi_from_stream(Cursor::new(bytes)).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a readable .ot checkpoint (truncated, corrupt or not a checkpoint: {})",
+            path.display(),
+            crate::torch_error::summary(&e)
+        )
+    })?;
     let meta = match named.iter().position(|(n, _)| n == METADATA_TENSOR) {
         Some(i) => {
             let (_, t) = named.remove(i);

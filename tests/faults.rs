@@ -502,6 +502,44 @@ fn extreme_numbers_in_metadata_are_refused_naming_the_file_and_field() {
     }
 }
 
+/// A truncated or random `.ot` (or `.safetensors`) is one line naming the file, without
+/// libtorch's C++ frame list.
+#[test]
+fn corrupt_checkpoints_are_one_clean_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let bytes = std::fs::read(spread_model()).unwrap();
+    let mut rng = Rng(5);
+    let random: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    let st = tmp.path().join("whole.safetensors");
+    let (named, meta) = checkpoint::read_with_metadata(&spread_model()).unwrap();
+    checkpoint::save_safetensors(&st, &named, &meta).unwrap();
+    let st_bytes = std::fs::read(&st).unwrap();
+    for (name, content) in [
+        ("truncated.ot", bytes[..bytes.len() / 3].to_vec()),
+        ("random.ot", random.clone()),
+        ("empty.ot", Vec::new()),
+        (
+            "truncated.safetensors",
+            st_bytes[..st_bytes.len() / 3].to_vec(),
+        ),
+        ("random.safetensors", random),
+    ] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out = extract_with(&path, &input);
+        assert_clean(&out, name);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains("not a") && !err.contains("frame #"),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("Exception raised"), "{name}: {err}");
+    }
+}
+
 #[test]
 fn crafted_spread_layouts_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
