@@ -57,7 +57,7 @@ pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
 
 /// Whether a checkpoint holds a photo model (a tile layout), from its metadata only.
 pub fn is_photo_model(path: &Path) -> bool {
-    crate::checkpoint::read_with_metadata(&crate::checkpoint::resolve_default(path))
+    crate::checkpoint::read_described(&crate::checkpoint::resolve_default(path))
         .map(|(_, meta)| matches!(meta.layout, crate::layout::Layout::Tile { .. }))
         .unwrap_or(false)
 }
