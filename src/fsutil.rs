@@ -75,11 +75,13 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` through the fixed sibling [`part_file`], renamed into place once
 /// complete: a killed writer leaves at most that part file, never a partial `path`, and the next
 /// write of `path` (by whichever process owns it) truncates and reuses it, so a resumed run
-/// leaves no debris. Flushed to disk before and after the rename.
+/// leaves no debris. A failed write (a full disk) removes its part file. Flushed to disk before
+/// and after the rename.
 pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let part = part_file(path);
+    let part = PartFile(Some(part_file(path)));
+    let part_path = part.0.as_deref().unwrap_or(path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
@@ -89,18 +91,19 @@ pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o644)
-        .open(&part)
-        .with_context(|| format!("cannot create {}", part.display()))?;
+        .open(part_path)
+        .with_context(|| format!("cannot create {}", part_path.display()))?;
     file.write_all(bytes)
         .and_then(|_| sync_file(&file))
-        .with_context(|| format!("cannot write {}", part.display()))?;
+        .with_context(|| format!("cannot write {}", path.display()))?;
     drop(file);
-    std::fs::rename(&part, path).with_context(|| {
+    std::fs::rename(part_path, path).with_context(|| {
         format!(
             "cannot move the finished file into place at {}",
             path.display()
         )
     })?;
+    part.committed();
     sync_dir(
         path.parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -108,11 +111,33 @@ pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
-/// The part file [`write_through_part_file`] writes `path` through: `.wmae-<name>.part` beside it
-/// (hidden, so folder scans skip it).
+/// A part file that is removed when dropped, on every error path, unless it was renamed.
+struct PartFile(Option<std::path::PathBuf>);
+
+impl PartFile {
+    fn committed(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The part file [`write_through_part_file`] writes `path` through: `.wmae-<hash>.part` beside it
+/// (hidden, so folder scans skip it; in the same folder, so the rename is atomic). The name is a
+/// hash of `path`'s name, not the name itself, so it stays short when the name is near the
+/// file system's 255-byte limit; fixed, so a resumed run reuses the part file a killed one left.
 pub fn part_file(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!("{TEMP_PREFIX}{name}.part"))
+    use sha2::{Digest, Sha256};
+    let name = path.file_name().unwrap_or_default();
+    let digest = Sha256::digest(name.as_encoded_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    path.with_file_name(format!("{TEMP_PREFIX}{hash}.part"))
 }
 
 /// Temporary files are created private (0600); a finished output gets the usual 0644.

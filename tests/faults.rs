@@ -831,6 +831,49 @@ fn a_full_disk_during_a_checkpoint_save_is_a_clear_error() {
     checkpoint::read_with_metadata(&run.join("best.ot")).unwrap();
 }
 
+/// A photo embed whose writes fail part-way (a file-size limit standing in for a full disk)
+/// leaves no part file beside the failed outputs; a 250-byte file name, whose part file must
+/// still fit the 255-byte name limit, embeds.
+#[test]
+fn failed_photo_writes_leave_no_part_file_and_long_names_embed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let long = format!("{}.png", "l".repeat(246));
+    assert_eq!(long.len(), 250);
+    for (i, name) in ["short.png", long.as_str()].into_iter().enumerate() {
+        common::synthetic_photo(256, 192, i as u32 + 1)
+            .save(input.join(name))
+            .unwrap();
+    }
+    let out = tmp.path().join("out");
+    let args = [
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "embed",
+        input.to_str().unwrap(),
+        "--payload",
+        "text:part",
+        "--no-score",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    // Outputs of these photos are tens of kilobytes: every write fails after 4 KiB.
+    let full = wmae_limited(&args, Some(4096));
+    let err = common::stderr(&full);
+    assert_eq!(full.status.code(), Some(3), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("2 of 2 input(s) failed"), "{err}");
+    assert_eq!(files_in(&out), Vec::<String>::new(), "{err}");
+
+    let run = wmae_limited(&args, None);
+    let err = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{err}");
+    assert_eq!(files_in(&out), vec![long.clone(), "short.png".to_string()]);
+}
+
 #[test]
 fn a_folder_in_use_by_another_wmae_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
