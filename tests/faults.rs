@@ -874,6 +874,71 @@ fn failed_photo_writes_leave_no_part_file_and_long_names_embed() {
     assert_eq!(files_in(&out), vec![long.clone(), "short.png".to_string()]);
 }
 
+/// A PNG named .jpg: embedded, written as PNG under its own name, said in its record; its
+/// output and a digit PNG named .jpg are read (formats come from the bytes, not the names).
+#[test]
+fn images_are_read_by_their_bytes_not_their_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let photo = input.join("p.jpg");
+    common::synthetic_photo(256, 192, 3)
+        .save_with_format(&photo, image::ImageFormat::Png)
+        .unwrap();
+    let out = tmp.path().join("out");
+    let run = common::wmae(&[
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "embed",
+        photo.to_str().unwrap(),
+        "--payload",
+        "text:fmt",
+        "--no-score",
+        "--jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", common::stderr(&run));
+    let record: serde_json::Value = serde_json::from_str(common::stdout(&run).trim()).unwrap();
+    assert_eq!(
+        record["format_mismatch"], "PNG data in a .jpg file",
+        "{record}"
+    );
+    let written = std::fs::read(out.join("p.jpg")).unwrap();
+    assert!(written.starts_with(b"\x89PNG"), "written as PNG");
+
+    let read = |path: &Path| {
+        common::wmae(&[
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "extract",
+            path.to_str().unwrap(),
+        ])
+    };
+    let run = read(&out.join("p.jpg"));
+    let text = format!("{}{}", common::stdout(&run), common::stderr(&run));
+    assert_eq!(run.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("(text \"fmt\")") && text.contains("PNG data in a .jpg file"),
+        "{text}"
+    );
+
+    let digit = digit_png(tmp.path());
+    let renamed = tmp.path().join("digit.jpg");
+    std::fs::rename(&digit, &renamed).unwrap();
+    let run = read(&renamed);
+    assert_eq!(run.status.code(), Some(0), "{}", common::stderr(&run));
+    assert!(
+        common::stdout(&run).contains("1 images"),
+        "{}",
+        common::stdout(&run)
+    );
+}
+
 #[test]
 fn a_folder_in_use_by_another_wmae_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
