@@ -10,7 +10,9 @@ the watermark map added, decoder (the watermarked image), extractor (the waterma
       wmae computed): exit 1 when any differs by more than 1e-5.
   reference_model.py make MODEL.safetensors IO.safetensors [SEED]
       Saves a freshly initialised PyTorch state dict (no wmae metadata) to MODEL, and random
-      inputs with this model's outputs to IO, for wmae to load and reproduce.
+      inputs with this model's outputs to IO, for wmae to load and reproduce (wmae loads MODEL
+      once the config saying what it holds lies beside it: cp configs/seed-embedded.toml
+      MODEL.toml).
 
 Only torch and safetensors (its torch helpers) are used.
 """

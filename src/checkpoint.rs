@@ -35,6 +35,9 @@ pub const FORMAT: &str = "wmae-checkpoint-1";
 /// Name of the `.ot` tensor that holds the metadata.
 const METADATA_TENSOR: &str = "wmae.metadata";
 
+/// The most epochs a checkpoint may claim.
+const MAX_EPOCH: usize = 1_000_000_000;
+
 /// Key of wmae's metadata (JSON) in a safetensors header.
 const SAFETENSORS_META_KEY: &str = "wmae";
 
@@ -108,8 +111,28 @@ impl Metadata {
             );
         }
         if let Some(loss) = self.best_validation_loss {
-            if !loss.is_finite() {
-                bail!("{source}: best_validation_loss {loss} is not a finite number");
+            if !(loss.is_finite() && loss >= 0.0) {
+                bail!("{source}: best_validation_loss {loss} is not a finite number >= 0");
+            }
+        }
+        // Resuming counts on from the epoch: keep it far from any integer's end.
+        if self.epoch > MAX_EPOCH {
+            bail!(
+                "{source}: epoch = {}: more than {MAX_EPOCH} epochs",
+                self.epoch
+            );
+        }
+        if let Some(c) = &self.calibration {
+            // Agreements are shares of pixels: anything else would move the detection threshold
+            // outside [0, 1] (never or always "watermarked").
+            let share = |v: f64| (0.0..=1.0).contains(&v);
+            if !(share(c.mean) && share(c.std) && share(c.max)) {
+                bail!(
+                    "{source}: calibration mean {}, std {}, max {}: each must lie in [0, 1]",
+                    c.mean,
+                    c.std,
+                    c.max
+                );
             }
         }
         Ok(())
@@ -260,8 +283,13 @@ pub fn read_with_metadata(path: &Path) -> Result<(NamedTensors, Metadata)> {
 
 fn load_ot(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut named = Tensor::load_multi_from_stream(Cursor::new(bytes))
-        .with_context(|| format!("{}: not a readable .ot checkpoint", path.display()))?;
+    let mut named = Tensor::load_multi_from_stream(Cursor::new(bytes)).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a readable .ot checkpoint (truncated, corrupt or not a checkpoint: {})",
+            path.display(),
+            crate::torch_error::summary(&e)
+        )
+    })?;
     let meta = match named.iter().position(|(n, _)| n == METADATA_TENSOR) {
         Some(i) => {
             let (_, t) = named.remove(i);
@@ -368,23 +396,58 @@ impl Loaded {
     }
 }
 
+/// Where the description of a checkpoint without wmae metadata lies: `FILE.toml` beside it.
+pub fn description_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".toml");
+    PathBuf::from(name)
+}
+
+/// Reads a checkpoint with the metadata that rebuilds its model: its own, or, for a file
+/// without (a PyTorch state dict), the one its description beside it gives (the wmae config it
+/// was trained with, `FILE.toml`). Without either it is refused: guessing the model and layout
+/// would embed and read garbage.
+pub fn read_described(path: &Path) -> Result<(NamedTensors, Metadata)> {
+    let file = read(path)?;
+    if let Some(meta) = file.meta {
+        return Ok((file.tensors, meta));
+    }
+    let description = description_path(path);
+    if !description.is_file() {
+        bail!(
+            "{}: carries no wmae metadata, so what model and watermark layout it holds is \
+             unknown; a PyTorch state dict of the seed model loads once the wmae config it was \
+             trained with lies beside it as {} (for the seed on the embedded digits: cp \
+             configs/seed-embedded.toml {})",
+            path.display(),
+            description.display(),
+            description.display()
+        );
+    }
+    let meta = described_metadata(&description, &file.tensors)?;
+    Ok((file.tensors, meta))
+}
+
+/// The metadata a wmae checkpoint trained with the config in `description` would carry.
+fn described_metadata(description: &Path, tensors: &[NamedTensor]) -> Result<Metadata> {
+    let config = crate::config::Config::load(description)?;
+    let parameters = tensors
+        .iter()
+        .filter(|(n, _)| !Adadelta::owns(n))
+        .map(|(_, t)| t.numel() as i64)
+        .sum();
+    let meta = Metadata {
+        architecture: config.model.architecture.name().to_string(),
+        config: config.to_toml()?,
+        ..Metadata::seed(config.watermark.layout(), config.model.head, parameters, 0)
+    };
+    meta.validate(&description.display().to_string())?;
+    Ok(meta)
+}
+
 pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     let path = &resolve_default(path);
-    let file = read(path)?;
-    let meta = match file.meta {
-        Some(meta) => meta,
-        // A PyTorch state dict: the only metadata-free file wmae takes.
-        None if is_safetensors(path) => {
-            eprintln!(
-                "note: {} carries no wmae metadata; assuming the seed model (4x4 bits at the \
-                 top left of 28x28, sigmoid head)",
-                path.display()
-            );
-            let parameters = file.tensors.iter().map(|(_, t)| t.numel() as i64).sum();
-            Metadata::seed(Layout::default(), Head::Sigmoid, parameters, 0)
-        }
-        None => read_with_metadata(path).map(|(_, meta)| meta)?,
-    };
+    let (tensors, meta) = read_described(path)?;
     let mut vs = VarStore::new(device);
     let architecture = Architecture::from_name(&meta.architecture).unwrap_or_default();
     let mut model = crate::model::WatermarkAutoencoder::build(&vs.root(), architecture, meta.head);
@@ -394,7 +457,7 @@ pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
             .model
             .jnd_fraction;
     }
-    load_model(path, &mut vs, &file.tensors)?;
+    load_model(path, &mut vs, &tensors)?;
     let parameters = crate::model::parameter_count(&vs);
     if meta.parameters != parameters {
         bail!(

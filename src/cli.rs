@@ -72,7 +72,8 @@ pub enum Command {
     /// model-free reader, forger and remover), and report per attack how the watermark fares.
     Attack(AttackArgs),
     /// Export a checkpoint's model to .ot or .safetensors (metadata inside), chosen by the output's
-    /// extension; .safetensors state dicts from PyTorch load too.
+    /// extension; a PyTorch .safetensors state dict loads with its wmae config beside it
+    /// (FILE.toml).
     Export(ExportArgs),
     /// Training and inference throughput (images/s) of the seed model on synthetic batches.
     Bench(BenchArgs),
@@ -246,7 +247,8 @@ pub struct EmbedArgs {
     pub strength: f64,
 
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
-    /// .safetensors state dict of the seed model [default: checkpoints/default.ot, or
+    /// .safetensors state dict with its wmae config beside it as FILE.toml [default:
+    /// checkpoints/default.ot, or
     /// checkpoints/photo.ot with --payload]
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -295,7 +297,8 @@ pub struct ExtractArgs {
     pub stream: StreamArgs,
 
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
-    /// .safetensors state dict of the seed model [default: checkpoints/default.ot, or
+    /// .safetensors state dict with its wmae config beside it as FILE.toml [default:
+    /// checkpoints/default.ot, or
     /// checkpoints/photo.ot when the first input is an image that is not 28x28]
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -376,7 +379,7 @@ pub struct AttackArgs {
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
-    /// .safetensors state dict of the seed model.
+    /// .safetensors state dict with its wmae config beside it as FILE.toml.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
 

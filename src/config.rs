@@ -294,6 +294,9 @@ impl Config {
         if bits == 0 {
             return Ok(());
         }
+        if !bits.is_multiple_of(8) {
+            bail!("watermark.payload_bits = {bits}: must be a multiple of 8 (payloads are bytes)");
+        }
         let Layout::Tile {
             bits: slots, tile, ..
         } = self.watermark.layout()

@@ -1,5 +1,8 @@
 //! Files are written to a temporary file in the target's folder and renamed into place, so a
-//! crash or an error never leaves a half-written output behind.
+//! crash or an error never leaves a half-written output behind. The file is flushed to disk
+//! before the rename and the folder after it: without that, a power cut soon after can leave an
+//! empty or missing file under the final name (the rename reaches the disk before the data).
+//! `WMAE_NO_FSYNC=1` skips both (scratch outputs that need not survive a power cut).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -27,6 +30,7 @@ pub fn write_atomically(
         let mut writer = BufWriter::new(tmp.as_file());
         fill(&mut writer)
             .and_then(|_| std::io::Write::flush(&mut writer))
+            .and_then(|_| sync_file(tmp.as_file()))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     publish_permissions(tmp.as_file())?;
@@ -36,17 +40,48 @@ pub fn write_atomically(
             path.display()
         )
     })?;
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Whether outputs are flushed to disk (see the module's notes).
+fn durable() -> bool {
+    static DURABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DURABLE.get_or_init(|| std::env::var_os("WMAE_NO_FSYNC").is_none_or(|v| v != "1"))
+}
+
+/// Calls to fsync made so far (the tests check that outputs are synced).
+pub static SYNCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Flushes a written file's data to disk.
+pub fn sync_file(file: &File) -> std::io::Result<()> {
+    if !durable() {
+        return Ok(());
+    }
+    SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    file.sync_all()
+}
+
+/// Flushes a folder's entries to disk: what makes a rename into it survive a power cut.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    if !durable() {
+        return Ok(());
+    }
+    SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot flush folder {} to disk", dir.display()))
 }
 
 /// Writes `bytes` to `path` through the fixed sibling [`part_file`], renamed into place once
 /// complete: a killed writer leaves at most that part file, never a partial `path`, and the next
 /// write of `path` (by whichever process owns it) truncates and reuses it, so a resumed run
-/// leaves no debris. Not flushed to disk: it guards against a killed process, not a power cut.
+/// leaves no debris. A failed write (a full disk) removes its part file. Flushed to disk before
+/// and after the rename.
 pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let part = part_file(path);
+    let part = PartFile(Some(part_file(path)));
+    let part_path = part.0.as_deref().unwrap_or(path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
@@ -56,24 +91,53 @@ pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o644)
-        .open(&part)
-        .with_context(|| format!("cannot create {}", part.display()))?;
+        .open(part_path)
+        .with_context(|| format!("cannot create {}", part_path.display()))?;
     file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", part.display()))?;
+        .and_then(|_| sync_file(&file))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     drop(file);
-    std::fs::rename(&part, path).with_context(|| {
+    std::fs::rename(part_path, path).with_context(|| {
         format!(
             "cannot move the finished file into place at {}",
             path.display()
         )
-    })
+    })?;
+    part.committed();
+    sync_dir(
+        path.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
 }
 
-/// The part file [`write_through_part_file`] writes `path` through: `.wmae-<name>.part` beside it
-/// (hidden, so folder scans skip it).
+/// A part file that is removed when dropped, on every error path, unless it was renamed.
+struct PartFile(Option<std::path::PathBuf>);
+
+impl PartFile {
+    fn committed(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The part file [`write_through_part_file`] writes `path` through: `.wmae-<hash>.part` beside it
+/// (hidden, so folder scans skip it; in the same folder, so the rename is atomic). The name is a
+/// hash of `path`'s name, not the name itself, so it stays short when the name is near the
+/// file system's 255-byte limit; fixed, so a resumed run reuses the part file a killed one left.
 pub fn part_file(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!("{TEMP_PREFIX}{name}.part"))
+    use sha2::{Digest, Sha256};
+    let name = path.file_name().unwrap_or_default();
+    let digest = Sha256::digest(name.as_encoded_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    path.with_file_name(format!("{TEMP_PREFIX}{hash}.part"))
 }
 
 /// Temporary files are created private (0600); a finished output gets the usual 0644.
@@ -146,4 +210,31 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// Both writers flush the file and then its folder: at least two syncs each (other tests
+    /// running at once may add theirs).
+    #[test]
+    fn outputs_are_flushed_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = SYNCS.load(Ordering::Relaxed);
+        write_atomically(&dir.path().join("a.txt"), |f| {
+            std::io::Write::write_all(f, b"a")
+        })
+        .unwrap();
+        let after_atomic = SYNCS.load(Ordering::Relaxed);
+        assert!(after_atomic >= before + 2, "{before} -> {after_atomic}");
+        write_through_part_file(&dir.path().join("b.txt"), b"b").unwrap();
+        let after_part = SYNCS.load(Ordering::Relaxed);
+        assert!(
+            after_part >= after_atomic + 2,
+            "{after_atomic} -> {after_part}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("b.txt")).unwrap(), b"b");
+    }
 }

@@ -24,6 +24,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::splitmix::splitmix64;
 
+/// The largest pixels x bits matrix a layout may need (1 GiB of float32).
+const MAX_ASSIGNMENT_ENTRIES: i64 = 1 << 28;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Layout {
@@ -162,7 +165,8 @@ impl Layout {
                     );
                 }
                 let cells = (height / cell) * (width / cell);
-                if bits < 1 || bits * 2 > cells {
+                // `bits > cells / 2`, not `bits * 2 > cells`: a bits near i64::MAX must not wrap.
+                if bits < 1 || bits > cells / 2 {
                     bail!(
                         "{key}: bits = {bits}: a {height}x{width} map of {cell}x{cell} cells has \
                          {cells} cells, and every bit needs at least two (one plain, one inverted)"
@@ -185,6 +189,16 @@ impl Layout {
                     );
                 }
             }
+        }
+        // The reader and writer hold a pixels x bits matrix (`matrices`): bound it before anyone
+        // allocates it, so a crafted file is an error and not an abort for want of memory.
+        let entries = (height * width).checked_mul(self.bit_count());
+        if entries.is_none_or(|e| e > MAX_ASSIGNMENT_ENTRIES) {
+            bail!(
+                "{key}: {} bits on a {height}x{width} map: the layout's pixel-to-bit matrix would \
+                 exceed {MAX_ASSIGNMENT_ENTRIES} entries",
+                self.bit_count()
+            );
         }
         Ok(())
     }

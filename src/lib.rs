@@ -35,6 +35,7 @@ pub mod splitmix;
 pub mod stream;
 pub mod sync;
 pub mod tensorboard;
+pub mod torch_error;
 pub mod train;
 pub mod visibility;
 pub mod watermark;

@@ -11,7 +11,9 @@ fn main() {
     let cli = wmae::cli::Cli::parse();
     if let Err(err) = wmae::commands::run(cli) {
         // `{:#}` prints the whole context chain on one line: "what failed: why".
-        eprintln!("error: {err:#}");
+        // Any libtorch error that reached here loses its C++ frame list (build-machine paths).
+        let text = wmae::torch_error::without_cpp_backtrace(&format!("{err:#}"));
+        eprintln!("error: {text}");
         let code = match err.downcast_ref::<wmae::stream::SomeFailed>() {
             Some(_) => wmae::stream::EXIT_SOME_FAILED,
             None => 1,

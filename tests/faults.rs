@@ -225,6 +225,321 @@ fn crafted_metadata_is_refused_naming_the_file_and_field() {
     }
 }
 
+/// The shipped photo model: a tile layout, and a config with a payload in its metadata.
+fn photo_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/photo.ot")
+}
+
+/// `source` with its metadata JSON edited by `edit`, as `NAME.safetensors` and, when the edit
+/// still makes a `Metadata`, as `NAME.ot`.
+fn crafted_pair(
+    dir: &Path,
+    source: &Path,
+    name: &str,
+    edit: &dyn Fn(&mut serde_json::Value),
+) -> Vec<PathBuf> {
+    let (named, meta) = checkpoint::read_with_metadata(source).unwrap();
+    let mut json = serde_json::to_value(&meta).unwrap();
+    edit(&mut json);
+    let st = dir.join(format!("{name}.safetensors"));
+    let info = [("wmae".to_string(), json.to_string())]
+        .into_iter()
+        .collect();
+    checkpoint::write_safetensors(&st, &named, info).unwrap();
+    let mut paths = vec![st];
+    if let Ok(meta) = serde_json::from_value::<Metadata>(json) {
+        let ot = dir.join(format!("{name}.ot"));
+        checkpoint::save_ot(&ot, &named, &meta).unwrap();
+        paths.push(ot);
+    }
+    paths
+}
+
+/// Numbers at the ends of their types (and NaN, zero, negative ones) in every metadata field,
+/// the layout's and the config's: each is a clean error naming the file and the field.
+#[test]
+fn extreme_numbers_in_metadata_are_refused_naming_the_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digit = digit_png(tmp.path());
+    let photo = tmp.path().join("photo.png");
+    common::synthetic_photo(256, 192, 5).save(&photo).unwrap();
+    let (max, min) = (i64::MAX, i64::MIN);
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let set = |table: &'static str, field: &'static str, value: serde_json::Value| -> Edit {
+        Box::new(move |json: &mut serde_json::Value| {
+            let target = if table.is_empty() {
+                &mut *json
+            } else {
+                &mut json[table]
+            };
+            target[field] = value.clone();
+        })
+    };
+    // A line of the config TOML kept in the metadata replaced (or added after `from`).
+    let config = |from: &'static str, to: String| -> Edit {
+        Box::new(move |json: &mut serde_json::Value| {
+            let text = json["config"].as_str().unwrap().to_string();
+            assert!(text.contains(from), "{from:?} not in the config");
+            json["config"] = text.replacen(from, &to, 1).into();
+        })
+    };
+    let cases: Vec<(PathBuf, Edit, String)> = vec![
+        (
+            spread_model(),
+            set("layout", "bits", max.into()),
+            format!("bits = {max}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "bits", min.into()),
+            format!("bits = {min}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "cell", max.into()),
+            format!("cell = {max}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "cell", min.into()),
+            format!("cell = {min}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "search", max.into()),
+            format!("search = {max}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "search", min.into()),
+            format!("search = {min}"),
+        ),
+        (
+            spread_model(),
+            set("layout", "height", max.into()),
+            "height and width".into(),
+        ),
+        (
+            spread_model(),
+            set("layout", "width", min.into()),
+            "height and width".into(),
+        ),
+        (
+            spread_model(),
+            set("layout", "width", 0.into()),
+            "height and width".into(),
+        ),
+        (
+            spread_model(),
+            set("", "parameters", max.into()),
+            "parameters".into(),
+        ),
+        (
+            spread_model(),
+            set("", "parameters", min.into()),
+            "parameters".into(),
+        ),
+        (
+            spread_model(),
+            set("", "epoch", u64::MAX.into()),
+            format!("epoch = {}", u64::MAX),
+        ),
+        (
+            spread_model(),
+            set("", "best_validation_loss", (-1e308).into()),
+            "best_validation_loss".into(),
+        ),
+        (
+            spread_model(),
+            set("calibration", "mean", 1e300.into()),
+            "calibration mean".into(),
+        ),
+        (
+            spread_model(),
+            set("calibration", "std", (-1.0).into()),
+            "calibration mean".into(),
+        ),
+        (
+            shipped(),
+            set("layout", "rows", max.into()),
+            "does not fit".into(),
+        ),
+        (
+            shipped(),
+            set("layout", "cols", max.into()),
+            "does not fit".into(),
+        ),
+        (
+            shipped(),
+            set("layout", "rows", min.into()),
+            "rows and cols".into(),
+        ),
+        (
+            photo_model(),
+            set("layout", "bits", max.into()),
+            format!("bits = {max}"),
+        ),
+        (
+            photo_model(),
+            set("layout", "tile", max.into()),
+            format!("tile = {max}"),
+        ),
+        (
+            photo_model(),
+            set("layout", "tile", min.into()),
+            format!("tile = {min}"),
+        ),
+        (
+            photo_model(),
+            set("layout", "height", max.into()),
+            "height and width".into(),
+        ),
+        (
+            photo_model(),
+            set("layout", "key", u64::MAX.into()),
+            String::new(),
+        ),
+        (
+            photo_model(),
+            config("payload_bits = 64", "payload_bits = 7".into()),
+            "watermark.payload_bits = 7".into(),
+        ),
+        (
+            photo_model(),
+            config("payload_bits = 64", format!("payload_bits = {max}")),
+            format!("watermark.payload_bits = {max}"),
+        ),
+        (
+            photo_model(),
+            config("payload_bits = 64", "payload_bits = -8".into()),
+            "payload_bits".into(),
+        ),
+        (
+            photo_model(),
+            config("\nsize = 128", "\nsize = 0".into()),
+            "watermark.size = 0".into(),
+        ),
+        (
+            photo_model(),
+            config("\nsize = 128", format!("\nsize = {max}")),
+            format!("watermark.size = {max}"),
+        ),
+        (
+            photo_model(),
+            config("\nsize = 128", format!("\nsize = {min}")),
+            format!("watermark.size = {min}"),
+        ),
+        (
+            photo_model(),
+            config(
+                "payload_bits = 64",
+                format!("payload_bits = 64\nphoto_size = {max}"),
+            ),
+            format!("watermark.photo_size = {max}"),
+        ),
+        (
+            photo_model(),
+            config(
+                "payload_bits = 64",
+                "payload_bits = 64\nphoto_size = -1".into(),
+            ),
+            "watermark.photo_size = -1".into(),
+        ),
+        (
+            photo_model(),
+            config("\ntile = 16", format!("\ntile = {max}")),
+            format!("tile = {max}"),
+        ),
+        (
+            photo_model(),
+            config("\nrows = 16", format!("\nrows = {max}")),
+            "bits = ".into(),
+        ),
+        (
+            photo_model(),
+            config(
+                "head = \"sigmoid\"",
+                "head = \"sigmoid\"\njnd_fraction = nan".into(),
+            ),
+            "model.jnd_fraction = NaN".into(),
+        ),
+        (
+            photo_model(),
+            config(
+                "head = \"sigmoid\"",
+                "head = \"sigmoid\"\njnd_fraction = inf".into(),
+            ),
+            "model.jnd_fraction = inf".into(),
+        ),
+        (
+            photo_model(),
+            config("shift_max = 2", format!("shift_max = {max}")),
+            format!("noise.shift_max = {max}"),
+        ),
+    ];
+    for (i, (source, edit, message)) in cases.into_iter().enumerate() {
+        let input = if source == photo_model() {
+            &photo
+        } else {
+            &digit
+        };
+        for path in crafted_pair(tmp.path(), &source, &format!("extreme{i}"), &*edit) {
+            let out = extract_with(&path, input);
+            let what = format!("case {i} ({message}) in {}", path.display());
+            assert_clean(&out, &what);
+            let err = common::stderr(&out);
+            if message.is_empty() {
+                // Any key is a key: the model loads and reads.
+                assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+                continue;
+            }
+            assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+            assert!(
+                err.contains(path.file_name().unwrap().to_str().unwrap()) && err.contains(&message),
+                "{what}: {err}"
+            );
+        }
+    }
+}
+
+/// A truncated or random `.ot` (or `.safetensors`) is one line naming the file, without
+/// libtorch's C++ frame list.
+#[test]
+fn corrupt_checkpoints_are_one_clean_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = digit_png(tmp.path());
+    let bytes = std::fs::read(spread_model()).unwrap();
+    let mut rng = Rng(5);
+    let random: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    let st = tmp.path().join("whole.safetensors");
+    let (named, meta) = checkpoint::read_with_metadata(&spread_model()).unwrap();
+    checkpoint::save_safetensors(&st, &named, &meta).unwrap();
+    let st_bytes = std::fs::read(&st).unwrap();
+    for (name, content) in [
+        ("truncated.ot", bytes[..bytes.len() / 3].to_vec()),
+        ("random.ot", random.clone()),
+        ("empty.ot", Vec::new()),
+        (
+            "truncated.safetensors",
+            st_bytes[..st_bytes.len() / 3].to_vec(),
+        ),
+        ("random.safetensors", random),
+    ] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out = extract_with(&path, &input);
+        assert_clean(&out, name);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains("not a") && !err.contains("frame #"),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("Exception raised"), "{name}: {err}");
+    }
+}
+
 #[test]
 fn crafted_spread_layouts_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -514,6 +829,114 @@ fn a_full_disk_during_a_checkpoint_save_is_a_clear_error() {
     assert!(!names.contains(&"last.ot".to_string()), "{names:?}");
     // The checkpoint that was written is whole.
     checkpoint::read_with_metadata(&run.join("best.ot")).unwrap();
+}
+
+/// A photo embed whose writes fail part-way (a file-size limit standing in for a full disk)
+/// leaves no part file beside the failed outputs; a 250-byte file name, whose part file must
+/// still fit the 255-byte name limit, embeds.
+#[test]
+fn failed_photo_writes_leave_no_part_file_and_long_names_embed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let long = format!("{}.png", "l".repeat(246));
+    assert_eq!(long.len(), 250);
+    for (i, name) in ["short.png", long.as_str()].into_iter().enumerate() {
+        common::synthetic_photo(256, 192, i as u32 + 1)
+            .save(input.join(name))
+            .unwrap();
+    }
+    let out = tmp.path().join("out");
+    let args = [
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "embed",
+        input.to_str().unwrap(),
+        "--payload",
+        "text:part",
+        "--no-score",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    // Outputs of these photos are tens of kilobytes: every write fails after 4 KiB.
+    let full = wmae_limited(&args, Some(4096));
+    let err = common::stderr(&full);
+    assert_eq!(full.status.code(), Some(3), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("2 of 2 input(s) failed"), "{err}");
+    assert_eq!(files_in(&out), Vec::<String>::new(), "{err}");
+
+    let run = wmae_limited(&args, None);
+    let err = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{err}");
+    assert_eq!(files_in(&out), vec![long.clone(), "short.png".to_string()]);
+}
+
+/// A PNG named .jpg: embedded, written as PNG under its own name, said in its record; its
+/// output and a digit PNG named .jpg are read (formats come from the bytes, not the names).
+#[test]
+fn images_are_read_by_their_bytes_not_their_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let photo = input.join("p.jpg");
+    common::synthetic_photo(256, 192, 3)
+        .save_with_format(&photo, image::ImageFormat::Png)
+        .unwrap();
+    let out = tmp.path().join("out");
+    let run = common::wmae(&[
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "embed",
+        photo.to_str().unwrap(),
+        "--payload",
+        "text:fmt",
+        "--no-score",
+        "--jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", common::stderr(&run));
+    let record: serde_json::Value = serde_json::from_str(common::stdout(&run).trim()).unwrap();
+    assert_eq!(
+        record["format_mismatch"], "PNG data in a .jpg file",
+        "{record}"
+    );
+    let written = std::fs::read(out.join("p.jpg")).unwrap();
+    assert!(written.starts_with(b"\x89PNG"), "written as PNG");
+
+    let read = |path: &Path| {
+        common::wmae(&[
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "extract",
+            path.to_str().unwrap(),
+        ])
+    };
+    let run = read(&out.join("p.jpg"));
+    let text = format!("{}{}", common::stdout(&run), common::stderr(&run));
+    assert_eq!(run.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("(text \"fmt\")") && text.contains("PNG data in a .jpg file"),
+        "{text}"
+    );
+
+    let digit = digit_png(tmp.path());
+    let renamed = tmp.path().join("digit.jpg");
+    std::fs::rename(&digit, &renamed).unwrap();
+    let run = read(&renamed);
+    assert_eq!(run.status.code(), Some(0), "{}", common::stderr(&run));
+    assert!(
+        common::stdout(&run).contains("1 images"),
+        "{}",
+        common::stdout(&run)
+    );
 }
 
 #[test]

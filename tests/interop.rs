@@ -111,8 +111,101 @@ fn a_pytorch_state_dict_loads_into_wmae_and_gives_its_outputs() {
         io_path.to_str().unwrap(),
         "7",
     ]);
+    // What the state dict holds: the seed model, as trained by configs/seed-embedded.toml.
+    std::fs::copy(
+        project().join("configs/seed-embedded.toml"),
+        checkpoint::description_path(&model_path),
+    )
+    .unwrap();
     let (io, _) = checkpoint::load_safetensors(&io_path).unwrap();
     assert_wmae_matches_reference(&model_path, &io, "PyTorch state dict");
+}
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped model's weights passed through PyTorch's safetensors (which keeps no header
+/// metadata) are refused, naming the file and the TOML that would say what it holds; with the
+/// config it was trained with beside it, they embed and read back as the shipped model does.
+#[test]
+fn a_checkpoint_without_metadata_is_refused_until_its_config_lies_beside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exported = tmp.path().join("d.safetensors");
+    let plain = tmp.path().join("plain.safetensors");
+    let o = common::wmae(&[
+        "export",
+        "--checkpoint",
+        project().join("checkpoints/default.ot").to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from safetensors.numpy import load_file, save_file; \
+             save_file(load_file(sys.argv[1]), sys.argv[2])",
+            exported.to_str().unwrap(),
+            plain.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let digits = common::embedded_mnist().join("t10k-images-idx3-ubyte.gz");
+    let marked = tmp.path().join("marked");
+    let embed = || {
+        common::wmae(&[
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--seed",
+            "3",
+            "embed",
+            digits.to_str().unwrap(),
+            "--random",
+            "--out",
+            marked.to_str().unwrap(),
+            "--checkpoint",
+            plain.to_str().unwrap(),
+        ])
+    };
+    let o = embed();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("plain.safetensors: carries no wmae metadata")
+            && err.contains("plain.safetensors.toml"),
+        "{err}"
+    );
+    assert!(!marked.join("manifest.json").exists());
+
+    std::fs::copy(
+        project().join("configs/default-finetune.toml"),
+        checkpoint::description_path(&plain),
+    )
+    .unwrap();
+    let o = embed();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let o = common::wmae(&[
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "extract",
+        marked.to_str().unwrap(),
+        "--manifest",
+        marked.join("manifest.json").to_str().unwrap(),
+        "--checkpoint",
+        plain.to_str().unwrap(),
+    ]);
+    let text = common::stdout(&o);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(
+        text.contains("watermark found in 2000 (100.00%)") && text.contains("bit accuracy 100.00%"),
+        "{text}"
+    );
 }
 
 /// A file in tests/fixtures/keras/: weights that real Keras 3.15.1 and tf_keras 2.21.0 wrote,

@@ -236,10 +236,7 @@ fn a_killed_run_resumed_with_skip_existing_ends_as_an_uninterrupted_one() {
     let pending = expected.keys().find(|k| !partial.contains_key(*k)).unwrap();
     let done = expected.keys().find(|k| partial.contains_key(*k)).unwrap();
     for name in [pending, done] {
-        let part = resumed.join(name).with_file_name(format!(
-            ".wmae-{}.part",
-            name.file_name().unwrap().to_string_lossy()
-        ));
+        let part = wmae::fsutil::part_file(&resumed.join(name));
         std::fs::create_dir_all(part.parent().unwrap()).unwrap();
         std::fs::write(part, b"half a JPEG").unwrap();
     }

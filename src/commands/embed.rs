@@ -99,6 +99,8 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         std::fs::rename(scratch.path().join(name), &to)
             .with_context(|| format!("cannot write {}", to.display()))?;
     }
+    // The files were synced when written; the moves into --out are made durable once, here.
+    crate::fsutil::sync_dir(&args.out)?;
     println!(
         "embedded {} watermark(s) of {} bits ({}) into {} PNG file(s) in {}; bits in {}",
         n,

@@ -48,7 +48,14 @@ pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
         .and_then(|p| Inputs::new(std::slice::from_ref(p), None).ok())
         .and_then(|mut inputs| inputs.next())
         .and_then(|input| input.ok())
-        .and_then(|input| image::image_dimensions(input.path).ok());
+        // Sniffed from the bytes, not the extension: a PNG named .jpg is still a photo.
+        .and_then(|input| {
+            image::ImageReader::open(input.path)
+                .and_then(|r| r.with_guessed_format())
+                .ok()?
+                .into_dimensions()
+                .ok()
+        });
     PathBuf::from(match first_photo {
         Some((w, h)) if (w, h) != (28, 28) => DEFAULT_PHOTO_CHECKPOINT,
         _ => DEFAULT_CHECKPOINT,
@@ -57,7 +64,7 @@ pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
 
 /// Whether a checkpoint holds a photo model (a tile layout), from its metadata only.
 pub fn is_photo_model(path: &Path) -> bool {
-    crate::checkpoint::read_with_metadata(&crate::checkpoint::resolve_default(path))
+    crate::checkpoint::read_described(&crate::checkpoint::resolve_default(path))
         .map(|(_, meta)| matches!(meta.layout, crate::layout::Layout::Tile { .. }))
         .unwrap_or(false)
 }
@@ -93,10 +100,40 @@ struct EmbedWorker {
     score: bool,
 }
 
-/// A photo file read and decoded, timed as the record's "read" and "decode" stages.
-fn read_photo(path: &Path, record: &mut Record) -> Result<Photo> {
+/// A photo file read and decoded, timed as the record's "read" and "decode" stages. Its format
+/// comes from its bytes; when the name's extension says otherwise, the record says so
+/// (`format_mismatch`) and the second value is a note for its line.
+fn read_photo(path: &Path, record: &mut Record) -> Result<(Photo, String)> {
     let bytes = read_input(path, record)?;
-    record.time("decode", || Photo::decode(path, &bytes))
+    let photo = record.time("decode", || Photo::decode(path, &bytes))?;
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let named = match ext.as_str() {
+        "png" => Some(PhotoFormat::Png),
+        "jpg" | "jpeg" | "jpe" | "jfif" => Some(PhotoFormat::Jpeg),
+        _ => None,
+    };
+    let note = match named {
+        Some(named) if named != photo.format => {
+            let what = format!("{} data in a .{ext} file", format_name(photo.format));
+            record.set("format_mismatch", what.clone());
+            format!(
+                "; {what} (read and written as {})",
+                format_name(photo.format)
+            )
+        }
+        _ => String::new(),
+    };
+    Ok((photo, note))
+}
+
+fn format_name(format: PhotoFormat) -> &'static str {
+    match format {
+        PhotoFormat::Png => "PNG",
+        PhotoFormat::Jpeg => "JPEG",
+    }
 }
 
 /// The factors of --strength an output is embedded at, in turn, until it reads back (see
@@ -111,7 +148,7 @@ impl Worker for EmbedWorker {
             return Ok(());
         }
         let path = &input.path;
-        let photo = read_photo(path, record)?;
+        let (photo, format_note) = read_photo(path, record)?;
         record.set("width", photo.width());
         record.set("height", photo.height());
         let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
@@ -211,16 +248,13 @@ impl Worker for EmbedWorker {
         };
         record.text = format!(
             "{} -> {}: {}x{}, {:.0} ms, PSNR {psnr:.2} dB against the original (before {} \
-             encoding){score}{check}{depth}",
+             encoding){score}{check}{depth}{format_note}",
             path.display(),
             out.display(),
             photo.width(),
             photo.height(),
             record.ms(),
-            match photo.format {
-                PhotoFormat::Png => "PNG",
-                PhotoFormat::Jpeg => "JPEG",
-            }
+            format_name(photo.format)
         );
         Ok(())
     }
@@ -296,7 +330,7 @@ struct ExtractWorker {
 impl Worker for ExtractWorker {
     fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         let path = &input.path;
-        let photo = read_photo(path, record)?;
+        let (photo, format_note) = read_photo(path, record)?;
         let r = record.time("search", || {
             self.model.read_with(&photo, self.method, self.search)
         })?;
@@ -311,7 +345,7 @@ impl Worker for ExtractWorker {
             };
             record.text = format!(
                 "{}: no watermark ({looked} decodes within {} bit errors; a clean photo reads as \
-                 watermarked with probability {fpr:.1e})",
+                 watermarked with probability {fpr:.1e}){format_note}",
                 path.display(),
                 code.t()
             );
@@ -331,7 +365,7 @@ impl Worker for ExtractWorker {
             .unwrap_or_default();
         record.text = format!(
             "{}: payload {}{text}; {} of {} bits corrected, read at {:.0}% scale{}; watermark \
-             found (a clean photo reads as one with probability {fpr:.1e})",
+             found (a clean photo reads as one with probability {fpr:.1e}){format_note}",
             path.display(),
             p.hex(),
             r.reading.corrected,

@@ -109,7 +109,11 @@ fn push_u8(inputs: &mut Inputs, path: &Path, n: usize, bytes: &[u8]) {
 }
 
 fn read_image_file(path: &Path, inputs: &mut Inputs) -> Result<()> {
-    let image = image::open(path)
+    // The format from the bytes, not the extension: a PNG named .jpg reads.
+    let image = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(image::ImageError::IoError)
+        .and_then(|r| r.decode())
         .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
     check_side(path, image.height() as usize, image.width() as usize)?;
     let gray = image.to_luma8();

@@ -139,6 +139,9 @@ impl Default for NoiseConfig {
 /// Largest blur sigma accepted: its kernel (radius 3 sigma) stays within a 28-pixel image.
 pub const MAX_BLUR_SIGMA: f64 = 8.0;
 
+/// The largest training shift: the side of the largest map.
+const MAX_SHIFT: i64 = 4096;
+
 fn check_range(key: &str, name: &str, [lo, hi]: [f64; 2], min: f64, max: f64) -> Result<()> {
     if !(lo.is_finite() && hi.is_finite() && min <= lo && lo <= hi && hi <= max) {
         bail!(
@@ -219,9 +222,10 @@ impl NoiseConfig {
         check_range(key, "blur_sigma", self.blur_sigma, 0.0, MAX_BLUR_SIGMA)?;
         check_range(key, "brightness", self.brightness, -1.0, 1.0)?;
         check_range(key, "contrast", self.contrast, 0.0, 10.0)?;
-        if self.shift_max < 0 {
+        // Bounded above too: the shift is drawn below shift_max + 1, which must not wrap.
+        if !(0..=MAX_SHIFT).contains(&self.shift_max) {
             bail!(
-                "{key}.shift_max = {}: must be an integer >= 0 (pixels)",
+                "{key}.shift_max = {}: must be an integer in 0..={MAX_SHIFT} (pixels)",
                 self.shift_max
             );
         }
