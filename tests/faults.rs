@@ -431,18 +431,12 @@ fn extreme_numbers_in_metadata_are_refused_naming_the_file_and_field() {
         ),
         (
             photo_model(),
-            config(
-                "payload_bits = 64",
-                format!("payload_bits = 64\nphoto_size = {max}"),
-            ),
+            config("photo_size = 256", format!("photo_size = {max}")),
             format!("watermark.photo_size = {max}"),
         ),
         (
             photo_model(),
-            config(
-                "payload_bits = 64",
-                "payload_bits = 64\nphoto_size = -1".into(),
-            ),
+            config("photo_size = 256", "photo_size = -1".into()),
             "watermark.photo_size = -1".into(),
         ),
         (
@@ -457,18 +451,12 @@ fn extreme_numbers_in_metadata_are_refused_naming_the_file_and_field() {
         ),
         (
             photo_model(),
-            config(
-                "head = \"sigmoid\"",
-                "head = \"sigmoid\"\njnd_fraction = nan".into(),
-            ),
+            config("jnd_fraction = 0.12", "jnd_fraction = nan".into()),
             "model.jnd_fraction = NaN".into(),
         ),
         (
             photo_model(),
-            config(
-                "head = \"sigmoid\"",
-                "head = \"sigmoid\"\njnd_fraction = inf".into(),
-            ),
+            config("jnd_fraction = 0.12", "jnd_fraction = inf".into()),
             "model.jnd_fraction = inf".into(),
         ),
         (
