@@ -25,10 +25,12 @@ use crate::model::{Architecture, Head, SEED_IMAGE_SIDE};
 use crate::optim::Adadelta;
 use crate::watermark::Layout;
 
-/// A tensor with its name, as checkpoint files hold it.
-pub type NamedTensor = (String, Tensor);
-/// Tensors by name, as checkpoint files hold them.
-pub type NamedTensors = Vec<NamedTensor>;
+pub use crate::model::{NamedTensor, NamedTensors};
+
+/// The model shipped in checkpoints/, used when no --checkpoint is given.
+pub const DEFAULT_CHECKPOINT: &str = "checkpoints/default.ot";
+/// The shipped photo model, the default for `--payload` and for photos that are not 28x28.
+pub const DEFAULT_PHOTO_CHECKPOINT: &str = "checkpoints/photo.ot";
 
 pub const FORMAT: &str = "wmae-checkpoint-1";
 
@@ -358,10 +360,7 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Resu
 /// The shipped model is found from any working folder: the default path, when it is not there
 /// relative to the current folder, is taken relative to the project the binary was built from.
 pub fn resolve_default(path: &Path) -> PathBuf {
-    let shipped = [
-        crate::cli::DEFAULT_CHECKPOINT,
-        crate::cli::DEFAULT_PHOTO_CHECKPOINT,
-    ];
+    let shipped = [DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT];
     if shipped.iter().any(|s| path == Path::new(s)) && !path.exists() {
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
         if project.exists() {

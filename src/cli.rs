@@ -9,10 +9,7 @@ use crate::device::DeviceChoice;
 use crate::model::{DropoutMask, Head, KernelLayout};
 use crate::watermark::Mode;
 
-/// The model shipped in checkpoints/, used when no --checkpoint is given.
-pub const DEFAULT_CHECKPOINT: &str = "checkpoints/default.ot";
-/// The shipped photo model, the default for `--payload` and for photos that are not 28x28.
-pub const DEFAULT_PHOTO_CHECKPOINT: &str = "checkpoints/photo.ot";
+pub use crate::checkpoint::{DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT};
 
 /// The folder `scripts/fetch-data` writes the embedded MNIST digits to.
 pub const DEFAULT_DATA_DIR: &str = "data/mnist";

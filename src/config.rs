@@ -306,8 +306,8 @@ impl Config {
         crate::payload::PayloadCode::new(
             bits,
             slots as usize,
-            crate::photo_watermark::readings(tile),
-            crate::photo_watermark::MAX_FALSE_POSITIVE_RATE,
+            crate::sync::readings(tile),
+            crate::sync::MAX_FALSE_POSITIVE_RATE,
         )
         .map(|_| ())
         .with_context(|| format!("watermark.payload_bits = {bits}"))

@@ -11,6 +11,11 @@ use tch::{nn, Tensor};
 pub use cpu::{dropout, set_kernel_layout, DropoutMask, KernelLayout, DROPOUT};
 pub use seed::{Decoder, Encoder, Extractor, WatermarkAutoencoder};
 
+/// A tensor with its name (a parameter, or an optimizer's state), as checkpoint files hold it.
+pub type NamedTensor = (String, Tensor);
+/// Tensors by name, as checkpoint files hold them.
+pub type NamedTensors = Vec<NamedTensor>;
+
 /// The graph around the seed's layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
