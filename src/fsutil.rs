@@ -43,6 +43,18 @@ pub fn write_atomically(
     sync_dir(dir)
 }
 
+/// Writes `bytes` to `path` in a private scratch folder whose files are moved into their final
+/// folder later: the data is flushed to disk, but no temporary name or folder flush is needed
+/// (the scratch folder's own entries do not outlive the run; the folder the files are moved
+/// into is flushed once, after the last move). Half the flushes of [`write_atomically`].
+pub fn write_into_scratch(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file =
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .and_then(|_| sync_file(&file))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Whether outputs are flushed to disk (see the module's notes).
 fn durable() -> bool {
     static DURABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -70,10 +70,9 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a scratch folder in {}", parent.display()))?;
     for (i, file) in files.iter().enumerate() {
-        images::write_png(
-            &scratch.path().join(file),
-            &images::to_gray(&watermarked.get(i as i64)),
-        )?;
+        let path = scratch.path().join(file);
+        let png = images::png_bytes(&path, &images::to_gray(&watermarked.get(i as i64)))?;
+        crate::fsutil::write_into_scratch(&path, &png)?;
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_string(),

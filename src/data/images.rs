@@ -250,9 +250,15 @@ pub fn map_8bit(images: &Tensor, f: impl Fn(&GrayImage) -> Result<GrayImage>) ->
 
 /// PNG-encodes and writes an image atomically.
 pub fn write_png(path: &Path, image: &GrayImage) -> Result<()> {
+    let encoded = png_bytes(path, image)?;
+    crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, &encoded))
+}
+
+/// `image` encoded as PNG (`path` names it in an error).
+pub fn png_bytes(path: &Path, image: &GrayImage) -> Result<Vec<u8>> {
     let mut encoded = Vec::new();
     image
         .write_to(&mut Cursor::new(&mut encoded), ImageFormat::Png)
         .with_context(|| format!("cannot encode {}", path.display()))?;
-    crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, &encoded))
+    Ok(encoded)
 }
