@@ -84,72 +84,164 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot flush folder {} to disk", dir.display()))
 }
 
-/// Writes `bytes` to `path` through the fixed sibling [`part_file`], renamed into place once
-/// complete: a killed writer leaves at most that part file, never a partial `path`, and the next
-/// write of `path` (by whichever process owns it) truncates and reuses it, so a resumed run
-/// leaves no debris. A failed write (a full disk) removes its part file. Flushed to disk before
-/// and after the rename.
+/// Writes `bytes` to `path` through this process's own sibling part file ([`part_file`]),
+/// renamed into place once complete: a killed writer leaves at most its part file, never a
+/// partial `path`; two runs writing one output (a requeued task beside the one still running)
+/// each publish a whole file of their own, never one mixed from both. A failed write (a full
+/// disk) removes its part file; part files of this output left by writers that died on this host
+/// are removed first. Flushed to disk before and after the rename.
 pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let part = PartFile(Some(part_file(path)));
-    let part_path = part.0.as_deref().unwrap_or(path);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(part_path)
-        .with_context(|| format!("cannot create {}", part_path.display()))?;
-    file.write_all(bytes)
-        .and_then(|_| sync_file(&file))
+    remove_dead_part_files(path);
+    let mut part = PartWriter::create(path, &Writer::this())?;
+    std::io::Write::write_all(&mut part.file, bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    drop(file);
-    std::fs::rename(part_path, path).with_context(|| {
-        format!(
-            "cannot move the finished file into place at {}",
-            path.display()
-        )
-    })?;
-    part.committed();
-    sync_dir(
-        path.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    )
+    part.commit()
 }
 
-/// A part file that is removed when dropped, on every error path, unless it was renamed.
-struct PartFile(Option<std::path::PathBuf>);
+/// Who writes a part file: the host and the process, so no two live writers share one.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    host: String,
+    pid: u32,
+}
 
-impl PartFile {
-    fn committed(mut self) {
-        self.0 = None;
+impl Writer {
+    /// This process on this host.
+    pub fn this() -> Self {
+        Self::on_this_host(std::process::id())
     }
-}
 
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
+    /// Process `pid` on this host.
+    pub fn on_this_host(pid: u32) -> Self {
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let host = HOST.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| {
+                    h.trim()
+                        .chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .take(32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        Self {
+            host: host.clone(),
+            pid,
         }
     }
 }
 
-/// The part file [`write_through_part_file`] writes `path` through: `.wmae-<hash>.part` beside it
-/// (hidden, so folder scans skip it; in the same folder, so the rename is atomic). The name is a
-/// hash of `path`'s name, not the name itself, so it stays short when the name is near the
-/// file system's 255-byte limit; fixed, so a resumed run reuses the part file a killed one left.
+/// A part file being written: removed when dropped, on every error path, unless committed.
+struct PartWriter {
+    file: File,
+    part: Option<std::path::PathBuf>,
+    path: std::path::PathBuf,
+}
+
+impl PartWriter {
+    fn create(path: &Path, writer: &Writer) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        }
+        let part = part_file_of(path, writer);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&part)
+            .with_context(|| format!("cannot create {}", part.display()))?;
+        Ok(Self {
+            file,
+            part: Some(part),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Flushes the part file, renames it into place and flushes the folder.
+    fn commit(mut self) -> Result<()> {
+        let path = self.path.clone();
+        sync_file(&self.file).with_context(|| format!("cannot write {}", path.display()))?;
+        let part = self.part.clone().expect("an uncommitted part file");
+        std::fs::rename(&part, &path).with_context(|| {
+            format!(
+                "cannot move the finished file into place at {}",
+                path.display()
+            )
+        })?;
+        self.part = None;
+        sync_dir(
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if let Some(part) = self.part.take() {
+            let _ = std::fs::remove_file(part);
+        }
+    }
+}
+
+/// The part file this process writes `path` through ([`part_file_of`]).
 pub fn part_file(path: &Path) -> std::path::PathBuf {
+    part_file_of(path, &Writer::this())
+}
+
+/// The part file `writer` writes `path` through: `.wmae-<hash>-<pid>@<host>.part` beside it
+/// (hidden, so folder scans skip it; in the same folder, so the rename is atomic). The hash (of
+/// `path`'s name, not the name itself) keeps it short when the name is near the file system's
+/// 255-byte limit; the writer in it keeps two live writers of one output apart.
+pub fn part_file_of(path: &Path, writer: &Writer) -> std::path::PathBuf {
+    path.with_file_name(format!(
+        "{}{}-{}@{}.part",
+        TEMP_PREFIX,
+        name_hash(path),
+        writer.pid,
+        writer.host
+    ))
+}
+
+fn name_hash(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let name = path.file_name().unwrap_or_default();
     let digest = Sha256::digest(name.as_encoded_bytes());
-    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    path.with_file_name(format!("{TEMP_PREFIX}{hash}.part"))
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes the part files of `path` whose writers are gone: processes on this host that no
+/// longer run (a killed run's debris). Part files of live writers, and of other hosts (whose
+/// processes cannot be seen from here), are left alone.
+pub fn remove_dead_part_files(path: &Path) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{}{}-", TEMP_PREFIX, name_hash(path));
+    let suffix = format!("@{}.part", Writer::this().host);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(&suffix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Temporary files are created private (0600); a finished output gets the usual 0644.
@@ -227,6 +319,47 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two runs writing one output at once (a requeued task beside the one still running): the
+    /// first pauses half-way through its part file while the second writes the whole output;
+    /// the first then finishes. The output is always one run's whole file (with one shared
+    /// part file, the first run's second half landed in the second run's published file).
+    #[test]
+    fn two_writers_of_one_output_never_mix_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("photo.jpg");
+        let (a, b) = (vec![b'a'; 1000], vec![b'b'; 1000]);
+        let mut first = PartWriter::create(&out, &Writer::on_this_host(u32::MAX - 1)).unwrap();
+        std::io::Write::write_all(&mut first.file, &a[..500]).unwrap();
+        let mut second = PartWriter::create(&out, &Writer::on_this_host(u32::MAX - 2)).unwrap();
+        std::io::Write::write_all(&mut second.file, &b).unwrap();
+        second.commit().unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b);
+        std::io::Write::write_all(&mut first.file, &a[500..]).unwrap();
+        first.commit().unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), a);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// A dead writer's part file of an output goes before the output is written; a live
+    /// writer's stays (it will rename it itself).
+    #[test]
+    fn only_dead_writers_part_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("photo.jpg");
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let dead = part_file_of(&out, &Writer::on_this_host(gone.id()));
+        let live = part_file_of(&out, &Writer::on_this_host(1));
+        let other = dir.path().join(".wmae-other.part");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_through_part_file(&out, b"whole").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"whole");
+        assert!(!dead.exists() && live.exists() && other.exists());
+    }
     use std::sync::atomic::Ordering;
 
     /// Both writers flush the file and then its folder: at least two syncs each (other tests

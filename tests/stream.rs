@@ -231,12 +231,15 @@ fn a_killed_run_resumed_with_skip_existing_ends_as_an_uninterrupted_one() {
         }
     }
 
-    // What a kill during a write leaves: a part file, beside an output not written yet and
-    // beside one a killed rewrite had finished.
+    // What a kill during a write leaves: a part file of a process that is gone, beside an output
+    // not written yet and beside one a killed rewrite had finished.
     let pending = expected.keys().find(|k| !partial.contains_key(*k)).unwrap();
     let done = expected.keys().find(|k| partial.contains_key(*k)).unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let gone = wmae::fsutil::Writer::on_this_host(gone.id());
     for name in [pending, done] {
-        let part = wmae::fsutil::part_file(&resumed.join(name));
+        let part = wmae::fsutil::part_file_of(&resumed.join(name), &gone);
         std::fs::create_dir_all(part.parent().unwrap()).unwrap();
         std::fs::write(part, b"half a JPEG").unwrap();
     }

@@ -116,7 +116,7 @@ pub fn skip_if_written(out: &Path, input: &Input, record: &mut Record) -> bool {
     if !out.exists() {
         return false;
     }
-    let _ = std::fs::remove_file(crate::fsutil::part_file(out));
+    crate::fsutil::remove_dead_part_files(out);
     record.status = Status::Skipped;
     record.text = format!(
         "{} -> {}: exists, skipped",
