@@ -454,6 +454,21 @@ mod tests {
         Tensor::from_slice(&v).view([1, 1, side, side])
     }
 
+    /// The best lattice found in `map` (periods 12 to 21.6) is the 16-px tile seen through `m`.
+    fn assert_finds(map: &Tensor, m: [[f64; 2]; 2], case: &str) {
+        let found = lattices(map, 12.0, 21.6, 2);
+        assert!(!found.is_empty(), "{case}: no lattice");
+        let got = found[0].matrix(16.0);
+        for i in 0..2 {
+            for j in 0..2 {
+                assert!(
+                    (got[i][j] - m[i][j]).abs() < 0.005,
+                    "{case}: found {got:?}, made {m:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn finds_a_stretched_and_turned_lattice() {
         // Periods within the reader's window (0.75 to 1.35 tiles, narrower than a factor 2, so
@@ -469,17 +484,7 @@ mod tests {
             // Scale, then turn.
             let m = [[c * sx, -s * sy], [s * sx, c * sy]];
             let map = tiled_map(128, 16, m, 7);
-            let found = lattices(&map, 12.0, 21.6, 2);
-            assert!(!found.is_empty(), "{sx} {sy} {degrees}: no lattice");
-            let got = found[0].matrix(16.0);
-            for i in 0..2 {
-                for j in 0..2 {
-                    assert!(
-                        (got[i][j] - m[i][j]).abs() < 0.005,
-                        "{sx} {sy} {degrees}: found {got:?}, made {m:?}"
-                    );
-                }
-            }
+            assert_finds(&map, m, &format!("{sx} {sy} {degrees}"));
         }
     }
 
@@ -501,17 +506,7 @@ mod tests {
                 })
                 .collect();
             let map = tiled * 0.5 + Tensor::from_slice(&noise).view([1, 1, 256, 256]) * 0.5;
-            let found = lattices(&map, 12.0, 21.6, 2);
-            assert!(!found.is_empty(), "{sx} {degrees}: no lattice");
-            let got = found[0].matrix(16.0);
-            for i in 0..2 {
-                for j in 0..2 {
-                    assert!(
-                        (got[i][j] - m[i][j]).abs() < 0.005,
-                        "{sx} {degrees}: found {got:?}, made {m:?}"
-                    );
-                }
-            }
+            assert_finds(&map, m, &format!("{sx} {degrees}"));
         }
     }
 
