@@ -170,10 +170,11 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Images to watermark: PNG/JPEG files or folders of them (28x28, grayscale; colour is
-    /// converted to luma), IDX files, or .npy arrays (N,28,28) / (N,1,28,28) of floats in [0,1] or u8.
-    /// With --payload: photos (PNG or JPEG, any size, colour or gray) or folders of them
-    /// (searched recursively; outputs keep their path below the folder).
+    /// Images to watermark: PNG/JPEG/WebP/TIFF files or folders of them (28x28, grayscale;
+    /// colour is converted to luma), IDX files, or .npy arrays (N,28,28) / (N,1,28,28) of floats
+    /// in [0,1] or u8. With --payload: photos (PNG, JPEG, WebP or TIFF, any size, colour or gray,
+    /// 8 or 16 bits, each written back in its own format and depth) or folders of them (searched
+    /// recursively; outputs keep their path below the folder).
     #[arg(required_unless_present = "input_list", value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
@@ -225,11 +226,12 @@ pub struct EmbedArgs {
 
     /// Photos: the payload every photo carries, as hex:<digits>, text:<text> or uuid:<uuid>
     /// (as many data bits as the photo model's payload holds, 64 for checkpoints/photo.ot),
-    /// BCH-coded; the photos keep their size, colour and format.
+    /// BCH-coded; the photos keep their size, colour type, bit depth and format.
     #[arg(long, value_name = "PAYLOAD")]
     pub payload: Option<String>,
 
-    /// Photos: quality of the JPEG files written for JPEG inputs (PNG stays lossless).
+    /// Photos: quality (1-100) of the JPEG and lossy WebP files written for such inputs (PNG,
+    /// TIFF and lossless WebP stay lossless).
     #[arg(long, value_name = "Q", default_value_t = crate::photo::DEFAULT_JPEG_QUALITY)]
     pub jpeg_quality: u8,
 
@@ -284,7 +286,7 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
-    /// Watermarked images (as for embed), or photos (PNG or JPEG, any size). None: watermark the
+    /// Watermarked images (as for embed), or photos (PNG, JPEG, WebP or TIFF, any size). None: watermark the
     /// embedded test digits with random bits, save them as 8-bit images in memory, and read them
     /// back.
     #[arg(value_name = "INPUT")]
@@ -399,7 +401,7 @@ pub struct EvaluateArgs {
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// The original photo (PNG or JPEG).
+    /// The original photo (PNG, JPEG, WebP or TIFF).
     pub original: PathBuf,
 
     /// The changed photo: same size and colour type.

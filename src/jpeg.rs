@@ -29,6 +29,42 @@ pub fn round_trip_tensor(images: &Tensor, quality: u8) -> Result<Tensor> {
     crate::data::images::map_8bit(images, |image| round_trip(image, quality))
 }
 
+/// A JPEG's frame header: its SOFn marker and its number of components (1 gray, 3 YCbCr or RGB,
+/// 4 CMYK or YCCK), found by walking the segments before the first scan; None without one.
+pub fn frame_header(bytes: &[u8]) -> Option<(u8, u8)> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    while i + 3 < bytes.len() {
+        if bytes[i] != 0xFF || bytes[i + 1] == 0xFF {
+            i += 1;
+            continue;
+        }
+        match bytes[i + 1] {
+            // SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC); the component count follows the
+            // length, precision, height and width.
+            marker @ (0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) => {
+                return bytes.get(i + 9).map(|&n| (marker, n))
+            }
+            0xDA | 0xD9 => return None,
+            _ => {}
+        }
+        i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+    }
+    None
+}
+
+/// Whether a JPEG is progressive (SOF2, SOF6, SOF10 or SOF14).
+pub fn is_progressive(bytes: &[u8]) -> bool {
+    matches!(frame_header(bytes), Some((0xC2 | 0xC6 | 0xCA | 0xCE, _)))
+}
+
+/// Whether a JPEG holds four components (CMYK or YCCK): decoded to RGB.
+pub fn is_four_component(bytes: &[u8]) -> bool {
+    matches!(frame_header(bytes), Some((_, 4)))
+}
+
 /// Whether a JPEG's bytes run to its end-of-image marker. The `image` crate's JPEG decoder
 /// (zune-jpeg, not in strict mode) fills a cut-off scan with gray without an error, and a photo
 /// with a gray band would be trained on; so the marker structure is walked here: segments by

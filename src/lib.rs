@@ -39,3 +39,4 @@ pub mod torch_error;
 pub mod train;
 pub mod visibility;
 pub mod watermark;
+pub mod webp;

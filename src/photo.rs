@@ -14,19 +14,23 @@
 //! viewer shows the watermarked photo exactly as it showed the original, and extraction reads the
 //! same pixel grid the watermark was written on.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use image::codecs::png::PngEncoder;
+use image::codecs::tiff::TiffEncoder;
+use image::codecs::webp::WebPEncoder;
 use image::{
-    DynamicImage, ExtendedColorType, GrayAlphaImage, GrayImage, ImageDecoder, ImageEncoder,
-    ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
+    DynamicImage, ExtendedColorType, GrayAlphaImage, GrayImage, ImageBuffer, ImageDecoder,
+    ImageEncoder, ImageFormat, ImageReader, Limits, Luma, LumaA, Rgb, RgbImage, Rgba, RgbaImage,
 };
 use tch::{Device, Kind, Tensor};
 
 use crate::jnd::JndRows;
-use crate::resample::{add_resized, dot, AaTaps, NoGain, RowGain, Taps};
+use crate::resample::{add_resized, dot, AaTaps, NoGain, RowGain, Sample, Taps};
+use crate::webp::WebpKind;
 
 /// Shortest side accepted, in pixels. Smaller images are icons or thumbnails rather than
 /// photos: squashed up to a working size such as 256 they would be magnified four times or
@@ -47,72 +51,234 @@ pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 pub enum PhotoFormat {
     Png,
     Jpeg,
+    /// WebP with a VP8 (lossy) image: written back lossy, at the output quality.
+    WebpLossy,
+    /// WebP with a VP8L (lossless) image: written back lossless.
+    WebpLossless,
+    Tiff,
 }
 
-/// A photo's 8-bit pixels, in the colour type it was stored with.
+impl PhotoFormat {
+    /// The format's name, as messages and records give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PhotoFormat::Png => "PNG",
+            PhotoFormat::Jpeg => "JPEG",
+            PhotoFormat::WebpLossy => "lossy WebP",
+            PhotoFormat::WebpLossless => "lossless WebP",
+            PhotoFormat::Tiff => "TIFF",
+        }
+    }
+
+    /// Whether a file name's extension (lowercase, without the dot) names this format; None for
+    /// an extension that names no format wmae reads.
+    pub fn matches_extension(self, ext: &str) -> Option<bool> {
+        let named = match ext {
+            "png" => [PhotoFormat::Png; 2],
+            "jpg" | "jpeg" | "jpe" | "jfif" => [PhotoFormat::Jpeg; 2],
+            "webp" => [PhotoFormat::WebpLossy, PhotoFormat::WebpLossless],
+            "tif" | "tiff" => [PhotoFormat::Tiff; 2],
+            _ => return None,
+        };
+        Some(named.contains(&self))
+    }
+
+    /// Whether the format is written with loss (so `--jpeg-quality` applies to it).
+    pub fn is_lossy(self) -> bool {
+        matches!(self, PhotoFormat::Jpeg | PhotoFormat::WebpLossy)
+    }
+}
+
+type Gray16Image = ImageBuffer<Luma<u16>, Vec<u16>>;
+type GrayAlpha16Image = ImageBuffer<LumaA<u16>, Vec<u16>>;
+type Rgb16Image = ImageBuffer<Rgb<u16>, Vec<u16>>;
+type Rgba16Image = ImageBuffer<Rgba<u16>, Vec<u16>>;
+
+/// A photo's pixels, in the colour type and bit depth it was stored with: 16-bit photos stay
+/// 16-bit, so the watermark is their only change.
 #[derive(Clone, PartialEq)]
 pub enum Pixels {
     Gray(GrayImage),
     GrayAlpha(GrayAlphaImage),
     Rgb(RgbImage),
     Rgba(RgbaImage),
+    Gray16(Gray16Image),
+    GrayAlpha16(GrayAlpha16Image),
+    Rgb16(Rgb16Image),
+    Rgba16(Rgba16Image),
+}
+
+/// `$body` with `$raw` bound to the pixels' interleaved samples, `&[u8]` or `&[u16]`.
+macro_rules! with_samples {
+    ($pixels:expr, $raw:ident => $body:expr) => {
+        match $pixels {
+            Pixels::Gray(i) => {
+                let $raw: &[u8] = i;
+                $body
+            }
+            Pixels::GrayAlpha(i) => {
+                let $raw: &[u8] = i;
+                $body
+            }
+            Pixels::Rgb(i) => {
+                let $raw: &[u8] = i;
+                $body
+            }
+            Pixels::Rgba(i) => {
+                let $raw: &[u8] = i;
+                $body
+            }
+            Pixels::Gray16(i) => {
+                let $raw: &[u16] = i;
+                $body
+            }
+            Pixels::GrayAlpha16(i) => {
+                let $raw: &[u16] = i;
+                $body
+            }
+            Pixels::Rgb16(i) => {
+                let $raw: &[u16] = i;
+                $body
+            }
+            Pixels::Rgba16(i) => {
+                let $raw: &[u16] = i;
+                $body
+            }
+        }
+    };
+}
+
+/// [`with_samples!`] with `$raw` mutable.
+macro_rules! with_samples_mut {
+    ($pixels:expr, $raw:ident => $body:expr) => {
+        match $pixels {
+            Pixels::Gray(i) => {
+                let $raw: &mut [u8] = i;
+                $body
+            }
+            Pixels::GrayAlpha(i) => {
+                let $raw: &mut [u8] = i;
+                $body
+            }
+            Pixels::Rgb(i) => {
+                let $raw: &mut [u8] = i;
+                $body
+            }
+            Pixels::Rgba(i) => {
+                let $raw: &mut [u8] = i;
+                $body
+            }
+            Pixels::Gray16(i) => {
+                let $raw: &mut [u16] = i;
+                $body
+            }
+            Pixels::GrayAlpha16(i) => {
+                let $raw: &mut [u16] = i;
+                $body
+            }
+            Pixels::Rgb16(i) => {
+                let $raw: &mut [u16] = i;
+                $body
+            }
+            Pixels::Rgba16(i) => {
+                let $raw: &mut [u16] = i;
+                $body
+            }
+        }
+    };
 }
 
 impl Pixels {
-    /// `(width, height)`.
-    /// The raw 8-bit samples, interleaved as the colour type has them.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Pixels::Gray(i) => i.as_raw(),
-            Pixels::GrayAlpha(i) => i.as_raw(),
-            Pixels::Rgb(i) => i.as_raw(),
-            Pixels::Rgba(i) => i.as_raw(),
-        }
+    /// The pixels from a decoded image: 8 and 16 bits a sample are kept as they are.
+    fn from_image(image: DynamicImage) -> Option<Pixels> {
+        Some(match image {
+            DynamicImage::ImageLuma8(i) => Pixels::Gray(i),
+            DynamicImage::ImageLumaA8(i) => Pixels::GrayAlpha(i),
+            DynamicImage::ImageRgb8(i) => Pixels::Rgb(i),
+            DynamicImage::ImageRgba8(i) => Pixels::Rgba(i),
+            DynamicImage::ImageLuma16(i) => Pixels::Gray16(i),
+            DynamicImage::ImageLumaA16(i) => Pixels::GrayAlpha16(i),
+            DynamicImage::ImageRgb16(i) => Pixels::Rgb16(i),
+            DynamicImage::ImageRgba16(i) => Pixels::Rgba16(i),
+            _ => return None,
+        })
     }
 
+    /// `(width, height)`.
     pub fn dimensions(&self) -> (u32, u32) {
         match self {
             Pixels::Gray(i) => i.dimensions(),
             Pixels::GrayAlpha(i) => i.dimensions(),
             Pixels::Rgb(i) => i.dimensions(),
             Pixels::Rgba(i) => i.dimensions(),
+            Pixels::Gray16(i) => i.dimensions(),
+            Pixels::GrayAlpha16(i) => i.dimensions(),
+            Pixels::Rgb16(i) => i.dimensions(),
+            Pixels::Rgba16(i) => i.dimensions(),
         }
     }
 
     pub fn is_gray(&self) -> bool {
-        matches!(self, Pixels::Gray(_) | Pixels::GrayAlpha(_))
+        matches!(
+            self,
+            Pixels::Gray(_) | Pixels::GrayAlpha(_) | Pixels::Gray16(_) | Pixels::GrayAlpha16(_)
+        )
     }
 
     pub fn has_alpha(&self) -> bool {
-        matches!(self, Pixels::GrayAlpha(_) | Pixels::Rgba(_))
+        matches!(
+            self,
+            Pixels::GrayAlpha(_) | Pixels::Rgba(_) | Pixels::GrayAlpha16(_) | Pixels::Rgba16(_)
+        )
     }
 
-    /// Bytes per pixel, alpha included.
+    /// Bits a sample: 8 or 16.
+    pub fn bit_depth(&self) -> u8 {
+        match self {
+            Pixels::Gray(_) | Pixels::GrayAlpha(_) | Pixels::Rgb(_) | Pixels::Rgba(_) => 8,
+            _ => 16,
+        }
+    }
+
+    /// Samples per pixel, alpha included.
     fn channels(&self) -> usize {
+        let colours = if self.is_gray() { 1 } else { 3 };
+        colours + usize::from(self.has_alpha())
+    }
+
+    /// The samples at 8 bits (16-bit ones rounded, `(v + 128) / 257`), interleaved as the colour
+    /// type has them: what an 8-bit display shows, and what the visibility scores compare.
+    pub fn eight_bit_samples(&self) -> Cow<'_, [u8]> {
         match self {
-            Pixels::Gray(_) => 1,
-            Pixels::GrayAlpha(_) => 2,
-            Pixels::Rgb(_) => 3,
-            Pixels::Rgba(_) => 4,
+            Pixels::Gray(i) => Cow::Borrowed(i.as_raw()),
+            Pixels::GrayAlpha(i) => Cow::Borrowed(i.as_raw()),
+            Pixels::Rgb(i) => Cow::Borrowed(i.as_raw()),
+            Pixels::Rgba(i) => Cow::Borrowed(i.as_raw()),
+            Pixels::Gray16(i) => Cow::Owned(to_eight_bits(i)),
+            Pixels::GrayAlpha16(i) => Cow::Owned(to_eight_bits(i)),
+            Pixels::Rgb16(i) => Cow::Owned(to_eight_bits(i)),
+            Pixels::Rgba16(i) => Cow::Owned(to_eight_bits(i)),
         }
     }
 
-    fn raw(&self) -> &[u8] {
-        match self {
-            Pixels::Gray(i) => i.as_raw(),
-            Pixels::GrayAlpha(i) => i.as_raw(),
-            Pixels::Rgb(i) => i.as_raw(),
-            Pixels::Rgba(i) => i.as_raw(),
-        }
+    /// The same pixels at 8 bits a sample ([`Pixels::eight_bit_samples`]), borrowed when they
+    /// already are.
+    pub fn to_eight_bit(&self) -> Cow<'_, Pixels> {
+        let (w, h) = self.dimensions();
+        let samples = || self.eight_bit_samples().into_owned();
+        let image = match self {
+            Pixels::Gray16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::Gray),
+            Pixels::GrayAlpha16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::GrayAlpha),
+            Pixels::Rgb16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::Rgb),
+            Pixels::Rgba16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::Rgba),
+            eight => return Cow::Borrowed(eight),
+        };
+        Cow::Owned(image.expect("as many 8-bit samples as 16-bit ones"))
     }
 
-    fn raw_mut(&mut self) -> &mut [u8] {
-        match self {
-            Pixels::Gray(i) => i,
-            Pixels::GrayAlpha(i) => i,
-            Pixels::Rgb(i) => i,
-            Pixels::Rgba(i) => i,
-        }
+    /// The samples as bytes, 16-bit ones in native byte order (as the `image` encoders take them).
+    fn sample_bytes(&self) -> &[u8] {
+        with_samples!(self, raw => bytemuck::cast_slice(raw))
     }
 
     fn color_type(&self) -> ExtendedColorType {
@@ -121,20 +287,42 @@ impl Pixels {
             Pixels::GrayAlpha(_) => ExtendedColorType::La8,
             Pixels::Rgb(_) => ExtendedColorType::Rgb8,
             Pixels::Rgba(_) => ExtendedColorType::Rgba8,
+            Pixels::Gray16(_) => ExtendedColorType::L16,
+            Pixels::GrayAlpha16(_) => ExtendedColorType::La16,
+            Pixels::Rgb16(_) => ExtendedColorType::Rgb16,
+            Pixels::Rgba16(_) => ExtendedColorType::Rgba16,
         }
     }
 
-    /// BT.601 luma in [0,1] of each pixel of `raw` (whole pixels), unrounded; alpha ignored.
-    fn luma_of(&self, raw: &[u8], out: &mut Vec<f32>) {
-        out.clear();
-        let c = self.channels();
-        if self.is_gray() {
-            out.extend(raw.chunks_exact(c).map(|p| p[0] as f32 / 255.0));
-        } else {
-            out.extend(raw.chunks_exact(c).map(|p| {
-                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0
-            }));
-        }
+    /// BT.601 luma in [0,1] of each pixel of row `y`, unrounded; alpha ignored.
+    fn luma_row(&self, y: usize, out: &mut Vec<f32>) {
+        let (w, c, gray) = (
+            self.dimensions().0 as usize,
+            self.channels(),
+            self.is_gray(),
+        );
+        with_samples!(self, raw => luma_of(&raw[y * w * c..(y + 1) * w * c], c, gray, out))
+    }
+}
+
+/// 16-bit samples rounded to 8 bits.
+fn to_eight_bits(raw: &[u16]) -> Vec<u8> {
+    raw.iter()
+        .map(|&v| ((u32::from(v) + 128) / 257) as u8)
+        .collect()
+}
+
+/// BT.601 luma in [0,1] of each pixel of `raw` (whole pixels of `c` samples), unrounded.
+fn luma_of<T: Sample>(raw: &[T], c: usize, gray: bool, out: &mut Vec<f32>) {
+    out.clear();
+    if gray {
+        out.extend(raw.chunks_exact(c).map(|p| p[0].into() / T::MAX));
+    } else {
+        out.extend(
+            raw.chunks_exact(c).map(|p| {
+                (0.299 * p[0].into() + 0.587 * p[1].into() + 0.114 * p[2].into()) / T::MAX
+            }),
+        );
     }
 }
 
@@ -146,7 +334,7 @@ impl std::fmt::Debug for Pixels {
     }
 }
 
-/// A photo read from a PNG or JPEG file, with the metadata its output keeps.
+/// A photo read from a PNG, JPEG, WebP or TIFF file, with the metadata its output keeps.
 #[derive(Clone)]
 pub struct Photo {
     pub pixels: Pixels,
@@ -154,10 +342,9 @@ pub struct Photo {
     pub format: PhotoFormat,
     /// The file it was read from.
     pub path: PathBuf,
-    /// A 16-bit PNG is read scaled to 8 bits and saved as an 8-bit PNG: the watermark is
-    /// written in 8-bit steps anyway, and one 8-bit pipeline keeps the code small. True when
-    /// that happened, so a caller can say so.
-    pub converted_from_16_bit: bool,
+    /// What its output cannot keep of the file it was read from (a CMYK JPEG's colour model, a
+    /// progressive JPEG's scan order, a TIFF's EXIF tags), in words for the record.
+    pub conversions: Vec<&'static str>,
     icc_profile: Option<Vec<u8>>,
     exif: Option<Vec<u8>>,
 }
@@ -168,15 +355,16 @@ impl std::fmt::Debug for Photo {
             .field("path", &self.path)
             .field("format", &self.format)
             .field("pixels", &self.pixels)
-            .field("converted_from_16_bit", &self.converted_from_16_bit)
+            .field("conversions", &self.conversions)
             .finish_non_exhaustive()
     }
 }
 
 impl Photo {
-    /// Reads a PNG or JPEG photo (8-bit or 16-bit PNG, gray, gray+alpha, RGB or RGBA; a palette
-    /// PNG is read as RGB or RGBA). Its format comes from its content, not its name. The header's
-    /// dimensions are checked against [`MIN_SIDE`] and [`MAX_PIXELS`] before anything is decoded.
+    /// Reads a photo: PNG (8 or 16 bits, gray, gray+alpha, RGB or RGBA; a palette PNG is read as
+    /// RGB or RGBA), JPEG, WebP (lossy or lossless, still) or TIFF (8 or 16 bits). Its format
+    /// comes from its content, not its name. The header's dimensions are checked against
+    /// [`MIN_SIDE`] and [`MAX_PIXELS`] before anything is decoded.
     pub fn open(path: &Path) -> Result<Photo> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -185,63 +373,77 @@ impl Photo {
 
     /// [`Photo::open`] on a file's bytes already read (`path` names it in errors and is kept).
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Photo> {
+        let name = path.display();
         let (format, image_format) = match image::guess_format(bytes) {
             Ok(ImageFormat::Png) => (PhotoFormat::Png, ImageFormat::Png),
             Ok(ImageFormat::Jpeg) => (PhotoFormat::Jpeg, ImageFormat::Jpeg),
-            Ok(other) => bail!(
-                "{}: a {other:?} file; only PNG and JPEG photos are supported",
-                path.display()
-            ),
-            Err(_) => bail!("{}: not a PNG or JPEG file", path.display()),
+            Ok(ImageFormat::WebP) => {
+                match crate::webp::kind(bytes).with_context(|| name.to_string())? {
+                    WebpKind::Lossy => (PhotoFormat::WebpLossy, ImageFormat::WebP),
+                    WebpKind::Lossless => (PhotoFormat::WebpLossless, ImageFormat::WebP),
+                }
+            }
+            Ok(ImageFormat::Tiff) => (PhotoFormat::Tiff, ImageFormat::Tiff),
+            Ok(other) => {
+                bail!("{name}: a {other:?} file; wmae reads PNG, JPEG, WebP and TIFF photos")
+            }
+            Err(_) => bail!("{name}: not a PNG, JPEG, WebP or TIFF file"),
         };
-        if format == PhotoFormat::Jpeg && !crate::jpeg::is_complete(bytes) {
-            bail!(
-                "{}: truncated JPEG (no end-of-image marker after its last scan)",
-                path.display()
-            );
+        let mut conversions = Vec::new();
+        if format == PhotoFormat::Jpeg {
+            if !crate::jpeg::is_complete(bytes) {
+                bail!("{name}: truncated JPEG (no end-of-image marker after its last scan)");
+            }
+            if crate::jpeg::is_progressive(bytes) {
+                conversions.push("progressive JPEG written as baseline");
+            }
+            if crate::jpeg::is_four_component(bytes) {
+                conversions.push("CMYK written as RGB");
+            }
         }
+        let format_name = format.name();
         let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format);
         reader.limits(decoder_limits());
         let mut decoder = reader
             .into_decoder()
-            .with_context(|| format!("{}: not a readable {format:?} file", path.display()))?;
+            .with_context(|| format!("{name}: not a readable {format_name} file"))?;
         let (width, height) = decoder.dimensions();
         check_size(path, width, height)?;
         let icc_profile = decoder
             .icc_profile()
-            .with_context(|| format!("{}: unreadable ICC profile", path.display()))?;
+            .with_context(|| format!("{name}: unreadable ICC profile"))?;
         let exif = decoder
             .exif_metadata()
-            .with_context(|| format!("{}: unreadable EXIF metadata", path.display()))?;
+            .with_context(|| format!("{name}: unreadable EXIF metadata"))?;
+        match decoder.original_color_type() {
+            // A TIFF's; a JPEG's was found in its frame header.
+            ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16 if format == PhotoFormat::Tiff => {
+                conversions.push("CMYK written as RGB")
+            }
+            ExtendedColorType::L1 | ExtendedColorType::L2 | ExtendedColorType::L4 => {
+                conversions.push("gray of 1, 2 or 4 bits written as 8-bit")
+            }
+            _ => {}
+        }
+        let orientation = decoder
+            .orientation()
+            .with_context(|| format!("{name}: unreadable orientation"))?;
+        if format == PhotoFormat::Tiff && orientation != image::metadata::Orientation::NoTransforms
+        {
+            // The TIFF encoder writes no orientation tag: the output is shown as stored.
+            conversions.push("TIFF orientation tag not kept");
+        }
         let image = DynamicImage::from_decoder(decoder)
-            .with_context(|| format!("{}: cannot decode this {format:?} file", path.display()))?;
-        let converted_from_16_bit = matches!(
-            image,
-            DynamicImage::ImageLuma16(_)
-                | DynamicImage::ImageLumaA16(_)
-                | DynamicImage::ImageRgb16(_)
-                | DynamicImage::ImageRgba16(_)
-        );
-        let pixels = match image {
-            DynamicImage::ImageLuma8(i) => Pixels::Gray(i),
-            DynamicImage::ImageLumaA8(i) => Pixels::GrayAlpha(i),
-            DynamicImage::ImageRgb8(i) => Pixels::Rgb(i),
-            DynamicImage::ImageRgba8(i) => Pixels::Rgba(i),
-            i @ DynamicImage::ImageLuma16(_) => Pixels::Gray(i.into_luma8()),
-            i @ DynamicImage::ImageLumaA16(_) => Pixels::GrayAlpha(i.into_luma_alpha8()),
-            i @ DynamicImage::ImageRgb16(_) => Pixels::Rgb(i.into_rgb8()),
-            i @ DynamicImage::ImageRgba16(_) => Pixels::Rgba(i.into_rgba8()),
-            other => bail!(
-                "{}: unsupported colour type {:?}",
-                path.display(),
-                other.color()
-            ),
+            .with_context(|| format!("{name}: cannot decode this {format_name} file"))?;
+        let color = image.color();
+        let Some(pixels) = Pixels::from_image(image) else {
+            bail!("{name}: unsupported colour type {color:?}");
         };
         Ok(Photo {
             pixels,
             format,
             path: path.to_path_buf(),
-            converted_from_16_bit,
+            conversions,
             icc_profile,
             exif,
         })
@@ -276,14 +478,8 @@ impl Photo {
         // Width first: each photo row's luma, resized to `s` values.
         let mut narrow = vec![0f32; h * s];
         let mut luma = Vec::with_capacity(w);
-        let row_bytes = w * self.pixels.channels();
-        for (row, out) in self
-            .pixels
-            .raw()
-            .chunks_exact(row_bytes)
-            .zip(narrow.chunks_exact_mut(s))
-        {
-            self.pixels.luma_of(row, &mut luma);
+        for (y, out) in narrow.chunks_exact_mut(s).enumerate() {
+            self.pixels.luma_row(y, &mut luma);
             for (o, (start, weights)) in out.iter_mut().zip(columns.iter()) {
                 *o = dot(weights, &luma[start..]);
             }
@@ -352,12 +548,9 @@ impl Photo {
     /// apply at several strengths.
     pub fn jnd_levels(&self) -> JndLevels {
         let (w, h) = (self.width() as usize, self.height() as usize);
-        let source = self.pixels.raw();
-        let row_bytes = w * self.pixels.channels();
         let mut luma = Vec::with_capacity(w);
         let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
-            self.pixels
-                .luma_of(&source[y * row_bytes..(y + 1) * row_bytes], &mut luma);
+            self.pixels.luma_row(y, &mut luma);
             out.clear();
             out.extend(luma.iter().map(|v| v * 255.0));
         });
@@ -409,23 +602,26 @@ impl Photo {
         let mut out = self.clone();
         let channels = out.pixels.channels();
         let colours = if self.pixels.is_gray() { 1 } else { 3 };
-        let raw = out.pixels.raw_mut();
-        let squared_error = match jnd {
-            Some(levels) => {
-                let mut gain = levels.rows();
-                add_change(channels, raw, &values, s, w, &rows, &columns, &mut gain)
-            }
-            None => add_change(channels, raw, &values, s, w, &rows, &columns, &mut NoGain),
+        let mut gain: Box<dyn RowGain + '_> = match jnd {
+            Some(levels) => Box::new(levels.rows()),
+            None => Box::new(NoGain),
         };
-        let mse = squared_error as f64 / (w * h * colours) as f64;
+        let (squared_error, full_scale) = with_samples_mut!(&mut out.pixels, raw => (
+            add_change(channels, raw, &values, s, w, &rows, &columns, &mut *gain),
+            sample_max(raw),
+        ));
+        // In 8-bit levels, whatever the depth, so PSNR means the same for every photo.
+        let levels = f64::from(full_scale) / 255.0;
+        let mse = squared_error as f64 / (levels * levels) / (w * h * colours) as f64;
         Ok((out, mse))
     }
 
-    /// Writes the photo to `path` in the format it was read in: PNG losslessly, JPEG at
-    /// `jpeg_quality` (1..=100, see [`DEFAULT_JPEG_QUALITY`]; checked for PNG too, so a bad
-    /// setting shows up whatever the input). Gray stays gray; the ICC profile and EXIF block are
-    /// copied. The name's extension is the caller's choice and is not checked. The file is
-    /// written atomically.
+    /// Writes the photo to `path` in the format it was read in: PNG, TIFF and lossless WebP
+    /// losslessly, JPEG and lossy WebP at `jpeg_quality` (1..=100, see [`DEFAULT_JPEG_QUALITY`];
+    /// checked for every format, so a bad setting shows up whatever the input). Gray stays gray,
+    /// 16 bits stay 16 bits; the ICC profile is copied, and the EXIF block to PNG, JPEG and WebP.
+    /// The name's extension is the caller's choice and is not checked. The file is written
+    /// atomically.
     pub fn save(&self, path: &Path, jpeg_quality: u8) -> Result<()> {
         let bytes = self.encode_file(jpeg_quality, path)?;
         crate::fsutil::write_atomically(path, |writer| std::io::Write::write_all(writer, &bytes))
@@ -444,17 +640,37 @@ impl Photo {
         }
         let (width, height) = self.pixels.dimensions();
         let color = self.pixels.color_type();
-        let raw = self.pixels.raw();
+        let raw = self.pixels.sample_bytes();
         // A JPEG at quality 95 takes about 1 byte a pixel, a PNG up to 3.
         let mut bytes = Vec::with_capacity(raw.len() / 2);
-        match self.format {
+        let encoded = match self.format {
             PhotoFormat::Png => self
                 .encode(PngEncoder::new(&mut bytes), raw, width, height, color)
-                .with_context(|| format!("cannot encode {}", path.display()))?,
-            PhotoFormat::Jpeg => self
-                .encode_jpeg(&mut bytes, jpeg_quality)
-                .with_context(|| format!("cannot encode {}", path.display()))?,
-        }
+                .map_err(anyhow::Error::from),
+            PhotoFormat::Tiff => self
+                .encode(
+                    TiffEncoder::new(Cursor::new(&mut bytes)),
+                    raw,
+                    width,
+                    height,
+                    color,
+                )
+                .map_err(anyhow::Error::from),
+            PhotoFormat::WebpLossless => self
+                .encode(
+                    WebPEncoder::new_lossless(&mut bytes),
+                    raw,
+                    width,
+                    height,
+                    color,
+                )
+                .map_err(anyhow::Error::from),
+            PhotoFormat::WebpLossy => self.encode_webp_lossy(jpeg_quality).map(|b| bytes = b),
+            PhotoFormat::Jpeg => self.encode_jpeg(&mut bytes, jpeg_quality),
+        };
+        encoded.with_context(|| {
+            format!("cannot encode {} as {}", path.display(), self.format.name())
+        })?;
         Ok(bytes)
     }
 
@@ -477,13 +693,33 @@ impl Photo {
         let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
             bail!("{width}x{height} pixels: a JPEG holds at most 65535 a side");
         };
-        let color = match &self.pixels {
-            Pixels::Gray(_) => jpeg_encoder::ColorType::Luma,
-            Pixels::Rgb(_) => jpeg_encoder::ColorType::Rgb,
-            Pixels::GrayAlpha(_) | Pixels::Rgba(_) => bail!("JPEG has no alpha channel"),
+        let (color, raw) = match &self.pixels {
+            Pixels::Gray(i) => (jpeg_encoder::ColorType::Luma, i.as_raw()),
+            Pixels::Rgb(i) => (jpeg_encoder::ColorType::Rgb, i.as_raw()),
+            other => bail!("a JPEG holds 8-bit gray or RGB, not {other:?}"),
         };
-        encoder.encode(self.pixels.raw(), w, h, color)?;
+        encoder.encode(raw, w, h, color)?;
         Ok(())
+    }
+
+    /// Lossy WebP through libwebp (`crate::webp`), at `quality` on its scale. WebP has no gray
+    /// mode (a gray WebP decodes as RGB), so gray would only come from another format.
+    fn encode_webp_lossy(&self, quality: u8) -> Result<Vec<u8>> {
+        let (width, height) = self.pixels.dimensions();
+        let (channels, raw) = match &self.pixels {
+            Pixels::Rgb(i) => (3, i.as_raw()),
+            Pixels::Rgba(i) => (4, i.as_raw()),
+            other => bail!("a lossy WebP holds 8-bit RGB or RGBA, not {other:?}"),
+        };
+        crate::webp::encode_lossy(
+            raw,
+            width,
+            height,
+            channels,
+            quality,
+            self.icc_profile.as_deref(),
+            self.exif.as_deref(),
+        )
     }
 
     fn encode(
@@ -494,7 +730,7 @@ impl Photo {
         height: u32,
         color: ExtendedColorType,
     ) -> image::ImageResult<()> {
-        // Both encoders accept both; an encoder that did not would only lose the metadata.
+        // The PNG and WebP encoders take both; the TIFF one only the ICC profile (see `save`).
         if let Some(icc) = &self.icc_profile {
             let _ = encoder.set_icc_profile(icc.clone());
         }
@@ -539,22 +775,27 @@ impl RowGain for JndLevelRows<'_> {
 
 /// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
 #[allow(clippy::too_many_arguments)]
-fn add_change(
+fn add_change<T: Sample>(
     channels: usize,
-    raw: &mut [u8],
+    raw: &mut [T],
     values: &[f32],
     s: usize,
     w: usize,
     rows: &Taps,
     columns: &Taps,
-    gain: &mut impl RowGain,
+    gain: &mut dyn RowGain,
 ) -> u64 {
     match channels {
-        1 => add_resized::<1, 1>(raw, values, s, w, rows, columns, gain),
-        2 => add_resized::<2, 1>(raw, values, s, w, rows, columns, gain),
-        3 => add_resized::<3, 3>(raw, values, s, w, rows, columns, gain),
-        _ => add_resized::<4, 3>(raw, values, s, w, rows, columns, gain),
+        1 => add_resized::<T, 1, 1>(raw, values, s, w, rows, columns, gain),
+        2 => add_resized::<T, 2, 1>(raw, values, s, w, rows, columns, gain),
+        3 => add_resized::<T, 3, 3>(raw, values, s, w, rows, columns, gain),
+        _ => add_resized::<T, 4, 3>(raw, values, s, w, rows, columns, gain),
     }
+}
+
+/// The full-scale value of `raw`'s sample type (255 or 65535).
+fn sample_max<T: Sample>(_raw: &[T]) -> f32 {
+    T::MAX
 }
 
 fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
@@ -620,7 +861,7 @@ mod tests {
             pixels: Pixels::Rgb(pixels),
             format: PhotoFormat::Png,
             path: PathBuf::from("rippled.png"),
-            converted_from_16_bit: false,
+            conversions: Vec::new(),
             icc_profile: None,
             exif: None,
         }
@@ -631,12 +872,9 @@ mod tests {
         let photo = rippled_photo(150, 200);
         let levels = photo.jnd_levels();
         let (w, h) = (150, 200);
-        let source = photo.pixels.raw().to_vec();
         let mut luma = Vec::new();
         let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
-            photo
-                .pixels
-                .luma_of(&source[y * w * 3..(y + 1) * w * 3], &mut luma);
+            photo.pixels.luma_row(y, &mut luma);
             out.clear();
             out.extend(luma.iter().map(|v| v * 255.0));
         });
@@ -668,6 +906,6 @@ mod tests {
         let (marked, mse) = photo
             .with_shaped_pattern_and_mse(&pattern, 0.1, &photo.jnd_levels())
             .unwrap();
-        assert!(mse > 0.0 && marked.pixels.raw() != photo.pixels.raw());
+        assert!(mse > 0.0 && marked.pixels != photo.pixels);
     }
 }

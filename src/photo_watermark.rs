@@ -690,11 +690,11 @@ pub fn psnr_from_mse(mse: f64) -> f64 {
     }
 }
 
-/// PSNR in dB of an 8-bit photo against another of the same size and colour type, over the
-/// colour channels only (alpha is not a colour: counting its unchanged samples would flatter the
-/// score), or infinity when they are equal.
+/// PSNR in dB of a photo against another of the same size and colour type, over the colour
+/// channels only (alpha is not a colour: counting its unchanged samples would flatter the
+/// score), or infinity when they are equal. 16-bit photos are compared at 8 bits.
 pub fn psnr(a: &Photo, b: &Photo) -> Result<f64> {
-    let (x, y) = (a.pixels.as_bytes(), b.pixels.as_bytes());
+    let (x, y) = (a.pixels.eight_bit_samples(), b.pixels.eight_bit_samples());
     if x.len() != y.len() || a.width() != b.width() || a.height() != b.height() {
         bail!(
             "{} and {}: different sizes or colour types",

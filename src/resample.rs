@@ -4,28 +4,59 @@
 //! with its addition to the pixels (`Taps`, `add_resized`). tests/photo.rs checks both against
 //! libtorch.
 
-/// Adds the `s x s` change `values`, resized to the photo's `w` columns and `raw.len() / (w C)`
-/// rows through the taps, to the first `K` of each pixel's `C` channels (the colours, not alpha);
-/// returns the summed squared change. Rounding is `(x + 0.5)` truncated after clamping to
-/// [0, 255], which is round-half-up: the same as `round` but on exact halves of negative
-/// numbers, which the clamp has removed, and without a libm call per channel.
+/// A sample type of photos: 8 or 16 bits, unsigned, full scale at [`Sample::MAX`].
+pub(crate) trait Sample: Copy + Into<f32> {
+    const MAX: f32;
+    /// `v`, already clamped to [0, MAX], rounded half up (`v + 0.5` truncated).
+    fn round_from(v: f32) -> Self;
+    fn distance(self, other: Self) -> u64;
+}
+
+impl Sample for u8 {
+    const MAX: f32 = 255.0;
+    fn round_from(v: f32) -> u8 {
+        (v + 0.5) as u8
+    }
+    fn distance(self, other: u8) -> u64 {
+        u64::from(self.abs_diff(other))
+    }
+}
+
+impl Sample for u16 {
+    const MAX: f32 = 65535.0;
+    fn round_from(v: f32) -> u16 {
+        (v + 0.5) as u16
+    }
+    fn distance(self, other: u16) -> u64 {
+        u64::from(self.abs_diff(other))
+    }
+}
+
+/// Adds the `s x s` change `values` (in 8-bit levels), resized to the photo's `w` columns and
+/// `raw.len() / (w C)` rows through the taps, to the first `K` of each pixel's `C` channels (the
+/// colours, not alpha); returns the summed squared change in the samples' own units. A 16-bit
+/// photo gets the same change as an 8-bit one, 257 of its steps a level, rounded to its own
+/// finer steps. Rounding is `(x + 0.5)` truncated after clamping to [0, MAX], which is
+/// round-half-up: the same as `round` but on exact halves of negative numbers, which the clamp
+/// has removed, and without a libm call per channel.
 ///
 /// `gain` scales the change pixel by pixel (perceptual shaping: `crate::jnd::JndRows`), or not
 /// (`NoGain`). With an alpha channel (`C > K`), each pixel's change is also scaled by its opacity:
 /// nothing is written under fully transparent pixels, where no viewer sees it and a flattening
 /// onto any background removes it.
-pub(crate) fn add_resized<const C: usize, const K: usize>(
-    raw: &mut [u8],
+pub(crate) fn add_resized<T: Sample, const C: usize, const K: usize>(
+    raw: &mut [T],
     values: &[f32],
     s: usize,
     w: usize,
     rows: &Taps,
     columns: &Taps,
-    gain: &mut impl RowGain,
+    gain: &mut (impl RowGain + ?Sized),
 ) -> u64 {
     let mut mixed = vec![0f32; s];
     let mut change = vec![0f32; w];
     let mut squared_error = 0u64;
+    let steps_per_level = T::MAX / 255.0;
     for (y, row) in raw.chunks_exact_mut(w * C).enumerate() {
         let (r0, r1, wy) = rows.at(y);
         let (a, b) = (&values[r0 * s..(r0 + 1) * s], &values[r1 * s..(r1 + 1) * s]);
@@ -40,13 +71,16 @@ pub(crate) fn add_resized<const C: usize, const K: usize>(
         }
         if C > K {
             for (pixel, d) in row.chunks_exact(C).zip(change.iter_mut()) {
-                *d *= f32::from(pixel[C - 1]) / 255.0;
+                *d *= pixel[C - 1].into() / T::MAX;
             }
+        }
+        if T::MAX != 255.0 {
+            change.iter_mut().for_each(|d| *d *= steps_per_level);
         }
         for (pixel, &d) in row.chunks_exact_mut(C).zip(&change) {
             for v in &mut pixel[..K] {
-                let new = ((*v as f32 + d).clamp(0.0, 255.0) + 0.5) as u8;
-                let diff = u64::from(new.abs_diff(*v));
+                let new = T::round_from(((*v).into() + d).clamp(0.0, T::MAX));
+                let diff = new.distance(*v);
                 squared_error += diff * diff;
                 *v = new;
             }

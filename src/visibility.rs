@@ -42,8 +42,10 @@ pub fn score(original: &Photo, marked: &Photo) -> Result<Visibility> {
     }
     let (ww, wh) = (WINDOW.min(w), WINDOW.min(h));
     let centre_at = ((w - ww) / 2, (h - wh) / 2);
-    let flattest_at = flattest_window(&original.pixels, ww, wh);
-    let at = |corner| window_score(&original.pixels, &marked.pixels, corner, ww, wh);
+    // 16-bit photos are scored as an 8-bit display shows them.
+    let (a, b) = (original.pixels.to_eight_bit(), marked.pixels.to_eight_bit());
+    let flattest_at = flattest_window(&a, ww, wh);
+    let at = |corner| window_score(&a, &b, corner, ww, wh);
     let centre = at(centre_at)?;
     let flattest = if flattest_at == centre_at {
         centre
@@ -80,8 +82,8 @@ fn window_score(a: &Pixels, b: &Pixels, (x0, y0): (u32, u32), ww: u32, wh: u32) 
 /// the colours are what carries the mark, and nothing is written under transparent pixels).
 fn window_rgb(p: &Pixels, x0: u32, y0: u32, ww: u32, wh: u32) -> Vec<[f32; 3]> {
     let (w, _) = p.dimensions();
-    let channels = p.as_bytes().len() / (w as usize * p.dimensions().1 as usize);
-    let raw = p.as_bytes();
+    let raw = p.eight_bit_samples();
+    let channels = raw.len() / (w as usize * p.dimensions().1 as usize);
     let mut out = Vec::with_capacity((ww * wh) as usize);
     for y in y0..y0 + wh {
         let row =
@@ -102,8 +104,8 @@ fn window_rgb(p: &Pixels, x0: u32, y0: u32, ww: u32, wh: u32) -> Vec<[f32; 3]> {
 /// edges) whose luma has the lowest mean absolute gradient: where a faint pattern shows first.
 fn flattest_window(p: &Pixels, ww: u32, wh: u32) -> (u32, u32) {
     let (w, h) = p.dimensions();
-    let channels = p.as_bytes().len() / (w as usize * h as usize);
-    let raw = p.as_bytes();
+    let raw = p.eight_bit_samples();
+    let channels = raw.len() / (w as usize * h as usize);
     let luma = |x: u32, y: u32| -> f32 {
         let px = &raw[(y as usize * w as usize + x as usize) * channels..];
         if p.is_gray() {

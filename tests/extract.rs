@@ -288,7 +288,7 @@ fn unreadable_image_is_named() {
     std::fs::write(&bad, b"not a png at all").unwrap();
     let e = failure(&on_input("extract", &bad, &checkpoint(), &[]));
     assert!(
-        e.contains("broken.png: not a readable PNG or JPEG image"),
+        e.contains("broken.png: not a readable PNG, JPEG, WebP or TIFF image"),
         "{e}"
     );
 }

@@ -86,7 +86,8 @@ fn zero_residual_keeps_png_pixels_exactly() {
         let photo = Photo::open(&input).unwrap();
         assert_eq!(photo.format, PhotoFormat::Png);
         assert_eq!(photo.is_gray(), i % 2 == 1);
-        assert!(!photo.converted_from_16_bit);
+        assert_eq!(photo.pixels.bit_depth(), 8);
+        assert!(photo.conversions.is_empty());
         let marked = photo.with_residual(&zeros(32), 1.0).unwrap();
         marked.save(&output, DEFAULT_JPEG_QUALITY).unwrap();
         let back = image::open(&output).unwrap();
@@ -364,7 +365,7 @@ fn bad_inputs_are_refused_with_clear_errors() {
     std::fs::write(&text, "not an image at all\n").unwrap();
     let err = error_of(Photo::open(&text));
     assert!(
-        err.contains("notes.png") && err.contains("not a PNG or JPEG"),
+        err.contains("notes.png") && err.contains("not a PNG, JPEG, WebP or TIFF"),
         "{err}"
     );
 
@@ -493,8 +494,49 @@ fn residual_survives_the_resize_round_trip() {
     assert!((found[(32 * s + 60) as usize] - found[(32 * s + 3) as usize]) * 255.0 > 13.0);
 }
 
+/// The same photo at 8 and at 16 bits (each sample times 257) gets the same change: the 16-bit
+/// result, in 8-bit levels, is within half a level of the 8-bit one (which rounds to whole
+/// levels), mostly between whole levels, and its error differs only by the 8-bit rounding's.
 #[test]
-fn sixteen_bit_png_is_read_as_8_bit_and_metadata_is_carried() {
+fn a_sixteen_bit_photo_gets_the_change_in_its_own_finer_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let eight = RgbImage::from_raw(90, 70, bytes(90 * 70 * 3, 11)).unwrap();
+    let deep = image::ImageBuffer::<Rgb<u16>, _>::from_fn(90, 70, |x, y| {
+        Rgb(eight.get_pixel(x, y).0.map(|v| u16::from(v) * 257))
+    });
+    let (p8, p16) = (dir.path().join("8.png"), dir.path().join("16.png"));
+    save_png(&eight.clone().into(), &p8);
+    save_png(&deep.clone().into(), &p16);
+    // A change of a few levels, not whole ones.
+    let residual = Tensor::from_slice(&bytes(32 * 32, 12))
+        .to_kind(Kind::Float)
+        .view([1, 1, 32, 32])
+        / (255.0 * 40.0)
+        - 3.0 / 255.0;
+    let (a, mse8) = Photo::open(&p8)
+        .unwrap()
+        .with_residual_and_mse(&residual, 1.0)
+        .unwrap();
+    let (b, mse16) = Photo::open(&p16)
+        .unwrap()
+        .with_residual_and_mse(&residual, 1.0)
+        .unwrap();
+    let (Pixels::Rgb(a), Pixels::Rgb16(b)) = (a.pixels, b.pixels) else {
+        panic!("colour types changed");
+    };
+    let mut fine = 0;
+    for (x, y) in a.as_raw().iter().zip(b.as_raw()) {
+        let level = f32::from(*y) / 257.0;
+        assert!((level - f32::from(*x)).abs() <= 0.5 + 1e-3, "{x} {y}");
+        fine += usize::from(y % 257 != 0);
+    }
+    assert!(fine > a.as_raw().len() / 2, "{fine} samples between levels");
+    // The 8-bit MSE carries the rounding's own 1/12 level² on top of the change.
+    assert!((mse8 - mse16 - 1.0 / 12.0).abs() < 0.1, "{mse8} {mse16}");
+}
+
+#[test]
+fn sixteen_bit_png_stays_16_bit_and_metadata_is_carried() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("deep.png");
     let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(80, 70, |x, y| {
@@ -502,11 +544,11 @@ fn sixteen_bit_png_is_read_as_8_bit_and_metadata_is_carried() {
     });
     save_png(&deep.clone().into(), &input);
     let photo = Photo::open(&input).unwrap();
-    assert!(photo.converted_from_16_bit);
+    assert_eq!(photo.pixels.bit_depth(), 16);
     let output = dir.path().join("deep-out.png");
     photo.save(&output, DEFAULT_JPEG_QUALITY).unwrap();
     let back = image::open(&output).unwrap();
-    assert_eq!(back, DynamicImage::from(deep).into_rgb8().into());
+    assert_eq!(back, DynamicImage::from(deep));
 
     // A JPEG turned on its side by EXIF: the stored grid and the EXIF block (orientation
     // included) come back unchanged, so viewers still show it upright. An ICC profile too.

@@ -268,7 +268,7 @@ fn errors_name_the_folder_or_file() {
         .unwrap();
     let err = format!("{:#}", PhotoSet::load(&empty, 64, 2).err().unwrap());
     assert!(
-        err.contains(&empty.display().to_string()) && err.contains("no PNG or JPEG"),
+        err.contains(&empty.display().to_string()) && err.contains("no PNG, JPEG, WebP or TIFF"),
         "{err}"
     );
 

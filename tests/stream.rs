@@ -110,7 +110,7 @@ fn bad_files_are_reported_and_counted_and_the_rest_are_done() {
         .collect();
     assert_eq!(failed.len(), 3, "{failed:?}");
     for (name, why) in [
-        ("text.png", "not a PNG or JPEG"),
+        ("text.png", "not a PNG, JPEG, WebP or TIFF"),
         ("cut.jpg", "truncated JPEG"),
         ("thin.png", "at least 64 pixels"),
     ] {

@@ -41,8 +41,12 @@ fn load_models(
 fn read_digit(path: &Path, record: &mut Record) -> Result<(Tensor, Vec<u8>)> {
     let bytes = read_input(path, record)?;
     record.time("decode", || {
-        let image = image::load_from_memory(&bytes)
-            .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
+        let image = image::load_from_memory(&bytes).with_context(|| {
+            format!(
+                "{}: not a readable PNG, JPEG, WebP or TIFF image",
+                path.display()
+            )
+        })?;
         let side = crate::data::dataset::IMAGE_SIDE as u32;
         if (image.width(), image.height()) != (side, side) {
             bail!(

@@ -13,7 +13,7 @@ use crate::cli::{
 };
 use crate::key::Key;
 use crate::payload::Payload;
-use crate::photo::{Photo, PhotoFormat};
+use crate::photo::Photo;
 use crate::photo_watermark::{psnr_from_mse, PhotoModel, Search};
 use crate::precision::Precision;
 use crate::stream::{Input, Inputs, Record, Worker};
@@ -110,30 +110,16 @@ fn read_photo(path: &Path, record: &mut Record) -> Result<(Photo, String)> {
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let named = match ext.as_str() {
-        "png" => Some(PhotoFormat::Png),
-        "jpg" | "jpeg" | "jpe" | "jfif" => Some(PhotoFormat::Jpeg),
-        _ => None,
-    };
-    let note = match named {
-        Some(named) if named != photo.format => {
-            let what = format!("{} data in a .{ext} file", format_name(photo.format));
+    let format = photo.format.name();
+    let note = match photo.format.matches_extension(&ext) {
+        Some(false) => {
+            let what = format!("{format} data in a .{ext} file");
             record.set("format_mismatch", what.clone());
-            format!(
-                "; {what} (read and written as {})",
-                format_name(photo.format)
-            )
+            format!("; {what} (read and written as {format})")
         }
         _ => String::new(),
     };
     Ok((photo, note))
-}
-
-fn format_name(format: PhotoFormat) -> &'static str {
-    match format {
-        PhotoFormat::Png => "PNG",
-        PhotoFormat::Jpeg => "JPEG",
-    }
 }
 
 /// The factors of --strength an output is embedded at, in turn, until it reads back (see
@@ -220,8 +206,10 @@ impl Worker for EmbedWorker {
             crate::fsutil::write_through_part_file(out, &file)
         })?;
         record.set("written", true);
-        if photo.converted_from_16_bit {
-            record.set("converted_from_16_bit", true);
+        record.set("format", photo.format.name());
+        record.set("bit_depth", photo.pixels.bit_depth());
+        if !photo.conversions.is_empty() {
+            record.set("conversions", photo.conversions.clone());
         }
         let check = if self.verify {
             match read_back {
@@ -241,20 +229,21 @@ impl Worker for EmbedWorker {
         let score = visibility
             .map(|v| format!(", SSIMULACRA2 {:.1} (worst 512-px window)", v.worst))
             .unwrap_or_default();
-        let depth = if photo.converted_from_16_bit {
-            "; written as 8-bit (the input was 16-bit)"
+        let depth = if photo.pixels.bit_depth() == 16 {
+            "; 16 bits kept"
         } else {
             ""
         };
+        let conversions: String = photo.conversions.iter().map(|c| format!("; {c}")).collect();
         record.text = format!(
             "{} -> {}: {}x{}, {:.0} ms, PSNR {psnr:.2} dB against the original (before {} \
-             encoding){score}{check}{depth}{format_note}",
+             encoding){score}{check}{depth}{conversions}{format_note}",
             path.display(),
             out.display(),
             photo.width(),
             photo.height(),
             record.ms(),
-            format_name(photo.format)
+            photo.format.name()
         );
         Ok(())
     }

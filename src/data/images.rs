@@ -1,4 +1,4 @@
-//! Images in and out of wmae: PNG/JPEG files or folders of them, IDX files and `.npy` arrays
+//! Images in and out of wmae: PNG/JPEG/WebP/TIFF files or folders of them, IDX files and `.npy` arrays
 //! read into one `(N,1,28,28)` float tensor in [0,1]; 8-bit grayscale PNG files written.
 //!
 //! Colour images are converted to grayscale with the `image` crate's luma conversion
@@ -39,18 +39,18 @@ impl Inputs {
     }
 }
 
-/// Whether a file name says PNG or JPEG (by extension, any case).
+/// Whether a file name says PNG, JPEG, WebP or TIFF (by extension, any case).
 pub(crate) fn is_image_file(path: &Path) -> bool {
     matches!(
         path.extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .as_deref(),
-        Some("png" | "jpg" | "jpeg")
+        Some("png" | "jpg" | "jpeg" | "webp" | "tif" | "tiff")
     )
 }
 
-/// Reads every input: image files, folders (their PNG/JPEG files, sorted by name), IDX files
+/// Reads every input: image files, folders (their image files, sorted by name), IDX files
 /// (rank 3, 28x28) and `.npy` arrays.
 pub fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
     let mut inputs = Inputs {
@@ -66,7 +66,10 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
                 .collect();
             files.sort();
             if files.is_empty() {
-                bail!("{}: no PNG or JPEG files in this folder", path.display());
+                bail!(
+                    "{}: no PNG, JPEG, WebP or TIFF files in this folder",
+                    path.display()
+                );
             }
             for file in files {
                 read_image_file(&file, &mut inputs)?;
@@ -114,7 +117,12 @@ fn read_image_file(path: &Path, inputs: &mut Inputs) -> Result<()> {
         .and_then(|r| r.with_guessed_format())
         .map_err(image::ImageError::IoError)
         .and_then(|r| r.decode())
-        .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: not a readable PNG, JPEG, WebP or TIFF image",
+                path.display()
+            )
+        })?;
     check_side(path, image.height() as usize, image.width() as usize)?;
     let gray = image.to_luma8();
     inputs.names.push(path.display().to_string());

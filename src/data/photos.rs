@@ -1,4 +1,4 @@
-//! The training photos of the photo watermark model: a folder of real PNG/JPEG photos held in
+//! The training photos of the photo watermark model: a folder of real photos (PNG, JPEG, WebP, TIFF) held in
 //! memory as 8-bit BT.601 luma (0.299 R + 0.587 G + 0.114 B, the luma `crate::photo` writes the
 //! watermark into), from which batches of square `S x S` luma patches are cut.
 //!
@@ -65,7 +65,7 @@ impl PhotoSet {
         let files = files_under(dir)?;
         if files.is_empty() {
             bail!(
-                "{}: no PNG or JPEG photos in this folder or below",
+                "{}: no PNG, JPEG, WebP or TIFF photos in this folder or below",
                 dir.display()
             );
         }
@@ -262,7 +262,7 @@ fn check_size(size: i64) -> Result<u32> {
     }
 }
 
-/// The PNG and JPEG files under `dir`, recursively, sorted by path; names starting with '.' are
+/// The PNG, JPEG, WebP and TIFF files under `dir`, recursively, sorted by path; names starting with '.' are
 /// skipped, and symbolic links to folders are not followed (a link loop cannot hang it).
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -307,9 +307,12 @@ fn load_luma(path: &Path, max_side: u32) -> Result<GrayImage> {
         );
     }
     reader.limits(crate::photo::decoder_limits());
-    let decoder = reader
-        .into_decoder()
-        .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
+    let decoder = reader.into_decoder().with_context(|| {
+        format!(
+            "{}: not a readable PNG, JPEG, WebP or TIFF image",
+            path.display()
+        )
+    })?;
     let (width, height) = image::ImageDecoder::dimensions(&decoder);
     if width == 0 || height == 0 {
         bail!("{}: image is {width}x{height} pixels", path.display());
