@@ -284,7 +284,7 @@ pub fn read_with_metadata(path: &Path) -> Result<(NamedTensors, Metadata)> {
 }
 
 fn load_ot(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)?;
     let mut named = Tensor::load_multi_from_stream(Cursor::new(bytes)).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a readable .ot checkpoint (truncated, corrupt or not a checkpoint: {})",
@@ -516,7 +516,7 @@ pub fn write_safetensors(
 
 /// Reads a .safetensors file: its float32 tensors and wmae's metadata when the header has it.
 pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, Option<Metadata>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e:?})", path.display()))?;
     let mut named = Vec::new();

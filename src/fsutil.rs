@@ -10,6 +10,38 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// The largest input file wmae reads whole (photos, digit images, arrays, checkpoints): 512 MiB.
+/// A photo within the pixel limits is far smaller; checked before reading, so a device or a
+/// huge file cannot take the memory.
+pub const MAX_INPUT_BYTES: u64 = 512 << 20;
+
+/// A whole input file, after checking that it is a regular file (not a device, FIFO or socket,
+/// which could block or never end) of at most `limit` bytes. Errors name the file.
+pub fn read_input_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let name = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot open {name}"))?;
+    if !meta.is_file() {
+        anyhow::bail!("{name}: not a regular file (a folder, device, FIFO or socket)");
+    }
+    if meta.len() > limit {
+        anyhow::bail!(
+            "{name}: {} bytes; wmae reads input files of at most {limit} bytes",
+            meta.len()
+        );
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // At most one byte past the limit: a file that grew since it was measured is caught.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!("{name}: grew past {limit} bytes while being read");
+    }
+    Ok(bytes)
+}
+
 /// Creates `path` through `fill`, atomically: the file appears complete or not at all.
 pub fn write_atomically(
     path: &Path,

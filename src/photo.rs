@@ -42,6 +42,12 @@ pub const MIN_SIDE: u32 = 64;
 /// gigabytes.
 pub const MAX_PIXELS: u64 = 100_000_000;
 
+/// Largest photo accepted in decoded samples (400 MB): 100 megapixels at 8 bits a sample with
+/// alpha, or 16-bit photos of up to 66 (RGB) or 50 (RGBA) megapixels. A photo is held two or three
+/// times over while it is marked (original, marked copy, the read-back's decode), so this bounds
+/// the memory an accepted photo can take.
+pub const MAX_SAMPLE_BYTES: u64 = 400_000_000;
+
 /// The JPEG quality outputs are written at unless told otherwise: high enough that the
 /// re-encoding itself costs the watermark little.
 pub const DEFAULT_JPEG_QUALITY: u8 = 95;
@@ -367,7 +373,7 @@ impl Photo {
     /// [`MIN_SIDE`] and [`MAX_PIXELS`] before anything is decoded.
     pub fn open(path: &Path) -> Result<Photo> {
         let bytes =
-            std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+            crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)?;
         Self::decode(path, &bytes)
     }
 
@@ -409,6 +415,17 @@ impl Photo {
             .with_context(|| format!("{name}: not a readable {format_name} file"))?;
         let (width, height) = decoder.dimensions();
         check_size(path, width, height)?;
+        let sample_bytes = decoder.total_bytes();
+        if sample_bytes > MAX_SAMPLE_BYTES {
+            bail!(
+                "{name}: {width}x{height} pixels of {:?} take {} MB decoded; wmae takes photos \
+                 of at most {} MB ({} megapixels at 8 bits a sample)",
+                decoder.color_type(),
+                sample_bytes / 1_000_000,
+                MAX_SAMPLE_BYTES / 1_000_000,
+                MAX_PIXELS / 1_000_000
+            );
+        }
         let icc_profile = decoder
             .icc_profile()
             .with_context(|| format!("{name}: unreadable ICC profile"))?;

@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 use wmae::checkpoint::{self, Metadata};
 use wmae::data::dataset::{load_split, Split};
 use wmae::data::images;
-use wmae::splitmix::splitmix64;
+
+use common::{mutate, Rng};
 
 /// The first shipped model: a block layout, whose metadata has rows, cols, top and left.
 fn shipped() -> PathBuf {
@@ -23,61 +24,6 @@ fn shipped() -> PathBuf {
 /// The shipped default: a spread layout.
 fn spread_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default.ot")
-}
-
-/// A seeded stream of pseudo-random numbers (the fuzz cases are the same on every run).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        splitmix64(self.0)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// `bytes` with one of the mutations a fuzzer applies: flipped bits, overwritten bytes, a cut,
-/// inserted or removed bytes. Offsets lean towards the start, where headers are.
-fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    let len = out.len().max(1);
-    let offset = |rng: &mut Rng| {
-        if rng.below(2) == 0 {
-            rng.below(len.min(256))
-        } else {
-            rng.below(len)
-        }
-    };
-    match rng.below(5) {
-        0 => {
-            for _ in 0..1 + rng.below(8) {
-                let i = offset(rng).min(out.len() - 1);
-                out[i] ^= 1 << rng.below(8);
-            }
-        }
-        1 => {
-            let i = offset(rng).min(out.len() - 1);
-            let end = (i + 1 + rng.below(16)).min(out.len());
-            for b in &mut out[i..end] {
-                *b = rng.next() as u8;
-            }
-        }
-        2 => out.truncate(offset(rng)),
-        3 => {
-            let i = offset(rng).min(out.len());
-            let extra: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
-            out.splice(i..i, extra);
-        }
-        _ => {
-            let i = offset(rng).min(out.len() - 1);
-            let end = (i + 1 + rng.below(64)).min(out.len());
-            out.drain(i..end);
-        }
-    }
-    out
 }
 
 /// Runs wmae with `args` under a 4 GiB address-space limit (a runaway allocation fails instead of

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::cli::{GlobalArgs, StreamArgs};
 use crate::precision::Precision;
@@ -106,7 +106,7 @@ pub fn stream_run<W: Worker>(
 /// A file's bytes, timed as the record's "read" stage.
 pub fn read_input(path: &Path, record: &mut Record) -> Result<Vec<u8>> {
     record.time("read", || {
-        std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))
+        crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)
     })
 }
 

@@ -133,7 +133,7 @@ fn read_image_file(path: &Path, inputs: &mut Inputs) -> Result<()> {
 }
 
 fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)?;
     let npy = npyz::NpyFile::new(&bytes[..])
         .with_context(|| format!("{}: not a valid .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();

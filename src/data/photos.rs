@@ -296,7 +296,7 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 /// Decodes one photo (format from its content), checking the header's size first, and returns
 /// its luma with the longer side at most `max_side`.
 fn load_luma(path: &Path, max_side: u32) -> Result<GrayImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)?;
     let mut reader = ImageReader::new(Cursor::new(&bytes[..]))
         .with_guessed_format()
         .with_context(|| format!("cannot read {}", path.display()))?;

@@ -196,3 +196,59 @@ pub fn natural_photo(width: u32, height: u32, seed: u64) -> image::RgbImage {
         image::Rgb([v(100.0), v(120.0), v(70.0)])
     })
 }
+
+/// A seeded stream of pseudo-random numbers (the fuzz cases are the same on every run).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        wmae::splitmix::splitmix64(self.0)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// `bytes` with one of the mutations a fuzzer applies: flipped bits, overwritten bytes, a cut,
+/// inserted or removed bytes. Offsets lean towards the start, where headers are.
+pub fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let len = out.len().max(1);
+    let offset = |rng: &mut Rng| {
+        if rng.below(2) == 0 {
+            rng.below(len.min(256))
+        } else {
+            rng.below(len)
+        }
+    };
+    match rng.below(5) {
+        0 => {
+            for _ in 0..1 + rng.below(8) {
+                let i = offset(rng).min(out.len() - 1);
+                out[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => {
+            let i = offset(rng).min(out.len() - 1);
+            let end = (i + 1 + rng.below(16)).min(out.len());
+            for b in &mut out[i..end] {
+                *b = rng.next() as u8;
+            }
+        }
+        2 => out.truncate(offset(rng)),
+        3 => {
+            let i = offset(rng).min(out.len());
+            let extra: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
+            out.splice(i..i, extra);
+        }
+        _ => {
+            let i = offset(rng).min(out.len() - 1);
+            let end = (i + 1 + rng.below(64)).min(out.len());
+            out.drain(i..end);
+        }
+    }
+    out
+}
+
