@@ -104,6 +104,11 @@ pub struct JndRows<F: FnMut(usize, &mut Vec<f32>)> {
 /// Rows computed together: the band's borders cost 4 gradient and 6 luma rows more.
 const BAND_ROWS: usize = 64;
 
+/// Most floats a band's three buffers (luma, gradient, JND rows) may hold together (64 MB): a
+/// photo 1.5 million pixels wide and 64 tall would otherwise hold 1.2 GB. Fewer rows a band only
+/// costs more border rows; every row is computed the same way.
+const BAND_FLOATS: usize = 16 << 20;
+
 impl<F: FnMut(usize, &mut Vec<f32>)> JndRows<F> {
     /// `luma_row(y, out)` fills `out` with row `y`'s `width` luma values in levels.
     pub fn new(width: usize, height: usize, luma_row: F) -> Self {
@@ -130,7 +135,9 @@ impl<F: FnMut(usize, &mut Vec<f32>)> JndRows<F> {
 
     fn compute_band(&mut self, y0: usize) {
         let (w, h) = (self.width, self.height);
-        let y1 = (y0 + BAND_ROWS).min(h);
+        // The band's rows plus its 10 border rows of luma and gradient, within BAND_FLOATS.
+        let rows = (BAND_FLOATS / w.max(1)).saturating_sub(10) / 3;
+        let y1 = (y0 + rows.clamp(1, BAND_ROWS)).min(h);
         let clamp = |y: isize| y.clamp(0, h as isize - 1) as usize;
         // Luma rows y0-3 ..= y1+2 (clamped), horizontally 5-box-summed for the background.
         let first = y0 as isize - 3;

@@ -898,3 +898,62 @@ fn a_folder_in_use_by_another_wmae_is_refused() {
     let out = common::wmae(&embed);
     assert!(out.status.success(), "{}", common::stderr(&out));
 }
+
+/// An `--input-list` naming a device, a FIFO and a folder: each is refused as not a regular file
+/// before anything is read (reading /dev/zero whole took 2.2 GB; opening a FIFO blocks until a
+/// writer comes), and the photo beside them is still marked.
+#[test]
+fn devices_fifos_and_folders_in_an_input_list_are_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("photo.png");
+    common::natural_photo(320, 240, 4).save(&photo).unwrap();
+    let fifo = tmp.path().join("fifo.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a plain C call with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let list = tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "/dev/zero\n{}\n{}\n{}\n",
+            fifo.display(),
+            tmp.path().display(),
+            photo.display()
+        ),
+    )
+    .unwrap();
+    let out_dir = tmp.path().join("out");
+    let start = std::time::Instant::now();
+    let out = wmae_limited(
+        &[
+            "embed",
+            "--input-list",
+            list.to_str().unwrap(),
+            "--payload",
+            "text:x",
+            "--no-score",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--jsonl",
+        ],
+        None,
+    );
+    assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    let records: Vec<serde_json::Value> = common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4, "{records:?}");
+    for r in &records {
+        let input = r["input"].as_str().unwrap();
+        if input.ends_with("photo.png") {
+            assert_eq!(r["status"], "ok", "{r}");
+        } else {
+            assert_eq!(r["status"], "failed", "{r}");
+            let error = r["error"].as_str().unwrap();
+            assert!(error.contains("not a regular file"), "{r}");
+            assert!(r.get("output").is_none() || r["written"] != true, "{r}");
+        }
+    }
+}

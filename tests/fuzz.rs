@@ -139,7 +139,13 @@ impl Tally {
         };
         match failure {
             Some(why) => {
-                let tail: String = outcome.stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                let tail: String = outcome
+                    .stderr
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" | ");
                 self.failures.push(format!("{what}: {why}: {tail}"));
             }
             None if outcome.code == Some(0) => self.ok += 1,
@@ -205,7 +211,11 @@ fn corpus(dir: &Path) -> Corpus {
         .arg(&seeds)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut photos = vec![png, gray16, rgba, jpeg];
     for name in [
         "palette.png",
@@ -277,7 +287,11 @@ fn corpus(dir: &Path) -> Corpus {
         .arg(&stamp)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     Corpus {
         dir: dir.to_path_buf(),
@@ -437,7 +451,13 @@ fn case(kind: &str, rng: &mut Rng, corpus: &Corpus, n: usize, pristine: bool) ->
             let path = dir.join(format!("m{n}.{ext}"));
             std::fs::write(&path, mutate(&std::fs::read(seed).unwrap(), rng)).unwrap();
             if rng.below(3) == 0 {
-                args.extend(os(&["embed", "--payload", "text:fuzz", "--no-score", "--out"]));
+                args.extend(os(&[
+                    "embed",
+                    "--payload",
+                    "text:fuzz",
+                    "--no-score",
+                    "--out",
+                ]));
                 args.push(p(&out));
             } else {
                 args.extend(os(&["extract", "--search", "quick", "--json"]));
@@ -480,7 +500,9 @@ fn case(kind: &str, rng: &mut Rng, corpus: &Corpus, n: usize, pristine: bool) ->
                 *slot = odd_json(rng);
                 let (named, _) = checkpoint::read_with_metadata(&corpus.checkpoints[0]).unwrap();
                 let path = dir.join(format!("meta{n}.safetensors"));
-                let info = [("wmae".to_string(), meta.to_string())].into_iter().collect();
+                let info = [("wmae".to_string(), meta.to_string())]
+                    .into_iter()
+                    .collect();
                 checkpoint::write_safetensors(&path, &named, info).unwrap();
                 let bytes = std::fs::read(&path).unwrap();
                 (path, bytes)
@@ -499,7 +521,9 @@ fn case(kind: &str, rng: &mut Rng, corpus: &Corpus, n: usize, pristine: bool) ->
                 let text = String::from_utf8(seed).unwrap();
                 let lines: Vec<&str> = text.lines().collect();
                 let settable: Vec<usize> = (0..lines.len())
-                    .filter(|&i| lines[i].contains(" = ") && !lines[i].trim_start().starts_with('#'))
+                    .filter(|&i| {
+                        lines[i].contains(" = ") && !lines[i].trim_start().starts_with('#')
+                    })
                     .collect();
                 let i = settable[rng.below(settable.len())];
                 let key = lines[i].split(" = ").next().unwrap();
@@ -533,7 +557,13 @@ fn case(kind: &str, rng: &mut Rng, corpus: &Corpus, n: usize, pristine: bool) ->
                 input_list(rng, corpus, n)
             };
             if rng.below(2) == 0 {
-                args.extend(os(&["embed", "--payload", "text:fuzz", "--no-score", "--out"]));
+                args.extend(os(&[
+                    "embed",
+                    "--payload",
+                    "text:fuzz",
+                    "--no-score",
+                    "--out",
+                ]));
                 args.push(p(&out));
             } else {
                 args.extend(os(&["extract", "--search", "quick", "--jsonl"]));
@@ -597,7 +627,9 @@ fn every_input_kind_fuzzed_fails_cleanly() {
         "fuzzed {n} cases in {:.0} s (budget {budget} s; seed 2026)",
         start.elapsed().as_secs_f64()
     );
-    println!("| input kind | cases | successes | clean errors | failures | peak RSS MB | slowest s |");
+    println!(
+        "| input kind | cases | successes | clean errors | failures | peak RSS MB | slowest s |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut failures = Vec::new();
     for (kind, t) in &tallies {

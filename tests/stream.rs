@@ -671,3 +671,69 @@ fn the_quick_search_reads_photos_as_embedded_only() {
     assert_eq!(read(&mirror, "quick")["watermark"], false);
     assert_eq!(read(&mirror, "full")["mirrored"], true);
 }
+
+/// A file name that is not UTF-8 (JSON text cannot hold it) round-trips through `--jsonl`: the
+/// record's `input_hex` and `output_hex` give the exact bytes of both paths, and the output is
+/// there under them; names that are UTF-8 get no `_hex` field.
+#[test]
+fn non_utf8_names_round_trip_through_jsonl_records() {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let odd = inputs.join(std::ffi::OsString::from_vec(b"caf\xe9-\xff.png".to_vec()));
+    common::natural_photo(320, 240, 8).save(&odd).unwrap();
+    common::natural_photo(320, 240, 9)
+        .save(inputs.join("plain.png"))
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = wmae(&[
+        "embed",
+        inputs.to_str().unwrap(),
+        "--payload",
+        "text:name",
+        "--no-score",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--jsonl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_hex = |h: &str| -> PathBuf {
+        let bytes: Vec<u8> = (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect();
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    };
+    let records: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        if r["input"].as_str().unwrap().ends_with("plain.png") {
+            assert!(
+                r.get("input_hex").is_none() && r.get("output_hex").is_none(),
+                "{r}"
+            );
+            continue;
+        }
+        let input = from_hex(r["input_hex"].as_str().expect("input_hex"));
+        assert_eq!(input.as_os_str().as_bytes(), odd.as_os_str().as_bytes());
+        let output = from_hex(r["output_hex"].as_str().expect("output_hex"));
+        assert!(output.is_file(), "{r}");
+        let read = wmae(&["extract", output.to_str().unwrap_or_default()]);
+        // The lossy text cannot name the file; the bytes can.
+        assert!(!read.status.success());
+        let read = Command::new(env!("CARGO_BIN_EXE_wmae"))
+            .arg("extract")
+            .arg(&output)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(read.status.success(), "{}", stderr(&read));
+        let reading: Value = serde_json::from_str(stdout(&read).trim()).unwrap();
+        assert_eq!(reading["text"], "name", "{reading}");
+        assert!(reading["input_hex"].is_string(), "{reading}");
+    }
+}

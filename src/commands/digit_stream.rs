@@ -84,7 +84,7 @@ impl Worker for EmbedWorker {
     fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         // Digits are written as 8-bit PNG, whatever they were read from.
         let out = &self.out.join(&input.key).with_extension("png");
-        record.set("output", out.display().to_string());
+        record.set_path("output", out);
         if self.skip_existing && skip_if_written(out, input, record) {
             return Ok(());
         }

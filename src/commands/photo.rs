@@ -129,7 +129,7 @@ const VERIFY_FACTORS: [f64; 5] = [1.0, 1.25, 1.5, 1.75, 2.0];
 impl Worker for EmbedWorker {
     fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         let out = &self.out.join(&input.key);
-        record.set("output", out.display().to_string());
+        record.set_path("output", out);
         if self.skip_existing && skip_if_written(out, input, record) {
             return Ok(());
         }
@@ -145,6 +145,10 @@ impl Worker for EmbedWorker {
         for &factor in factors {
             // Rounded so the record says 0.45, not 0.44999999999999996.
             strength = (self.strength * factor * 1e6).round() / 1e6;
+            // The last try's decoded file and bytes go before this one is made: a worker holds
+            // the original and one other copy at a time (a 100-megapixel photo is 300 MB a copy).
+            written = None;
+            drop(std::mem::take(&mut file));
             let (marked, mse) = record.time("apply", || change.apply(&photo, strength))?;
             psnr = psnr_from_mse(mse);
             file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;

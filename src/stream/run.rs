@@ -78,6 +78,11 @@ impl Record {
         self.fields.insert(key.to_string(), value.into());
     }
 
+    /// Sets `key` to a path (see [`path_fields`]).
+    pub fn set_path(&mut self, key: &str, path: &std::path::Path) {
+        path_fields(&mut self.fields, key, path);
+    }
+
     /// Runs `stage`, adding its time to the record under `name` (a stage run twice adds up).
     pub fn time<T>(&mut self, name: &'static str, stage: impl FnOnce() -> T) -> T {
         let started = Instant::now();
@@ -98,7 +103,7 @@ impl Record {
     /// The JSON line: input, status, error, the job's fields, total ms and ms per stage.
     pub fn json(&self) -> Value {
         let mut line = Map::new();
-        line.insert("input".into(), self.input.display().to_string().into());
+        path_fields(&mut line, "input", &self.input);
         line.insert("status".into(), self.status.name().into());
         line.insert("error".into(), self.error.clone().into());
         line.extend(self.fields.clone());
@@ -268,6 +273,23 @@ fn process_guarded<W: Worker>(worker: &mut W, input: &Input) -> Record {
                 .push(("failed", started.elapsed().as_secs_f64() * 1e3));
             record
         }
+    }
+}
+
+/// `key`: the path as text; a path that is not UTF-8 (JSON strings are) shows there with
+/// replacement characters, and exactly, as its bytes in hex, under `KEY_hex`, so a record can
+/// always find its file.
+fn path_fields(fields: &mut Map<String, Value>, key: &str, path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    fields.insert(key.into(), path.display().to_string().into());
+    if path.to_str().is_none() {
+        let hex: String = path
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        fields.insert(format!("{key}_hex"), hex.into());
     }
 }
 

@@ -251,4 +251,3 @@ pub fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
     }
     out
 }
-
