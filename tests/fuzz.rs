@@ -61,6 +61,8 @@ fn run(args: &[OsString]) -> Outcome {
         });
     }
     let start = Instant::now();
+    // Reaped below by wait4, which std's wait cannot do: it gives no resource usage.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.spawn().expect("cannot start the wmae binary");
     let pid = child.id() as libc::pid_t;
     let mut out = child.stdout.take().unwrap();
