@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::cli::{GlobalArgs, TrainArgs};
 use crate::config::{Config, Overrides};
@@ -37,7 +37,24 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if resume {
         // The run's own config wins, so a resumed run is the run it continues; only the epoch
         // count may be extended.
-        config = Config::load(&dir.join("config.toml"))?;
+        let saved_path = dir.join("config.toml");
+        let saved = Config::load(&saved_path)?;
+        // Resuming under another config would silently train the saved one: say so instead.
+        // Only the epoch count may differ.
+        let mut given = config.clone();
+        given.train.epochs = saved.train.epochs;
+        if given != saved {
+            bail!(
+                "--resume: {} (with the options given) differs from the config {} was started \
+                 with, {}; resume with `--config {}` to continue that run, or give a new --out \
+                 (or --name) to start another",
+                args.config.display(),
+                dir.display(),
+                saved_path.display(),
+                saved_path.display()
+            );
+        }
+        config = saved;
         config.apply(&Overrides {
             epochs: args.epochs,
             ..Overrides::default()
