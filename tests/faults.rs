@@ -14,7 +14,7 @@ use wmae::checkpoint::{self, Metadata};
 use wmae::data::dataset::{load_split, Split};
 use wmae::data::images;
 
-use common::{mutate, Rng};
+use common::{gzip, idx_header, mutate, npy_header, Rng};
 
 /// The first shipped model: a block layout, whose metadata has rows, cols, top and left.
 fn shipped() -> PathBuf {
@@ -561,38 +561,11 @@ fn a_flipped_bit_in_the_weights_is_caught_by_the_checksum() {
     );
 }
 
-/// A `.npy` header for a uint8 array of `shape` (NPY format 1.0, as numpy writes it).
-fn npy_header(shape: &str) -> Vec<u8> {
-    let dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
-    let pad = 64 - (10 + dict.len() + 1) % 64;
-    let text = format!("{dict}{}\n", " ".repeat(pad));
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(text.as_bytes());
-    bytes
-}
-
-/// An unsigned-byte IDX header of rank 3 with `n` images of 28x28.
-fn idx_header(n: u32) -> Vec<u8> {
-    let mut header = vec![0, 0, 8, 3];
-    for d in [n, 28, 28] {
-        header.extend_from_slice(&d.to_be_bytes());
-    }
-    header
-}
-
 /// `wmae extract INPUT` must fail cleanly; its message names the file and says `why`.
 fn extract_fails(input: &Path, why: &str) {
     let err = common::failure(&["--device", "cpu", "extract", input.to_str().unwrap()]);
     let name = input.file_name().unwrap().to_str().unwrap();
     assert!(err.contains(name) && err.contains(why), "{err}");
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 #[test]

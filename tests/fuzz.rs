@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{mutate, natural_photo, python, Rng};
+use common::{mutate, natural_photo, Rng};
 use wmae::checkpoint;
 
 /// Most resident memory a case may take.
@@ -207,17 +207,7 @@ fn corpus(dir: &Path) -> Corpus {
     image::DynamicImage::ImageRgb8(rgb)
         .save_with_format(&jpeg, image::ImageFormat::Jpeg)
         .unwrap();
-    let out = Command::new(python())
-        .args(["-c", PILLOW_SEEDS])
-        .arg(&png)
-        .arg(&seeds)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_python(PILLOW_SEEDS, &[&png, &seeds]);
     let mut photos = vec![png, gray16, rgba, jpeg];
     for name in [
         "palette.png",
@@ -245,23 +235,13 @@ fn corpus(dir: &Path) -> Corpus {
         .iter()
         .map(|v| (v * 255.0).round() as u8)
         .collect();
-    let mut idx = vec![0, 0, 8, 3];
-    for d in [3u32, 28, 28] {
-        idx.extend_from_slice(&d.to_be_bytes());
-    }
+    let mut idx = common::idx_header(3);
     idx.extend_from_slice(&three);
     let idx_path = seeds.join("three-idx3-ubyte");
     std::fs::write(&idx_path, &idx).unwrap();
     let gz_path = seeds.join("three-idx3-ubyte.gz");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &idx).unwrap();
-    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
-    let dict = "{'descr': '|u1', 'fortran_order': False, 'shape': (3, 28, 28), }";
-    let pad = 64 - (10 + dict.len() + 1) % 64;
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    let header = format!("{dict}{}\n", " ".repeat(pad));
-    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    npy.extend_from_slice(header.as_bytes());
+    std::fs::write(&gz_path, common::gzip(&idx)).unwrap();
+    let mut npy = common::npy_header("(3, 28, 28)");
     npy.extend_from_slice(&three);
     let npy_path = seeds.join("three.npy");
     std::fs::write(&npy_path, npy).unwrap();

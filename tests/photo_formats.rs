@@ -6,9 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use common::{natural_photo, python, stdout, wmae};
+use common::{natural_photo, run_python, stdout, wmae};
 use serde_json::Value;
 use wmae::webp::{kind, WebpKind};
 
@@ -65,21 +64,6 @@ type Expected = (
     &'static str,
     &'static [&'static str],
 );
-
-fn run_python(script: &str, args: &[&std::path::Path]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn every_format_round_trips_through_embed_and_extract() {

@@ -251,3 +251,47 @@ pub fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
     }
     out
 }
+
+/// A `.npy` header for a uint8 array of `shape` (NPY format 1.0, as numpy writes it).
+pub fn npy_header(shape: &str) -> Vec<u8> {
+    let dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
+    let pad = 64 - (10 + dict.len() + 1) % 64;
+    let text = format!("{dict}{}\n", " ".repeat(pad));
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
+/// An unsigned-byte IDX header of rank 3 with `n` images of 28x28.
+pub fn idx_header(n: u32) -> Vec<u8> {
+    let mut header = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        header.extend_from_slice(&d.to_be_bytes());
+    }
+    header
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Runs a Python script (`python -c SCRIPT ARGS...`) of the cross-checks, which must succeed;
+/// its standard output.
+pub fn run_python(script: &str, args: &[&Path]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
