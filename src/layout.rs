@@ -27,6 +27,9 @@ use crate::splitmix::splitmix64;
 /// The largest pixels x bits matrix a layout may need (1 GiB of float32).
 const MAX_ASSIGNMENT_ENTRIES: i64 = 1 << 28;
 
+/// How many floats the reader stacks at once (alignments x pixels x images): 64 MB.
+const ALIGNMENT_FLOATS: i64 = 1 << 24;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Layout {
@@ -345,37 +348,9 @@ impl Layout {
     pub fn shift_count(&self) -> usize {
         match *self {
             Layout::Tile { tile, .. } => (tile * tile) as usize,
-            Layout::Block { .. } | Layout::Spread { .. } => {
-                self.shifts().len() * self.rescales().len()
-            }
+            Layout::Block { .. } => 1,
+            Layout::Spread { search, .. } => self.alignments(search).len(),
         }
-    }
-
-    /// The border crops `c` the reader undoes (0: none): an image cut by `c` pixels on every
-    /// side and resized back to its size gives a map scaled the same way, which the reader
-    /// scales back down to `size - 2c` and pads by `c` before voting.
-    fn rescales(&self) -> Vec<i64> {
-        match *self {
-            Layout::Block { .. } | Layout::Tile { .. } => vec![0],
-            Layout::Spread { search, .. } => (0..=search).collect(),
-        }
-    }
-
-    /// The shifts the reader tries: (0, 0) first, then the others within `search` pixels.
-    fn shifts(&self) -> Vec<(i64, i64)> {
-        let search = match *self {
-            Layout::Block { .. } | Layout::Tile { .. } => 0,
-            Layout::Spread { search, .. } => search,
-        };
-        let mut shifts = vec![(0, 0)];
-        for dy in -search..=search {
-            for dx in -search..=search {
-                if (dy, dx) != (0, 0) {
-                    shifts.push((dy, dx));
-                }
-            }
-        }
-        shifts
     }
 
     /// Reads the bits of binary maps `(N,1,H,W)` (exact 0/1) by majority vote over each bit's
@@ -393,50 +368,130 @@ impl Layout {
         let n = binary.size()[0];
         let device = binary.device();
         let (onehot, inverted) = self.matrices(device);
-        let (shifts, rescales) = if search {
-            (self.shifts(), self.rescales())
-        } else {
-            (vec![(0, 0)], vec![0])
+        let radius = match (*self, search) {
+            (Layout::Spread { search, .. }, true) => search,
+            _ => 0,
         };
-        let alignments = rescales
-            .iter()
-            .flat_map(|&c| shifts.iter().map(move |&(dy, dx)| (c, dy, dx)));
-        let mut best: Option<(Tensor, Tensor, Tensor)> = None;
-        for (crop, dy, dx) in alignments {
-            let (unscaled, ones) = undo_crop(binary, crop);
-            // The map content that the layout's pixel (r, c) sees under shift (dy, dx) is the
-            // binary map at (r + dy, c + dx); pixels shifted in from outside do not vote.
-            let seen = shift_map(&unscaled, dy, dx).reshape([n, -1]);
-            let valid = shift_map(&ones, dy, dx).reshape([n, -1]);
-            let corrected = (&seen + &inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
-            let ones_votes = corrected.matmul(&onehot);
-            let totals = valid.matmul(&onehot);
-            let bits = (&ones_votes * 2.0).gt_tensor(&totals).to_kind(Kind::Float);
-            let agreeing = ones_votes
-                .max_other(&(&totals - &ones_votes))
-                .sum_dim_intlist(1, false, Kind::Float);
-            let agreement = agreeing / totals.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-            let shift = Tensor::from_slice(&[dy, dx])
-                .to_device(device)
-                .expand([n, 2], false);
-            best = Some(match best {
-                None => (bits, agreement, shift),
-                Some((b, a, s)) => {
-                    let better = agreement.gt_tensor(&a);
-                    (
-                        bits.where_self(&better.unsqueeze(1), &b),
-                        agreement.where_self(&better, &a),
-                        shift.where_self(&better.unsqueeze(1), &s),
-                    )
-                }
-            });
+        // Images are read in chunks so that the stacked alignments stay within ~64 MB.
+        let per_image = (2 * radius + 1).pow(2) * (radius + 1) * self.height() * self.width();
+        let chunk = (ALIGNMENT_FLOATS / per_image.max(1)).max(1);
+        let mut parts = Vec::new();
+        let mut first = 0;
+        while first < n {
+            let len = chunk.min(n - first);
+            parts.push(self.read_aligned(
+                &binary.narrow(0, first, len),
+                radius,
+                &onehot,
+                &inverted,
+            ));
+            first += len;
         }
-        let (bits, agreement, shift) = best.expect("at least the unshifted reading");
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
+        let cat = |f: fn(&Reading) -> &Tensor| {
+            Tensor::cat(&parts.iter().map(|p| f(p)).collect::<Vec<_>>(), 0)
+        };
         Reading {
-            bits,
-            agreement,
-            shift,
+            bits: cat(|r| &r.bits),
+            agreement: cat(|r| &r.agreement),
+            shift: cat(|r| &r.shift),
         }
+    }
+
+    /// [`read`](Self::read) of one chunk of maps at every alignment within `radius` at once:
+    /// each border crop undone (`0..=radius`), then every shift of the map within `radius`
+    /// pixels, stacked as `(N, alignments, H*W)` and voted in one product. The best alignment
+    /// is the first with the highest agreement, in [`alignments`](Self::alignments) order.
+    fn read_aligned(
+        &self,
+        binary: &Tensor,
+        radius: i64,
+        onehot: &Tensor,
+        inverted: &Tensor,
+    ) -> Reading {
+        let n = binary.size()[0];
+        let device = binary.device();
+        let pixels = self.height() * self.width();
+        let side = 2 * radius + 1;
+        let mut seen = Vec::new();
+        let mut valid = Vec::new();
+        for crop in 0..=radius {
+            let (unscaled, ones) = undo_crop(binary, crop);
+            // Window (i, j) of the padded map starts at (i - radius, j - radius): it holds
+            // map[r + dy, c + dx] for the shift (dy, dx) = (i - radius, j - radius), and
+            // pixels shifted in from outside are 0 in `valid` (they do not vote).
+            let windows = |m: &Tensor| {
+                m.constant_pad_nd([radius, radius, radius, radius])
+                    .unfold(2, self.height(), 1)
+                    .unfold(3, self.width(), 1)
+                    .reshape([m.size()[0], side * side, pixels])
+            };
+            seen.push(windows(&unscaled));
+            valid.push(windows(&ones.narrow(0, 0, 1)));
+        }
+        // (N, A, H*W) in the order crop-major, then shifts row-major; reordered below.
+        let order = Tensor::from_slice(&self.alignment_order(radius)).to_device(device);
+        let seen = Tensor::cat(&seen, 1).index_select(1, &order);
+        let valid = Tensor::cat(&valid, 1).index_select(1, &order);
+        let corrected = (&seen + inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
+        let ones_votes = corrected.matmul(onehot); // (N, A, bits)
+        let totals = valid.matmul(onehot); // (1, A, bits)
+        let bits = (&ones_votes * 2.0).gt_tensor(&totals).to_kind(Kind::Float);
+        let agreeing = ones_votes
+            .max_other(&(&totals - &ones_votes))
+            .sum_dim_intlist(2, false, Kind::Float);
+        let agreement = agreeing / totals.sum_dim_intlist(2, false, Kind::Float).clamp_min(1.0);
+        // argmax gives the first of equal maxima: ties go to the earlier alignment.
+        let best = agreement.argmax(1, true); // (N, 1)
+        let bit_count = self.bit_count();
+        let shifts: Vec<i64> = self
+            .alignments(radius)
+            .into_iter()
+            .flat_map(|(_, dy, dx)| [dy, dx])
+            .collect();
+        let shifts = Tensor::from_slice(&shifts)
+            .reshape([-1, 2])
+            .to_device(device);
+        Reading {
+            bits: bits
+                .gather(
+                    1,
+                    &best.unsqueeze(2).expand([n, 1, bit_count], false),
+                    false,
+                )
+                .squeeze_dim(1),
+            agreement: agreement.gather(1, &best, false).squeeze_dim(1),
+            shift: shifts.index_select(0, &best.squeeze_dim(1)),
+        }
+    }
+
+    /// The alignments `(crop, dy, dx)` the reader tries within `radius`, in order of
+    /// preference: crop 0 first, and at each crop the unshifted map first, then the shifts
+    /// row-major.
+    fn alignments(&self, radius: i64) -> Vec<(i64, i64, i64)> {
+        let mut shifts = vec![(0, 0)];
+        for dy in -radius..=radius {
+            for dx in -radius..=radius {
+                if (dy, dx) != (0, 0) {
+                    shifts.push((dy, dx));
+                }
+            }
+        }
+        (0..=radius)
+            .flat_map(|c| shifts.iter().map(move |&(dy, dx)| (c, dy, dx)))
+            .collect()
+    }
+
+    /// For each of [`alignments`](Self::alignments), its index among the stacked windows of
+    /// `read_aligned` (crop-major, then `(dy + radius) * side + dx + radius`).
+    fn alignment_order(&self, radius: i64) -> Vec<i64> {
+        let side = 2 * radius + 1;
+        self.alignments(radius)
+            .into_iter()
+            .map(|(c, dy, dx)| c * side * side + (dy + radius) * side + dx + radius)
+            .collect()
     }
 
     /// The bits of binary maps `(N,1,H,W)` under a tile layout at every cyclic shift of the tile:
@@ -612,6 +667,7 @@ fn undo_crop(binary: &Tensor, crop: i64) -> (Tensor, Tensor) {
 }
 
 /// `out[r, c] = map[r + dy, c + dx]`, 0 outside the map.
+#[cfg(test)]
 fn shift_map(map: &Tensor, dy: i64, dx: i64) -> Tensor {
     let size = map.size();
     let (h, w) = (size[2], size[3]);
@@ -623,4 +679,77 @@ fn shift_map(map: &Tensor, dy: i64, dx: i64) -> Tensor {
     map.constant_pad_nd([px, px, py, py])
         .narrow(2, py + dy, h)
         .narrow(3, px + dx, w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reader as one loop over the alignments (what `read_aligned` stacks): the reference
+    /// the batched reader must match bit for bit, ties included.
+    fn read_one_by_one(layout: &Layout, binary: &Tensor, radius: i64) -> (Tensor, Tensor, Tensor) {
+        let n = binary.size()[0];
+        let (onehot, inverted) = layout.matrices(Device::Cpu);
+        let mut best: Option<(Tensor, Tensor, Tensor)> = None;
+        for (crop, dy, dx) in layout.alignments(radius) {
+            let (unscaled, ones) = undo_crop(binary, crop);
+            let seen = shift_map(&unscaled, dy, dx).reshape([n, -1]);
+            let valid = shift_map(&ones, dy, dx).reshape([n, -1]);
+            let corrected = (&seen + &inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
+            let ones_votes = corrected.matmul(&onehot);
+            let totals = valid.matmul(&onehot);
+            let bits = (&ones_votes * 2.0).gt_tensor(&totals).to_kind(Kind::Float);
+            let agreement = ones_votes
+                .max_other(&(&totals - &ones_votes))
+                .sum_dim_intlist(1, false, Kind::Float)
+                / totals.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+            let shift = Tensor::from_slice(&[dy, dx]).expand([n, 2], false);
+            best = Some(match best {
+                None => (bits, agreement, shift),
+                Some((b, a, s)) => {
+                    let better = agreement.gt_tensor(&a);
+                    (
+                        bits.where_self(&better.unsqueeze(1), &b),
+                        agreement.where_self(&better, &a),
+                        shift.where_self(&better.unsqueeze(1), &s),
+                    )
+                }
+            });
+        }
+        best.unwrap()
+    }
+
+    #[test]
+    fn the_batched_search_reads_what_one_alignment_at_a_time_reads() {
+        tch::manual_seed(7);
+        for search in 0..=4 {
+            let layout = Layout::Spread {
+                bits: 16,
+                cell: 1,
+                key: 24301,
+                search,
+                height: 28,
+                width: 28,
+            };
+            // Random maps, flat maps (every alignment ties) and shifted copies of a true map.
+            let random = Tensor::rand([40, 1, 28, 28], (Kind::Float, Device::Cpu))
+                .gt(0.5)
+                .to_kind(Kind::Float);
+            let flat = Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+            let word = Tensor::rand([1, 16], (Kind::Float, Device::Cpu))
+                .gt(0.5)
+                .to_kind(Kind::Float);
+            let map = layout.map_from_bits(&word).reshape([1, 1, 28, 28]);
+            let shifted = Tensor::cat(&[shift_map(&map, 2, -1), shift_map(&map, -3, 3)], 0);
+            let maps = Tensor::cat(&[random, flat, shifted], 0);
+            let reading = layout.read(&maps, true);
+            let (bits, agreement, shift) = read_one_by_one(&layout, &maps, search);
+            assert!(reading.bits.equal(&bits), "bits differ at search {search}");
+            assert!(reading.agreement.equal(&agreement), "agreement at {search}");
+            assert!(
+                reading.shift.equal(&shift),
+                "shift differs at search {search}"
+            );
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! The inference-time attack suite (`wmae::attack`), checked against independent computations:
-//! hand-computed pixels, the `image`/`imageproc` crates and torch's own bilinear resize.
+//! hand-computed pixels, the `image`/`imageproc` crates, torch's own bilinear resize and
+//! Pillow's rank and box filters.
+
+mod common;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{GrayImage, ImageBuffer, ImageFormat, Luma};
@@ -57,17 +60,20 @@ fn psnr(a: &Tensor, b: &Tensor) -> f64 {
     10.0 * (1.0 / mse).log10()
 }
 
-const SUITE_NAMES: [&str; 24] = [
+const SUITE_NAMES: [&str; 30] = [
     "none",
     "jpeg-95",
     "jpeg-90",
     "jpeg-75",
+    "jpeg-61",
     "jpeg-50",
     "noise-2",
     "noise-5",
     "noise-10",
     "blur-0.5",
     "blur-1.0",
+    "box-1",
+    "median-3",
     "brightness+10",
     "brightness-10",
     "contrast-0.8",
@@ -78,8 +84,11 @@ const SUITE_NAMES: [&str; 24] = [
     "cropout-50%",
     "shift-1",
     "shift-2",
+    "shift-3",
     "crop2-resize",
+    "crop3-resize",
     "rescale-0.5",
+    "rotate-3",
     "rotate-5",
     "hflip",
 ];
@@ -739,5 +748,76 @@ fn cuda_gives_the_cpu_result() {
             changed <= 2,
             "{a}: {changed} pixels differ from the CPU result"
         );
+    }
+}
+
+/// The median and box filters are Pillow's `ImageFilter.MedianFilter(K)` and
+/// `ImageFilter.BoxBlur(R)` (what a user removing a watermark would run), on digit-like images
+/// and on noise (where every pixel's neighbourhood differs), borders included.
+#[test]
+fn median_and_box_blur_match_pillow() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = Tensor::cat(&[digit_like(2, 5), random_8bit(2, S, S, 0, 255, 9)], 0);
+    let mut paths = Vec::new();
+    for (i, pixels) in levels(&images).chunks((S * S) as usize).enumerate() {
+        let path = dir.path().join(format!("{i}.png"));
+        let bytes: Vec<u8> = pixels.iter().map(|&v| v.round() as u8).collect();
+        GrayImage::from_raw(S as u32, S as u32, bytes)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        paths.push(path);
+    }
+    let script = r#"
+import sys
+from PIL import Image, ImageFilter
+for path in sys.argv[1:]:
+    image = Image.open(path)
+    for name, f in [("median-3", ImageFilter.MedianFilter(3)),
+                    ("median-5", ImageFilter.MedianFilter(5)),
+                    ("box-1", ImageFilter.BoxBlur(1)),
+                    ("box-2", ImageFilter.BoxBlur(2))]:
+        print(name, " ".join(str(v) for v in image.filter(f).getdata()))
+"#;
+    let args: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let pillow = common::run_python(script, &args);
+    let mut lines = pillow.lines();
+    for i in 0..paths.len() as i64 {
+        let image = images.narrow(0, i, 1);
+        for _ in 0..4 {
+            let line = lines.next().unwrap();
+            let (name, values) = line.split_once(' ').unwrap();
+            let expected: Vec<f32> = values.split(' ').map(|v| v.parse().unwrap()).collect();
+            let ours = levels(&apply(&parse(name).unwrap(), &image, &image, 0).unwrap());
+            let worst = ours
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a.round() - b).abs())
+                .fold(0.0, f32::max);
+            // The median picks one of the pixels: exact. Pillow's box blur rounds between its
+            // passes: within one level of the exact mean that wmae rounds once.
+            let allowed = if name.starts_with("median") { 0.0 } else { 1.0 };
+            assert!(
+                worst <= allowed,
+                "{name} on image {i}: {worst} levels from Pillow"
+            );
+        }
+    }
+    // The box blur is the exact mean of the square, border pixels repeated, rounded once.
+    let image = random_8bit(1, 6, 5, 0, 255, 3);
+    let pixels = levels(&image);
+    let ours = levels(&apply(&Attack::BoxBlur { radius: 1 }, &image, &image, 0).unwrap());
+    for y in 0..6i64 {
+        for x in 0..5i64 {
+            let mut sum = 0.0;
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let (yy, xx) = ((y + dy).clamp(0, 5), (x + dx).clamp(0, 4));
+                    sum += pixels[(yy * 5 + xx) as usize].round() as f64;
+                }
+            }
+            let expected = (sum / 9.0).round() as f32;
+            assert_eq!(ours[(y * 5 + x) as usize].round(), expected, "({y}, {x})");
+        }
     }
 }

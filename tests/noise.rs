@@ -57,6 +57,8 @@ fn zero_strength() -> NoiseConfig {
         crop_resize: [1.0, 1.0],
         rotation_degrees: 0.0,
         jpeg_quality: [90, 90],
+        median_radius: [0, 0],
+        box_radius: [0, 0],
         round_8bit: false,
     }
 }
@@ -77,6 +79,8 @@ fn strong() -> NoiseConfig {
         crop_resize: [0.6, 0.8],
         rotation_degrees: 10.0,
         jpeg_quality: [40, 60],
+        median_radius: [1, 2],
+        box_radius: [1, 2],
         round_8bit: false,
     }
 }
@@ -576,8 +580,8 @@ fn layers_are_drawn_by_weight_and_reproducibly() {
 
 const FULL: &str = r#"
 layers = ["identity", "gaussian", "dropout", "cropout", "salt_pepper", "blur", "brightness",
-          "contrast", "shift", "crop_resize", "rotation", "jpeg"]
-weights = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1.5]
+          "contrast", "shift", "crop_resize", "rotation", "jpeg", "median", "box_blur"]
+weights = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1.5, 1, 1]
 gaussian_sigma = [0.0, 0.04]
 dropout_keep = [0.6, 1]
 cropout_keep = [0.5, 1.0]
@@ -589,6 +593,8 @@ shift_max = 3
 crop_resize = [0.8, 1.0]
 rotation_degrees = 5
 jpeg_quality = [50, 95]
+median_radius = [1, 2]
+box_radius = [1, 1]
 round_8bit = true
 "#;
 
@@ -602,6 +608,7 @@ fn config_parses_and_round_trips_through_toml() {
     assert_eq!(config.dropout_keep, [0.6, 1.0]);
     assert_eq!((config.shift_max, config.rotation_degrees), (3, 5.0));
     assert_eq!(config.jpeg_quality, [50, 95]);
+    assert_eq!((config.median_radius, config.box_radius), ([1, 2], [1, 1]));
     assert!(config.round_8bit);
     let text = toml::to_string(&config).unwrap();
     for layer in Layer::ALL {
@@ -672,4 +679,49 @@ fn validation_errors_name_the_key_and_value() {
     let config: NoiseConfig = toml::from_str("shift_max = -2").unwrap();
     let err = config.validate("train.noise").unwrap_err().to_string();
     assert!(err.starts_with("train.noise.shift_max = -2"), "{err}");
+}
+
+/// The training median and box blur are the inference attacks `median-K` and `box-R`
+/// (borders repeated): the median exactly (against imageproc's filter), the box blur up to the
+/// attack's final rounding to 8 bits.
+#[test]
+fn median_and_box_blur_layers_match_the_attacks() {
+    let _generator = common::generator();
+    let x = (images(6) * 255.0).round() / 255.0;
+    for radius in [1i64, 2] {
+        let median = noise::median_with_radius(&x, radius);
+        let attack = wmae::attack::parse(&format!("median-{}", 2 * radius + 1)).unwrap();
+        let reference = wmae::attack::apply(&attack, &x, &x, 0).unwrap();
+        assert!(
+            max_abs_diff(&median, &reference) < 1e-6,
+            "median radius {radius}"
+        );
+        let boxed = noise::box_blur_with_radius(&x, radius);
+        let attack = wmae::attack::parse(&format!("box-{radius}")).unwrap();
+        let reference = wmae::attack::apply(&attack, &x, &x, 0).unwrap();
+        assert!(
+            max_abs_diff(&boxed, &reference) <= 0.5 / 255.0 + 1e-6,
+            "box radius {radius}"
+        );
+        // A box blur is linear: every pixel's weight sums to 1 over the outputs away from
+        // the border, so the gradient of the sum is 1 in the interior.
+        let w = leaf(&x);
+        let grad = grad_of_sum(&noise::box_blur_with_radius(&w, radius), &w);
+        let inner = grad.narrow(2, 4, 20).narrow(3, 4, 20);
+        assert!(
+            max_abs_diff(&inner, &inner.ones_like()) < 1e-5,
+            "box gradient"
+        );
+        // The median passes each output's gradient to the one pixel that was the median.
+        let w = leaf(&x);
+        let grad = grad_of_sum(&noise::median_with_radius(&w, radius), &w);
+        let total = f(&grad.sum(Kind::Double));
+        assert!(
+            (total - x.numel() as f64).abs() < 1e-6,
+            "median gradient sum {total}"
+        );
+    }
+    // Radius 0 is the identity.
+    assert!(noise::median_with_radius(&x, 0).equal(&x));
+    assert!(noise::box_blur_with_radius(&x, 0).equal(&x));
 }

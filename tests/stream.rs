@@ -737,3 +737,98 @@ fn non_utf8_names_round_trip_through_jsonl_records() {
         assert!(reading["input_hex"].is_string(), "{reading}");
     }
 }
+
+/// One output, one writer: two runs of the same shard into one folder (a requeued task beside the
+/// one still running), embedding different payloads. The first is paused (SIGSTOP) as soon as it
+/// has a part file (or, if its writes are too quick to catch, between two outputs), the second
+/// runs to the end, then the first goes on. Every output is then one run's whole file, as that
+/// run alone writes it, and no part file is left.
+#[test]
+fn two_runs_of_one_shard_into_one_folder_never_mix_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    photos(&input, 12);
+    let args = |payload: &'static str, out: &Path| -> Vec<String> {
+        [
+            "--threads",
+            "1",
+            "embed",
+            "--checkpoint",
+            RESIDUAL,
+            input.to_str().unwrap(),
+            "--payload",
+            payload,
+            "--out",
+            out.to_str().unwrap(),
+            "--shard",
+            "0/1",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // What each run writes alone.
+    let alone = |payload: &'static str, name: &str| {
+        let out = dir.path().join(name);
+        let a: Vec<String> = args(payload, &out);
+        let run = wmae(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(run.status.success(), "{}", stderr(&run));
+        tree(&out)
+    };
+    let (only_first, only_second) = (alone("text:first", "a"), alone("text:second", "b"));
+    assert_eq!(only_first.len(), 12);
+    assert!(only_first.iter().all(|(k, v)| only_second[k] != *v));
+
+    let shared = dir.path().join("shared");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_wmae"))
+        .args(args("text:first", &shared))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id() as libc::pid_t;
+    let started = std::time::Instant::now();
+    let at_part_file = loop {
+        let names: Vec<String> = std::fs::read_dir(&shared)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let at_part_file = names.iter().any(|n| n.ends_with(".part"));
+        if at_part_file || names.len() > 1 || started.elapsed().as_secs() > 60 {
+            break at_part_file;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    };
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let paused = tree(&shared);
+    eprintln!(
+        "first run paused {} ({} files)",
+        if at_part_file {
+            "with a part file open"
+        } else {
+            "between outputs"
+        },
+        paused.len()
+    );
+    let second: Vec<String> = args("text:second", &shared);
+    let run = wmae(&second.iter().map(String::as_str).collect::<Vec<_>>());
+    // SAFETY: as above; the child is stopped, not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(first.wait().unwrap().success());
+    let end = tree(&shared);
+    assert_eq!(
+        end.keys().collect::<Vec<_>>(),
+        only_first.keys().collect::<Vec<_>>(),
+        "the same outputs and no part file"
+    );
+    for (name, bytes) in &end {
+        assert!(
+            *bytes == only_first[name] || *bytes == only_second[name],
+            "{name:?} is neither run's whole output"
+        );
+    }
+}

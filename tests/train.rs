@@ -105,6 +105,42 @@ fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
     );
 }
 
+/// `--resume` continues the run it finds: under a changed config it stops and says how to go
+/// on (the saved config, or a new folder), and leaves the run as it was; a longer epoch count
+/// is the one change it takes.
+#[test]
+fn resume_under_a_changed_config_is_refused_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::tiny_config(tmp.path(), 2);
+    let run = tmp.path().join("run");
+    train(&config, &run, &["--stop-after", "1"]);
+    let before = std::fs::read(run.join("last.ot")).unwrap();
+    let changed = tmp.path().join("changed.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &changed,
+        text.replace("image_weight = 10.0", "image_weight = 20.0"),
+    )
+    .unwrap();
+    let out = wmae(&common::train_args(&changed, &run, &["--resume"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    let saved = run.join("config.toml");
+    for part in [
+        "--resume",
+        changed.to_str().unwrap(),
+        saved.to_str().unwrap(),
+        "--config",
+        "new --out",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert_eq!(std::fs::read(run.join("last.ot")).unwrap(), before);
+    // The saved config resumes it, with more epochs than first planned.
+    train(&saved, &run, &["--resume", "--epochs", "3"]);
+    assert_eq!(metadata(&run.join("last.ot")).epoch, 3);
+}
+
 #[test]
 fn tensorboard_reads_the_event_files() {
     // scripts/setup-python installs TensorBoard's reader in the project's .venv.

@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Context, Result};
 use image::imageops::FilterType;
-use image::{ImageBuffer, Luma};
+use image::{GrayImage, ImageBuffer, Luma};
 use tch::{Device, Kind, Tensor};
 
 use super::Attack;
@@ -199,6 +199,12 @@ pub fn apply_float(
             rotate_bilinear(image, shape.w, shape.h, degrees as f64)
         })?,
         Attack::HFlip => x.flip([3]),
+        Attack::Median { size } => shape.map_gray8(&x, |image| {
+            imageproc::filter::median_filter(image, size / 2, size / 2)
+        })?,
+        // The exact mean, rounded once: imageproc's `box_filter` rounds between its two passes
+        // and lands up to 2 levels from the mean (Pillow's BoxBlur stays within 1).
+        Attack::BoxBlur { radius } => crate::noise::box_blur_with_radius(&x, radius as i64),
     };
     Ok(out.clamp(0.0, 1.0))
 }
@@ -246,6 +252,26 @@ impl Shape {
             out.extend_from_slice(&result);
         }
         Ok(self.tensor(&out, x.device()))
+    }
+}
+
+impl Shape {
+    /// Applies `f` to each image as an 8-bit gray image (the batch holds 8-bit values) and
+    /// stacks the results.
+    fn map_gray8(&self, x: &Tensor, f: impl Fn(&GrayImage) -> GrayImage) -> Result<Tensor> {
+        self.map_images(x, |image| {
+            let levels: Vec<u8> = image
+                .iter()
+                .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect();
+            let gray = GrayImage::from_raw(self.w as u32, self.h as u32, levels)
+                .expect("pixels match the size");
+            f(&gray)
+                .into_raw()
+                .into_iter()
+                .map(|v| f32::from(v) / 255.0)
+                .collect()
+        })
     }
 }
 

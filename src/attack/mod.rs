@@ -86,11 +86,19 @@ pub enum Attack {
     Rotate { degrees: f32 },
     /// `hflip`: mirrored left to right. Deterministic.
     HFlip,
+    /// `median-K`: median filter over the K x K square around each pixel (K odd, 3..=15; PIL's
+    /// `ImageFilter.MedianFilter(K)`), `imageproc::filter::median_filter` on the 8-bit image,
+    /// border pixels repeated. A removal attack: it erases isolated pixel changes, keeps edges.
+    Median { size: u32 },
+    /// `box-R`: box blur, the mean of the (2R+1) x (2R+1) square around each pixel (R in 1..=7;
+    /// PIL's `ImageFilter.BoxBlur(R)`, which it matches within one level), border pixels
+    /// repeated, computed exactly (`crate::noise::box_blur_with_radius`) and rounded once.
+    BoxBlur { radius: u32 },
 }
 
-/// The standard suite, in this order: none, jpeg 95/90/75/50, noise 2/5/10, blur 0.5/1.0,
-/// brightness +10/-10, contrast 0.8/1.2, salt-pepper 1%, dropout 10%/30%, cropout 50%, shift
-/// 1/2, crop2-resize, rescale 0.5, rotate 5, hflip.
+/// The standard suite, in this order: none, jpeg 95/90/75/61/50, noise 2/5/10, blur 0.5/1.0,
+/// box 1, median 3, brightness +10/-10, contrast 0.8/1.2, salt-pepper 1%, dropout 10%/30%,
+/// cropout 50%, shift 1/2/3, crop2/crop3-resize, rescale 0.5, rotate 3/5, hflip.
 pub fn standard_suite() -> Vec<Attack> {
     use Attack::*;
     vec![
@@ -98,12 +106,15 @@ pub fn standard_suite() -> Vec<Attack> {
         Jpeg { quality: 95 },
         Jpeg { quality: 90 },
         Jpeg { quality: 75 },
+        Jpeg { quality: 61 },
         Jpeg { quality: 50 },
         Noise { sigma: 2.0 },
         Noise { sigma: 5.0 },
         Noise { sigma: 10.0 },
         Blur { sigma: 0.5 },
         Blur { sigma: 1.0 },
+        BoxBlur { radius: 1 },
+        Median { size: 3 },
         Brightness { delta: 10 },
         Brightness { delta: -10 },
         Contrast { factor: 0.8 },
@@ -114,8 +125,11 @@ pub fn standard_suite() -> Vec<Attack> {
         Cropout { keep_percent: 50.0 },
         Shift { pixels: 1 },
         Shift { pixels: 2 },
+        Shift { pixels: 3 },
         CropResize { border: 2 },
+        CropResize { border: 3 },
         Rescale { factor: 0.5 },
+        Rotate { degrees: 3.0 },
         Rotate { degrees: 5.0 },
         HFlip,
     ]
@@ -126,7 +140,8 @@ pub const NAME_PATTERNS: &str = "none, jpeg-Q (quality 1..=100), noise-S (sigma 
 blur-S (sigma in pixels, e.g. blur-0.5), brightness+D / brightness-D (8-bit levels), contrast-F \
 (e.g. contrast-0.8), salt-pepper-P%, dropout-P%, cropout-P% (share of the area kept watermarked), \
 shift-K (pixels right and down), cropB-resize (B pixels off every border), rescale-F (e.g. \
-rescale-0.5), rotate-D (degrees clockwise), hflip";
+rescale-0.5), rotate-D (degrees clockwise), hflip, median-K (K x K median, K odd), box-R (box \
+blur of radius R)";
 
 impl Attack {
     /// The attack's name, e.g. `jpeg-90`, `blur-0.5`, `brightness-10`, `dropout-30%`.
@@ -147,6 +162,8 @@ impl Attack {
             Attack::Rescale { factor } => format!("rescale-{factor:?}"),
             Attack::Rotate { degrees } => format!("rotate-{degrees}"),
             Attack::HFlip => "hflip".to_string(),
+            Attack::Median { size } => format!("median-{size}"),
+            Attack::BoxBlur { radius } => format!("box-{radius}"),
         }
     }
 
@@ -210,6 +227,14 @@ impl Attack {
             Attack::Rotate { degrees } => ensure!(
                 in_range(degrees, -360.0, 360.0),
                 "{name}: the angle must lie in -360..=360 degrees"
+            ),
+            Attack::Median { size } => ensure!(
+                (3..=15).contains(&size) && size % 2 == 1,
+                "{name}: the median's square side must be odd and lie in 3..=15 pixels"
+            ),
+            Attack::BoxBlur { radius } => ensure!(
+                (1..=7).contains(&radius),
+                "{name}: the box blur's radius must lie in 1..=7 pixels"
             ),
         }
         Ok(())
@@ -336,6 +361,14 @@ pub fn parse(name: &str) -> Result<Attack> {
     } else if let Some(v) = s.strip_prefix("rescale-") {
         Attack::Rescale {
             factor: number(v, s)?,
+        }
+    } else if let Some(v) = s.strip_prefix("median-") {
+        Attack::Median {
+            size: number(v, s)?,
+        }
+    } else if let Some(v) = s.strip_prefix("box-") {
+        Attack::BoxBlur {
+            radius: number(v, s)?,
         }
     } else if let Some(v) = s.strip_prefix("rotate-") {
         Attack::Rotate {

@@ -32,11 +32,15 @@ pub enum Layer {
     Rotation,
     /// Real JPEG at a per-batch quality from `jpeg_quality`, straight-through gradient.
     Jpeg,
+    /// Median filter over a square of per-batch radius from `median_radius` (a removal attack).
+    Median,
+    /// Box blur (square mean) of per-batch radius from `box_radius`.
+    BoxBlur,
 }
 
 impl Layer {
     /// Every layer, in the order of the config's documentation.
-    pub const ALL: [Layer; 12] = [
+    pub const ALL: [Layer; 14] = [
         Layer::Identity,
         Layer::Gaussian,
         Layer::Dropout,
@@ -49,6 +53,8 @@ impl Layer {
         Layer::CropResize,
         Layer::Rotation,
         Layer::Jpeg,
+        Layer::Median,
+        Layer::BoxBlur,
     ];
 
     /// The layer's name in the config (and for logs).
@@ -66,6 +72,8 @@ impl Layer {
             Layer::CropResize => "crop_resize",
             Layer::Rotation => "rotation",
             Layer::Jpeg => "jpeg",
+            Layer::Median => "median",
+            Layer::BoxBlur => "box_blur",
         }
     }
 }
@@ -108,6 +116,10 @@ pub struct NoiseConfig {
     pub rotation_degrees: f64,
     /// JPEG quality (1..=100), integer, one per batch.
     pub jpeg_quality: [i64; 2],
+    /// Radius of the median filter's square (1: 3x3), integer, one per batch.
+    pub median_radius: [i64; 2],
+    /// Radius of the box blur's square (1: 3x3), integer, one per batch.
+    pub box_radius: [i64; 2],
     /// Round to k/255 (clipped to [0,1]) after the drawn layer, as saving a PNG does, with an
     /// identity gradient (straight-through).
     pub round_8bit: bool,
@@ -131,6 +143,8 @@ impl Default for NoiseConfig {
             crop_resize: [0.8, 1.0],
             rotation_degrees: 5.0,
             jpeg_quality: [50, 95],
+            median_radius: [1, 1],
+            box_radius: [1, 1],
             round_8bit: false,
         }
     }
@@ -138,6 +152,9 @@ impl Default for NoiseConfig {
 
 /// Largest blur sigma accepted: its kernel (radius 3 sigma) stays within a 28-pixel image.
 pub const MAX_BLUR_SIGMA: f64 = 8.0;
+
+/// The largest median and box-blur radius (a 17x17 square).
+pub const MAX_FILTER_RADIUS: i64 = 8;
 
 /// The largest training shift: the side of the largest map.
 const MAX_SHIFT: i64 = 4096;
@@ -246,6 +263,17 @@ impl NoiseConfig {
                 "{key}.jpeg_quality = [{lo}, {hi}]: must be a range [lo, hi] of integers with \
                  1 <= lo <= hi <= 100"
             );
+        }
+        for (name, [lo, hi]) in [
+            ("median_radius", self.median_radius),
+            ("box_radius", self.box_radius),
+        ] {
+            if !(0 <= lo && lo <= hi && hi <= MAX_FILTER_RADIUS) {
+                bail!(
+                    "{key}.{name} = [{lo}, {hi}]: must be a range [lo, hi] of integers with \
+                     0 <= lo <= hi <= {MAX_FILTER_RADIUS} (pixels; 1 is a 3x3 square)"
+                );
+            }
         }
         Ok(())
     }

@@ -186,6 +186,45 @@ pub fn blur(watermarked: &Tensor, sigma: [f64; 2]) -> Tensor {
     blur_with_sigma(watermarked, uniform_scalar(sigma))
 }
 
+/// The `(2r+1)^2` neighbourhood of every pixel, edges replicated: `(N,C,H,W,(2r+1)^2)`.
+fn neighbourhoods(x: &Tensor, radius: i64) -> Tensor {
+    let (n, c, h, w) = dims4(x);
+    let k = 2 * radius + 1;
+    x.replication_pad2d([radius, radius, radius, radius])
+        .unfold(2, k, 1)
+        .unfold(3, k, 1)
+        .reshape([n, c, h, w, k * k])
+}
+
+/// Median filter over the `(2r+1)x(2r+1)` square around each pixel, edges replicated (a
+/// removal attack: it wipes out isolated pixel changes while keeping edges). Radius 0 is the
+/// identity. Gradient: 1 to the pixel that is the median, 0 to the others.
+pub fn median_with_radius(watermarked: &Tensor, radius: i64) -> Tensor {
+    if radius <= 0 {
+        return watermarked.shallow_clone();
+    }
+    neighbourhoods(watermarked, radius).median_dim(-1, false).0
+}
+
+/// Median filter with a radius drawn uniformly in `radius` (integers), one per batch.
+pub fn median(watermarked: &Tensor, [lo, hi]: [i64; 2]) -> Tensor {
+    median_with_radius(watermarked, uniform_int(lo, hi))
+}
+
+/// Box blur: the mean of the `(2r+1)x(2r+1)` square around each pixel, edges replicated.
+/// Radius 0 is the identity.
+pub fn box_blur_with_radius(watermarked: &Tensor, radius: i64) -> Tensor {
+    if radius <= 0 {
+        return watermarked.shallow_clone();
+    }
+    neighbourhoods(watermarked, radius).mean_dim(-1, false, watermarked.kind())
+}
+
+/// Box blur with a radius drawn uniformly in `radius` (integers), one per batch.
+pub fn box_blur(watermarked: &Tensor, [lo, hi]: [i64; 2]) -> Tensor {
+    box_blur_with_radius(watermarked, uniform_int(lo, hi))
+}
+
 /// Adds a per-image offset uniform in `delta`. Gradient: 1.
 pub fn brightness(watermarked: &Tensor, delta: [f64; 2]) -> Tensor {
     watermarked + uniform_per_image(watermarked, delta)

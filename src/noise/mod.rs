@@ -19,8 +19,8 @@
 //! [noise]
 //! # Layers drawn per batch, with weights (a layer absent from `layers` is never drawn).
 //! layers = ["identity", "gaussian", "dropout", "cropout", "salt_pepper", "blur", "brightness",
-//!           "contrast", "shift", "crop_resize", "rotation", "jpeg"]
-//! weights = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]   # optional, same length; default all equal
+//!           "contrast", "shift", "crop_resize", "rotation", "jpeg", "median", "box_blur"]
+//! weights = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]   # optional, same length; default equal
 //! gaussian_sigma = [0.0, 0.04]   # standard deviation of added noise, [0,1] pixel units
 //! dropout_keep = [0.6, 1.0]      # share of watermarked pixels kept (the rest: the original's)
 //! cropout_keep = [0.5, 1.0]      # share of the area kept as a rectangle (the rest: original)
@@ -32,6 +32,8 @@
 //! crop_resize = [0.8, 1.0]       # share of each side kept, then resized back (bilinear)
 //! rotation_degrees = 5.0         # angle uniform in [-r, r], bilinear, zero fill
 //! jpeg_quality = [50, 95]        # JPEG quality, integer, one per batch
+//! median_radius = [1, 1]         # median filter over a (2r+1)^2 square, integer, per batch
+//! box_radius = [1, 1]            # box blur (square mean) of radius r, integer, per batch
 //! round_8bit = false             # round to k/255 after the drawn layer (straight-through)
 //! ```
 //!
@@ -45,7 +47,7 @@ mod layers;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-pub use config::{Layer, NoiseConfig, MAX_BLUR_SIGMA};
+pub use config::{Layer, NoiseConfig, MAX_BLUR_SIGMA, MAX_FILTER_RADIUS};
 pub use layers::*;
 
 /// The noise layers of a config: draws one layer per batch by weight and applies it.
@@ -118,6 +120,8 @@ impl NoiseLayers {
             Layer::Shift => shift(watermarked, c.shift_max),
             Layer::CropResize => crop_resize(watermarked, c.crop_resize),
             Layer::Rotation => rotation(watermarked, c.rotation_degrees),
+            Layer::Median => median(watermarked, c.median_radius),
+            Layer::BoxBlur => box_blur(watermarked, c.box_radius),
             // The quality range is validated and the codec works in memory: no error can arise.
             Layer::Jpeg => jpeg(watermarked, c.jpeg_quality)
                 .unwrap_or_else(|e| panic!("JPEG noise layer: {e:#}")),
