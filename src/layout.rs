@@ -390,9 +390,8 @@ impl Layout {
         if parts.len() == 1 {
             return parts.pop().expect("one part");
         }
-        let cat = |f: fn(&Reading) -> &Tensor| {
-            Tensor::cat(&parts.iter().map(|p| f(p)).collect::<Vec<_>>(), 0)
-        };
+        let cat =
+            |f: fn(&Reading) -> &Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0);
         Reading {
             bits: cat(|r| &r.bits),
             agreement: cat(|r| &r.agreement),

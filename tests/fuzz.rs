@@ -311,6 +311,22 @@ fn leaves(value: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<Str
     }
 }
 
+/// Replaces one field of `value` (a leaf or a whole object or array), drawn at random, by `odd`.
+fn replace_one_field(value: &mut serde_json::Value, odd: serde_json::Value, rng: &mut Rng) {
+    let mut all = Vec::new();
+    leaves(value, &mut Vec::new(), &mut all);
+    let at = &all[rng.below(all.len())];
+    let mut slot = value;
+    for key in at {
+        slot = match slot {
+            serde_json::Value::Object(m) => m.get_mut(key).unwrap(),
+            serde_json::Value::Array(a) => &mut a[key.parse::<usize>().unwrap()],
+            _ => unreachable!(),
+        };
+    }
+    *slot = odd;
+}
+
 /// A value of another type or an extreme number, for a metadata field or a config key.
 fn odd_json(rng: &mut Rng) -> serde_json::Value {
     use serde_json::json;
@@ -468,18 +484,8 @@ fn case(kind: &str, rng: &mut Rng, corpus: &Corpus, n: usize, pristine: bool) ->
             } else {
                 // The metadata inside: one field of another type or an extreme value.
                 let mut meta = corpus.metadata.clone();
-                let mut all = Vec::new();
-                leaves(&meta, &mut Vec::new(), &mut all);
-                let at = &all[rng.below(all.len())];
-                let mut slot = &mut meta;
-                for key in at {
-                    slot = match slot {
-                        serde_json::Value::Object(m) => m.get_mut(key).unwrap(),
-                        serde_json::Value::Array(a) => &mut a[key.parse::<usize>().unwrap()],
-                        _ => unreachable!(),
-                    };
-                }
-                *slot = odd_json(rng);
+                let odd = odd_json(rng);
+                replace_one_field(&mut meta, odd, rng);
                 let (named, _) = checkpoint::read_with_metadata(&corpus.checkpoints[0]).unwrap();
                 let path = dir.join(format!("meta{n}.safetensors"));
                 let info = [("wmae".to_string(), meta.to_string())]
@@ -523,7 +529,31 @@ fn case(kind: &str, rng: &mut Rng, corpus: &Corpus, n: usize, pristine: bool) ->
         "manifest" => {
             let seed = std::fs::read(corpus.manifest_dir.join("manifest.json")).unwrap();
             let path = dir.join(format!("m{n}-manifest.json"));
-            std::fs::write(&path, mutate(&seed, rng)).unwrap();
+            let bytes = if pristine || rng.below(2) == 0 {
+                mutate(&seed, rng)
+            } else {
+                // One field of another type, an extreme number or an odd path (`..`, absolute,
+                // empty, a folder, NUL, a device).
+                let mut manifest: serde_json::Value = serde_json::from_slice(&seed).unwrap();
+                let odd = if rng.below(2) == 0 {
+                    odd_json(rng)
+                } else {
+                    serde_json::json!(
+                        [
+                            "../../etc/passwd",
+                            "/dev/zero",
+                            "",
+                            ".",
+                            "a\u{0}b",
+                            "/",
+                            "x/../../y.png"
+                        ][rng.below(7)]
+                    )
+                };
+                replace_one_field(&mut manifest, odd, rng);
+                manifest.to_string().into_bytes()
+            };
+            std::fs::write(&path, bytes).unwrap();
             args.extend(os(&["extract", "--checkpoint"]));
             args.push(p(&corpus.checkpoints[0]));
             args.push(p(&corpus.manifest_dir));
