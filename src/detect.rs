@@ -5,7 +5,8 @@
 //! better than chance.
 //!
 //! Two references say what an agreement means:
-//! - the null model: pixels independent fair coins. The tail P(agreement >= a) is computed exactly
+//! - the null model: pixels (or, in layouts of larger cells, whole cells) independent fair
+//!   coins. The tail P(agreement >= a) is computed exactly
 //!   (each bit's majority count is max(X, n - X) with X binomial, and the bits add up), then
 //!   multiplied by the number of shifts the reader tried (Bonferroni). Real maps are smoother
 //!   than coins, so this p-value is optimistic;
@@ -127,7 +128,7 @@ impl Detector {
 
     /// The rule for `layout`, with the model's calibration when it has one.
     pub fn for_layout(layout: &Layout, calibration: Option<Calibration>) -> Self {
-        Self::new(&layout.carrier_counts(), layout.shift_count(), calibration)
+        Self::new(&layout.carrier_units(), layout.shift_count(), calibration)
     }
 
     pub fn is_watermarked(&self, agreement: f64) -> bool {

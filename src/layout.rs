@@ -344,6 +344,21 @@ impl Layout {
         counts
     }
 
+    /// How many independent units carry each bit, for the detector's null model: the pixels of a
+    /// bit, counted in whole cells where a cell of `cell x cell` pixels carries one value (its
+    /// pixels agree, so they are one coin, not `cell^2`); a partial cell at the border counts
+    /// as one.
+    pub fn carrier_units(&self) -> Vec<usize> {
+        let area = match *self {
+            Layout::Spread { cell, .. } => (cell * cell) as usize,
+            Layout::Block { .. } | Layout::Tile { .. } => 1,
+        };
+        self.carrier_counts()
+            .into_iter()
+            .map(|n| n.div_ceil(area))
+            .collect()
+    }
+
     /// How many alignments `read` tries when it searches: every shift at every rescale.
     pub fn shift_count(&self) -> usize {
         match *self {

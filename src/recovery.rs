@@ -53,7 +53,7 @@ pub struct Totals {
     /// Images the detector calls watermarked.
     pub watermarked: usize,
     /// The agreement at or above which an image is called watermarked, and the false-positive
-    /// rate of that threshold under the null model (independent pixels).
+    /// rate of that threshold under the null model (independent cells, see `detect`).
     pub detection_threshold: f64,
     pub null_false_positive_rate: f64,
     /// The clean-image false-positive rate measured on the model's calibration images, when the
@@ -200,7 +200,7 @@ fn host_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
 pub fn print_totals(label: &str, t: &Totals) {
     println!(
         "{label}: {} images, {} bits each; watermark found in {} ({:.2}%): agreement >= {:.3} \
-         (false-positive rate {:.1e} for independent pixels{}), mean agreement {:.3}",
+         (false-positive rate {:.1e} for independent cells{}), mean agreement {:.3}",
         t.images,
         t.bits_per_image,
         t.watermarked,

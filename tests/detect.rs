@@ -55,3 +55,34 @@ fn a_block_layout_gives_no_evidence_and_a_spread_one_does() {
     assert!((calibrated.threshold - (c.mean + 5.0 * c.std)).abs() < 1e-12);
     assert!(calibrated.threshold > d.threshold);
 }
+
+/// In a layout of 2x2 cells a cell's four pixels carry one value: the null model counts each
+/// cell as one coin, so the threshold lies where 192 independent cells (not 768 pixels) would
+/// put it, and above the threshold of the same bits on single pixels.
+#[test]
+fn cells_not_pixels_are_the_null_models_coins() {
+    let spread = |cell| Layout::Spread {
+        bits: 16,
+        cell,
+        key: 24301,
+        search: 3,
+        height: 28,
+        width: 28,
+    };
+    let (pixels, cells) = (spread(1), spread(2));
+    assert_eq!(pixels.carrier_units(), pixels.carrier_counts());
+    let units = cells.carrier_units();
+    // 196 cells, 12 per bit; the 4 left over carry nothing.
+    assert_eq!(units, vec![12; 16]);
+    for (u, p) in units.iter().zip(cells.carrier_counts()) {
+        assert_eq!(u * 4, p);
+    }
+    let by_cells = Detector::for_layout(&cells, None);
+    assert_eq!(
+        by_cells,
+        Detector::new(&units, cells.shift_count(), None),
+        "the rule of the cells"
+    );
+    assert!(by_cells.threshold > Detector::for_layout(&pixels, None).threshold + 0.05);
+    assert!(by_cells.null_fpr_at_threshold <= NULL_FPR);
+}

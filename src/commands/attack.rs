@@ -251,7 +251,7 @@ fn print_table(
 ) {
     println!(
         "{} on {n} images; watermark {}; detection at agreement >= {:.3} (false-positive rate {:.1e} \
-         for independent pixels)",
+         for independent cells)",
         args.checkpoint.display(),
         layout.describe(),
         detector.threshold,
