@@ -27,8 +27,8 @@ use crate::splitmix::splitmix64;
 /// The largest pixels x bits matrix a layout may need (1 GiB of float32).
 const MAX_ASSIGNMENT_ENTRIES: i64 = 1 << 28;
 
-/// How many floats the reader stacks at once (alignments x pixels x images): 64 MB.
-const ALIGNMENT_FLOATS: i64 = 1 << 24;
+/// How many floats the reader stacks at once (alignments x pixels x images): 16 MB.
+const ALIGNMENT_FLOATS: i64 = 1 << 22;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
