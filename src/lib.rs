@@ -39,4 +39,5 @@ pub mod torch_error;
 pub mod train;
 pub mod visibility;
 pub mod watermark;
+pub mod watermarker;
 pub mod webp;

@@ -7,38 +7,35 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use image::ImageEncoder;
-use tch::{Device, Kind, Tensor};
+use image::{GrayImage, ImageEncoder};
 
 use crate::binarize::Method;
-use crate::checkpoint::{self, Loaded};
 use crate::cli::{EmbedArgs, ExtractArgs, GlobalArgs};
-use crate::data::images;
-use crate::detect::Detector;
 use crate::layout::Layout;
 use crate::stream::{Input, Record, Worker};
+use crate::watermarker::DigitWatermarker;
 
 use super::streaming::{read_input, skip_if_written};
-use crate::{inference, recovery, watermark};
+use crate::watermark;
 
 /// One model per worker (see `super::photo`), in the precision asked for.
 fn load_models(
     checkpoint: &Path,
     global: &GlobalArgs,
     stream: &crate::cli::StreamArgs,
-) -> Result<Vec<Loaded>> {
+) -> Result<Vec<DigitWatermarker>> {
     let device = global.device.resolve()?;
     (0..super::streaming::worker_count())
         .map(|_| {
-            let mut loaded = checkpoint::load_for_inference(checkpoint, device)?;
-            loaded.set_precision(stream.precision)?;
-            Ok(loaded)
+            let mut model = DigitWatermarker::open(checkpoint, device)?;
+            model.set_precision(stream.precision)?;
+            Ok(model)
         })
         .collect()
 }
 
-/// A digit image file as a `(1,1,28,28)` tensor in [0,1], and its 8-bit pixels.
-fn read_digit(path: &Path, record: &mut Record) -> Result<(Tensor, Vec<u8>)> {
+/// A digit image file as an 8-bit grayscale image of the model's size.
+fn read_digit(path: &Path, record: &mut Record) -> Result<GrayImage> {
     let bytes = read_input(path, record)?;
     record.time("decode", || {
         let image = image::load_from_memory(&bytes).with_context(|| {
@@ -56,10 +53,7 @@ fn read_digit(path: &Path, record: &mut Record) -> Result<(Tensor, Vec<u8>)> {
                 image.height()
             );
         }
-        let gray = image.to_luma8().into_raw();
-        let pixels: Vec<f32> = gray.iter().map(|&b| f32::from(b) / 255.0).collect();
-        let tensor = Tensor::from_slice(&pixels).reshape([1, 1, side as i64, side as i64]);
-        Ok((tensor, gray))
+        Ok(image.to_luma8())
     })
 }
 
@@ -72,7 +66,7 @@ pub fn bits_for(layout: &Layout, seed: u64, key: &Path) -> Vec<f32> {
 }
 
 struct EmbedWorker {
-    loaded: Loaded,
+    model: DigitWatermarker,
     bits: Option<Vec<f32>>,
     seed: u64,
     out: PathBuf,
@@ -88,24 +82,16 @@ impl Worker for EmbedWorker {
         if self.skip_existing && skip_if_written(out, input, record) {
             return Ok(());
         }
-        let (image, original) = read_digit(&input.path, record)?;
-        let layout = self.loaded.meta.layout;
+        let original = read_digit(&input.path, record)?;
         let bits = match &self.bits {
             Some(b) => b.clone(),
-            None => bits_for(&layout, self.seed, &input.key),
+            None => bits_for(self.model.layout(), self.seed, &input.key),
         };
-        let device = self.loaded.vs.device();
         let marked = record.time("model", || {
-            let bits = Tensor::from_slice(&bits).reshape([1, -1]).to_device(device);
-            let marked = inference::embed(
-                &self.loaded.model,
-                &layout,
-                &image.to_device(device),
-                &bits,
-                self.strength,
-            );
-            images::to_gray(&marked.get(0).to_device(Device::Cpu))
-        });
+            let word: Vec<bool> = bits.iter().map(|&b| b == 1.0).collect();
+            self.model.embed(&original, &word, self.strength)
+        })?;
+        let original = original.into_raw();
         let se: f64 = marked
             .as_raw()
             .iter()
@@ -145,7 +131,7 @@ impl Worker for EmbedWorker {
 /// `--out`, its bits on its record (no manifest: the records are the manifest).
 pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result<()> {
     let models = load_models(checkpoint, global, &args.stream)?;
-    let layout = models[0].meta.layout;
+    let layout = *models[0].layout();
     let bits = args
         .bits
         .as_deref()
@@ -154,8 +140,8 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result
     let _lock = super::streaming::lock_output(&args.out, &args.stream)?;
     let workers = models
         .into_iter()
-        .map(|loaded| EmbedWorker {
-            loaded,
+        .map(|model| EmbedWorker {
+            model,
             bits: bits.clone(),
             seed: global.seed,
             out: args.out.clone(),
@@ -186,35 +172,25 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result
 }
 
 struct ExtractWorker {
-    loaded: Loaded,
-    detector: Detector,
-    method: Method,
+    model: DigitWatermarker,
 }
 
 impl Worker for ExtractWorker {
     fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
-        let (image, _) = read_digit(&input.path, record)?;
-        let device = self.loaded.vs.device();
+        let image = read_digit(&input.path, record)?;
         let name = input.path.display().to_string();
-        let result = record.time("search", || -> Result<recovery::ImageResult> {
-            let maps = inference::extract(&self.loaded.model, &image.to_device(device));
-            let (mut results, _) = recovery::read_back(
-                &maps.to_kind(Kind::Float),
-                &self.loaded.meta.layout,
-                self.method,
-                &self.detector,
-                std::slice::from_ref(&name),
-                None,
-            )?;
-            Ok(results.remove(0))
-        })?;
+        let result = record.time("search", || self.model.read(&image))?;
+        let bits: String = result
+            .bits
+            .iter()
+            .map(|&b| if b { '1' } else { '0' })
+            .collect();
         record.set("watermark", result.watermarked);
-        record.set("bits", result.bits.clone());
+        record.set("bits", bits.clone());
         record.set("agreement", (result.agreement * 1e4).round() / 1e4);
         record.set("shift", result.shift.to_vec());
         record.text = format!(
-            "{name}: bits {}, agreement {:.3}: {}",
-            result.bits,
+            "{name}: bits {bits}, agreement {:.3}: {}",
             result.agreement,
             if result.watermarked {
                 "watermark found"
@@ -241,10 +217,9 @@ pub fn extract(
     }
     let workers = load_models(checkpoint, global, &args.stream)?
         .into_iter()
-        .map(|loaded| ExtractWorker {
-            detector: loaded.detector(),
-            loaded,
-            method,
+        .map(|mut model| {
+            model.set_binarization(method);
+            ExtractWorker { model }
         })
         .collect();
     let mut stream = args.stream.clone();
