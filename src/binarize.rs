@@ -45,7 +45,7 @@ impl Binarized {
     }
 }
 
-/// A map in [0,1] as an 8-bit image (value * 255, rounded), the form Otsu's histogram needs.
+/// A map in [0, 1] as an 8-bit image (value * 255, rounded), the form Otsu's histogram needs.
 pub fn map_to_gray(values: &[f32], width: u32, height: u32) -> GrayImage {
     let bytes = values
         .iter()
@@ -110,7 +110,7 @@ fn level_gap(values: &[f32], gray: &GrayImage, level: u8) -> f64 {
     sums[1] / counts[1] as f64 - sums[0] / counts[0] as f64
 }
 
-/// Binarizes one map of `width x height` values in [0,1].
+/// Binarizes one map of `width x height` values in [0, 1].
 pub fn binarize(values: &[f32], width: u32, height: u32, method: Method) -> Binarized {
     let gray = map_to_gray(values, width, height);
     let otsu = imageproc::contrast::otsu_level(&gray);

@@ -172,7 +172,7 @@ pub struct TrainArgs {
 pub struct EmbedArgs {
     /// Images to watermark: PNG/JPEG/WebP/TIFF files or folders of them (28x28, grayscale;
     /// colour is converted to luma), IDX files, or .npy arrays (N,28,28) / (N,1,28,28) of floats
-    /// in [0,1] or u8. With --payload: photos (PNG, JPEG, WebP or TIFF, any size, colour or gray,
+    /// in [0, 1] or u8. With --payload: photos (PNG, JPEG, WebP or TIFF, any size, colour or gray,
     /// 8 or 16 bits, each written back in its own format and depth) or folders of them (searched
     /// recursively; outputs keep their path below the folder).
     #[arg(required_unless_present = "input_list", value_name = "INPUT")]
@@ -224,7 +224,7 @@ pub struct EmbedArgs {
     #[arg(long, conflicts_with = "payload")]
     pub random: bool,
 
-    /// Photos: the payload every photo carries, as hex:<digits>, text:<text> or uuid:<uuid>
+    /// Photos: the payload every photo carries, as hex:DIGITS, text:TEXT or uuid:UUID
     /// (as many data bits as the photo model's payload holds, 64 for checkpoints/photo.ot),
     /// BCH-coded; the photos keep their size, colour type, bit depth and format.
     #[arg(long, value_name = "PAYLOAD")]

@@ -21,7 +21,7 @@ pub const BATCH: i64 = 1000;
 pub enum Storage {
     /// The model's float output, as is.
     Float,
-    /// Clipped to [0,1] and rounded to k/255, as an 8-bit PNG file stores it.
+    /// Clipped to [0, 1] and rounded to k/255, as an 8-bit PNG file stores it.
     Png8,
 }
 

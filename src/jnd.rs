@@ -51,7 +51,7 @@ pub fn jnd_levels(background: f32, texture: f32) -> f32 {
     (la + cm - 0.3 * la.min(cm)).min(MAX_JND_LEVELS)
 }
 
-/// The JND map of luma images `(N,1,H,W)` in [0,1], in the same units ([0,1] is 255 levels), on
+/// The JND map of luma images `(N,1,H,W)` in [0, 1], in the same units ([0, 1] is 255 levels), on
 /// the images' device. No gradient flows through it: it describes the cover image, not the mark.
 pub fn jnd_map(luma: &Tensor) -> Tensor {
     tch::no_grad(|| {

@@ -23,8 +23,8 @@ pub fn round_trip(image: &GrayImage, quality: u8) -> Result<GrayImage> {
     )
 }
 
-/// The JPEG round trip of each image of a `(N,1,H,W)` tensor in [0,1] (rounded to 8 bits first,
-/// as a file would be), as a float tensor in [0,1] on the input's device.
+/// The JPEG round trip of each image of a `(N,1,H,W)` tensor in [0, 1] (rounded to 8 bits first,
+/// as a file would be), as a float tensor in [0, 1] on the input's device.
 pub fn round_trip_tensor(images: &Tensor, quality: u8) -> Result<Tensor> {
     crate::data::images::map_8bit(images, |image| round_trip(image, quality))
 }

@@ -301,7 +301,7 @@ impl Pixels {
         }
     }
 
-    /// BT.601 luma in [0,1] of each pixel of row `y`, unrounded; alpha ignored.
+    /// BT.601 luma in [0, 1] of each pixel of row `y`, unrounded; alpha ignored.
     fn luma_row(&self, y: usize, out: &mut Vec<f32>) {
         let (w, c, gray) = (
             self.dimensions().0 as usize,
@@ -319,7 +319,7 @@ fn to_eight_bits(raw: &[u16]) -> Vec<u8> {
         .collect()
 }
 
-/// BT.601 luma in [0,1] of each pixel of `raw` (whole pixels of `c` samples), unrounded.
+/// BT.601 luma in [0, 1] of each pixel of `raw` (whole pixels of `c` samples), unrounded.
 fn luma_of<T: Sample>(raw: &[T], c: usize, gray: bool, out: &mut Vec<f32>) {
     out.clear();
     if gray {
@@ -480,7 +480,7 @@ impl Photo {
         self.pixels.is_gray()
     }
 
-    /// The photo's BT.601 luma (0.299 R + 0.587 G + 0.114 B, unrounded, in [0,1]) squashed to
+    /// The photo's BT.601 luma (0.299 R + 0.587 G + 0.114 B, unrounded, in [0, 1]) squashed to
     /// `size x size`, as a `(1,1,size,size)` float tensor on the CPU. The resize is bilinear with
     /// antialiasing as PyTorch computes it (`interpolate(mode="bilinear", antialias=True,
     /// align_corners=False)`: a triangle filter as wide as the scale, width first, then height),
@@ -529,10 +529,10 @@ impl Photo {
         Ok(Tensor::from_slice(&squashed).view([1, 1, size, size]))
     }
 
-    /// This photo with `residual` added: `residual` is `(1,1,S,S)` in luma units ([0,1] is the
+    /// This photo with `residual` added: `residual` is `(1,1,S,S)` in luma units ([0, 1] is the
     /// full 8-bit range), resized bilinearly (align_corners false) to the photo's full size,
     /// multiplied by `strength` and added to each colour channel alike (see the module comment:
-    /// this adds exactly that much luma), then clamped to [0,255] and rounded to 8 bits. Alpha,
+    /// this adds exactly that much luma), then clamped to [0, 255] and rounded to 8 bits. Alpha,
     /// size, colour type, format and metadata are kept.
     pub fn with_residual(&self, residual: &Tensor, strength: f64) -> Result<Photo> {
         Ok(self.with_residual_and_mse(residual, strength)?.0)

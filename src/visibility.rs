@@ -78,7 +78,7 @@ fn window_score(a: &Pixels, b: &Pixels, (x0, y0): (u32, u32), ww: u32, wh: u32) 
     compute_frame_ssimulacra2(fa, fb).map_err(|e| anyhow::anyhow!("SSIMULACRA2: {e}"))
 }
 
-/// The window's pixels as sRGB in [0,1] (gray repeated in the three channels; alpha left out:
+/// The window's pixels as sRGB in [0, 1] (gray repeated in the three channels; alpha left out:
 /// the colours are what carries the mark, and nothing is written under transparent pixels).
 fn window_rgb(p: &Pixels, x0: u32, y0: u32, ww: u32, wh: u32) -> Vec<[f32; 3]> {
     let (w, _) = p.dimensions();

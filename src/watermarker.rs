@@ -184,7 +184,7 @@ impl DigitWatermarker {
     }
 }
 
-/// A 28x28 grayscale image as a `(1,1,28,28)` tensor in [0,1].
+/// A 28x28 grayscale image as a `(1,1,28,28)` tensor in [0, 1].
 fn image_tensor(image: &GrayImage) -> Result<Tensor> {
     let side = IMAGE_SIDE as u32;
     ensure!(

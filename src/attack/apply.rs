@@ -42,7 +42,7 @@ pub fn apply_from(
     )?))
 }
 
-/// The attacked batch before the final rounding to 8 bits (clipped to [0,1]; for JPEG, already
+/// The attacked batch before the final rounding to 8 bits (clipped to [0, 1]; for JPEG, already
 /// 8-bit): what [`apply_from`] rounds. For tests and analyses of the transforms themselves.
 pub fn apply_float(
     attack: &Attack,
@@ -275,7 +275,7 @@ impl Shape {
     }
 }
 
-/// A float grayscale image of the `image` crate (values in [0,1], which is what the crate's
+/// A float grayscale image of the `image` crate (values in [0, 1], which is what the crate's
 /// resampling clamps f32 pixels to).
 fn gray_f32(pixels: &[f32], w: usize, h: usize) -> ImageBuffer<Luma<f32>, Vec<f32>> {
     ImageBuffer::from_raw(w as u32, h as u32, pixels.to_vec()).expect("pixels match the size")

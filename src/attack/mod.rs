@@ -2,7 +2,7 @@
 //! apply to a stored watermarked image before the watermark is read back. There is no model in
 //! here, only image transforms.
 //!
-//! Every attack takes a batch `(N,1,H,W)` of float images in [0,1] holding 8-bit values (k/255,
+//! Every attack takes a batch `(N,1,H,W)` of float images in [0, 1] holding 8-bit values (k/255,
 //! as a PNG stores them), on the CPU or a GPU, and returns the attacked batch, same shape, kind
 //! and device, rounded to 8 bits again (as saving it to a file would). Transforms that need the
 //! `image`/`imageproc` crates (blur, resizing, rotation) and the random ones run on the CPU and
@@ -40,7 +40,7 @@ pub enum Attack {
     /// the `image` crate (`crate::jpeg::round_trip_tensor`).
     Jpeg { quality: u8 },
     /// `noise-S`: additive Gaussian noise of standard deviation S/255 (S in 8-bit levels),
-    /// independent per pixel, then clipped to [0,1].
+    /// independent per pixel, then clipped to [0, 1].
     Noise { sigma: f32 },
     /// `blur-S`: Gaussian blur of standard deviation S pixels: `imageproc`'s
     /// `gaussian_blur_f32` (separable kernel of radius ceil(2S), normalised; the border pixels

@@ -52,7 +52,7 @@ impl RawSplit {
         self.images.is_empty()
     }
 
-    /// Images as an `f32` tensor `(N,1,28,28)` in [0,1] on `device`.
+    /// Images as an `f32` tensor `(N,1,28,28)` in [0, 1] on `device`.
     pub fn images_tensor(&self, device: Device) -> Tensor {
         let d = &self.images.dims;
         Tensor::from_slice(&self.images.data)

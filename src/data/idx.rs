@@ -1,4 +1,4 @@
-//! The IDX format of the MNIST family (http://yann.lecun.com/exdb/mnist/): a 4-byte magic
+//! The IDX format of the MNIST family (<http://yann.lecun.com/exdb/mnist/>): a 4-byte magic
 //! `0x00 0x00 DTYPE RANK`, RANK big-endian u32 dimensions, then the data, row-major. Files may be
 //! gzip-compressed (detected by the gzip magic, not by the name).
 //!

@@ -1,5 +1,5 @@
 //! Images in and out of wmae: PNG/JPEG/WebP/TIFF files or folders of them, IDX files and `.npy` arrays
-//! read into one `(N,1,28,28)` float tensor in [0,1]; 8-bit grayscale PNG files written.
+//! read into one `(N,1,28,28)` float tensor in [0, 1]; 8-bit grayscale PNG files written.
 //!
 //! Colour images are converted to grayscale with the `image` crate's luma conversion
 //! (Rec. 709 weights: 0.2126 R + 0.7152 G + 0.0722 B).
@@ -33,7 +33,7 @@ impl Inputs {
         self.names.is_empty()
     }
 
-    /// The images as a `(N,1,28,28)` float tensor in [0,1].
+    /// The images as a `(N,1,28,28)` float tensor in [0, 1].
     pub fn tensor(&self) -> Tensor {
         Tensor::from_slice(&self.pixels).reshape([self.len() as i64, 1, SIDE as i64, SIDE as i64])
     }
@@ -210,12 +210,12 @@ fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
     Ok(())
 }
 
-/// An image in [0,1] as an 8-bit image file stores it: clipped, rounded to k/255.
+/// An image in [0, 1] as an 8-bit image file stores it: clipped, rounded to k/255.
 pub fn quantize_8bit(image: &Tensor) -> Tensor {
     (image.clamp(0.0, 1.0) * 255.0).round() / 255.0
 }
 
-/// A `(1,H,W)` or `(H,W)` tensor in [0,1] as an 8-bit grayscale image (rounded).
+/// A `(1,H,W)` or `(H,W)` tensor in [0, 1] as an 8-bit grayscale image (rounded).
 pub fn to_gray(image: &Tensor) -> GrayImage {
     let size = image.size();
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
@@ -230,8 +230,8 @@ pub fn to_gray(image: &Tensor) -> GrayImage {
     GrayImage::from_raw(w as u32, h as u32, bytes).expect("size matches")
 }
 
-/// Each image of a `(N,1,H,W)` batch in [0,1], rounded to 8 bits as a file stores it, through
-/// `f` (an 8-bit image operation: a codec, a filter); the results as a float batch in [0,1] on
+/// Each image of a `(N,1,H,W)` batch in [0, 1], rounded to 8 bits as a file stores it, through
+/// `f` (an 8-bit image operation: a codec, a filter); the results as a float batch in [0, 1] on
 /// the input's device.
 pub fn map_8bit(images: &Tensor, f: impl Fn(&GrayImage) -> Result<GrayImage>) -> Result<Tensor> {
     let size = images.size();

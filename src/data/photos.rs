@@ -167,7 +167,7 @@ impl PhotoSet {
         )
     }
 
-    /// `n` training patches as a `(n,1,size,size)` float tensor in [0,1] on the CPU. Patch `i`
+    /// `n` training patches as a `(n,1,size,size)` float tensor in [0, 1] on the CPU. Patch `i`
     /// comes from photo `order[i % len]`, `order` a permutation drawn from `seed`, so every photo
     /// gives the same number of patches (within one). It is a square crop with a side uniform in
     /// [[`MIN_CROP_FRACTION`], 1] x the photo's shorter side at a uniform position, resampled to
@@ -203,7 +203,7 @@ impl PhotoSet {
     }
 
     /// Every photo squashed whole to `size x size` (aspect ratio not kept), the way inference
-    /// sees a photo, as a `(len,1,size,size)` float tensor in [0,1] on the CPU, in path order.
+    /// sees a photo, as a `(len,1,size,size)` float tensor in [0, 1] on the CPU, in path order.
     pub fn whole(&self, size: i64) -> Result<Tensor> {
         let side = check_size(size)?;
         let crops: Vec<Crop> = (0..self.photos.len())
@@ -400,7 +400,7 @@ fn triangle_taps(n_in: u32, n_out: u32) -> Vec<(usize, Vec<f32>)> {
         .collect()
 }
 
-/// Resamples `crop` of `luma` to `out_w x out_h` values in [0,255], or [0,1] if `unit_range`
+/// Resamples `crop` of `luma` to `out_w x out_h` values in [0, 255], or [0, 1] if `unit_range`
 /// (row-major into `out`, mirrored left-right if `crop.flip`; unrounded): vertical pass, then
 /// horizontal, as `image` does.
 fn resample(

@@ -24,7 +24,7 @@ pub enum Architecture {
     #[default]
     Seed,
     /// The same layers, but the watermarked image is the image plus the decoder's output (no
-    /// relu: changes of either sign), clamped to [0,1]: the model only writes a change, so its
+    /// relu: changes of either sign), clamped to [0, 1]: the model only writes a change, so its
     /// reconstruction error no longer caps the PSNR.
     SeedResidual,
     /// The residual graph with a perceptually shaped change: the decoder's output is bounded to

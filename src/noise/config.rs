@@ -94,7 +94,7 @@ pub struct NoiseConfig {
     /// Relative weights of `layers` (same length, >= 0, not all 0); `None`: all equal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<f64>>,
-    /// Standard deviation of the added Gaussian noise, per image, in [0,1] pixel units.
+    /// Standard deviation of the added Gaussian noise, per image, in [0, 1] pixel units.
     pub gaussian_sigma: [f64; 2],
     /// Share of the watermarked pixels dropout keeps, per image (the rest from the original).
     pub dropout_keep: [f64; 2],
@@ -120,7 +120,7 @@ pub struct NoiseConfig {
     pub median_radius: [i64; 2],
     /// Radius of the box blur's square (1: 3x3), integer, one per batch.
     pub box_radius: [i64; 2],
-    /// Round to k/255 (clipped to [0,1]) after the drawn layer, as saving a PNG does, with an
+    /// Round to k/255 (clipped to [0, 1]) after the drawn layer, as saving a PNG does, with an
     /// identity gradient (straight-through).
     pub round_8bit: bool,
 }

@@ -381,7 +381,7 @@ pub fn jpeg(watermarked: &Tensor, quality: [i64; 2]) -> Result<Tensor> {
     jpeg_with_quality(watermarked, uniform_int(lo, hi) as u8)
 }
 
-/// Clips to [0,1] and rounds to k/255, as an 8-bit PNG stores an image, straight-through (the
+/// Clips to [0, 1] and rounds to k/255, as an 8-bit PNG stores an image, straight-through (the
 /// gradient is the upstream gradient, also where the clip bites).
 pub fn round_8bit(watermarked: &Tensor) -> Tensor {
     straight_through(watermarked, &quantize_8bit(&watermarked.detach()))

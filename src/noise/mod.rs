@@ -21,7 +21,7 @@
 //! layers = ["identity", "gaussian", "dropout", "cropout", "salt_pepper", "blur", "brightness",
 //!           "contrast", "shift", "crop_resize", "rotation", "jpeg", "median", "box_blur"]
 //! weights = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]   # optional, same length; default equal
-//! gaussian_sigma = [0.0, 0.04]   # standard deviation of added noise, [0,1] pixel units
+//! gaussian_sigma = [0.0, 0.04]   # standard deviation of added noise, [0, 1] pixel units
 //! dropout_keep = [0.6, 1.0]      # share of watermarked pixels kept (the rest: the original's)
 //! cropout_keep = [0.5, 1.0]      # share of the area kept as a rectangle (the rest: original)
 //! salt_pepper = [0.0, 0.02]      # share of pixels set to 0 or 1 (half each)

@@ -78,7 +78,7 @@ impl Record {
         self.fields.insert(key.to_string(), value.into());
     }
 
-    /// Sets `key` to a path (see [`path_fields`]).
+    /// Sets `key` to a path (see `path_fields`).
     pub fn set_path(&mut self, key: &str, path: &std::path::Path) {
         path_fields(&mut self.fields, key, path);
     }
