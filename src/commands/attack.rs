@@ -99,16 +99,21 @@ pub fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
                 detected,
             });
         }
-        // Model-free: the best of two pixel readers that know the layout.
-        let read = model_free_reading(&watermarked, &layout, &bits)?;
-        rows.push(Row {
-            attack: "read-pixels (no model)".into(),
-            strength,
-            psnr_vs_watermarked: 100.0,
-            bit_accuracy: read,
-            exact_rate: f64::NAN,
-            detected: f64::NAN,
-        });
+        // Model-free: the best of two pixel readers that know the layout (the checkpoint holds
+        // the key), and the same readers with another key's layout (without the checkpoint).
+        for (who, reader_layout) in [
+            ("read-pixels (no model)", layout),
+            ("read-pixels (no model, no key)", guessed_key(&layout)),
+        ] {
+            rows.push(Row {
+                attack: who.into(),
+                strength,
+                psnr_vs_watermarked: 100.0,
+                bit_accuracy: model_free_reading(&watermarked, &reader_layout, &bits)?,
+                exact_rate: f64::NAN,
+                detected: f64::NAN,
+            });
+        }
         let removed = remove(&watermarked, &layout)?;
         let (bit_accuracy, exact_rate, detected) = score(&removed, &bits)?;
         rows.push(Row {
@@ -171,8 +176,9 @@ pub fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Bit accuracy of the better of two readers without the model: a pixel is 1 when it is lit
-/// (above 0.5/255, the stamp reader), or when it is brighter than its 3x3 neighbourhood.
+/// Bit accuracy of the best of four readers without the model: a pixel is 1 when it is lit
+/// (above 0.5/255, the stamp reader), or when it is brighter than its 3x3 neighbourhood, and
+/// each of the two with every bit flipped (a model may write 1 by darkening).
 fn model_free_reading(watermarked: &Tensor, layout: &Layout, bits: &Tensor) -> Result<f64> {
     let lit = watermarked.gt(0.5 / 255.0).to_kind(Kind::Float);
     let local = watermarked.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>);
@@ -186,7 +192,10 @@ fn model_free_reading(watermarked: &Tensor, layout: &Layout, bits: &Tensor) -> R
                 .to_kind(Kind::Float),
         )
     };
-    Ok(accuracy(&lit).max(accuracy(&brighter)))
+    Ok([accuracy(&lit), accuracy(&brighter)]
+        .into_iter()
+        .map(|a| a.max(1.0 - a))
+        .fold(0.0, f64::max))
 }
 
 /// Overwrites every bit-carrying pixel with the 3x3 median of the image around it.
