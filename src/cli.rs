@@ -284,6 +284,15 @@ pub struct StreamArgs {
     pub precision: crate::precision::Precision,
 }
 
+/// The kind of shipped model a command uses when no checkpoint is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// 28x28 grayscale digits, a word of bits (checkpoints/default.ot).
+    Digits,
+    /// Photographs of any size, a BCH-coded payload (checkpoints/photo.ot).
+    Photo,
+}
+
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     /// Watermarked images (as for embed), or photos (PNG, JPEG, WebP or TIFF, any size). None: watermark the
@@ -296,11 +305,17 @@ pub struct ExtractArgs {
     pub stream: StreamArgs,
 
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
-    /// .safetensors state dict with its wmae config beside it as FILE.toml [default:
-    /// checkpoints/default.ot, or
-    /// checkpoints/photo.ot when the first input is an image that is not 28x28]
+    /// .safetensors state dict with its wmae config beside it as FILE.toml [default: the shipped
+    /// model --model names]
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
+
+    /// Without --checkpoint: read with the shipped digit model (checkpoints/default.ot) or
+    /// photo model (checkpoints/photo.ot). Default: digits when no input is given, when the
+    /// inputs are digit arrays (IDX or .npy files) or with --expect or --manifest; photo for
+    /// image files, folders and --input-list (digit images: --model digits)
+    #[arg(long, value_enum, value_name = "KIND", conflicts_with = "checkpoint")]
+    pub model: Option<ModelKind>,
 
     /// Binarize at this threshold: a pixel is 1 when its map value is above it.
     #[arg(long, value_name = "T", default_value_t = crate::binarize::DEFAULT_THRESHOLD, conflicts_with = "otsu")]

@@ -834,8 +834,13 @@ fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
     if width.min(height) < MIN_SIDE {
         bail!(
             "{}: photo is {width}x{height} pixels (width x height); its shorter side must be at \
-             least {MIN_SIDE} pixels",
-            path.display()
+             least {MIN_SIDE} pixels{}",
+            path.display(),
+            if (width, height) == (28, 28) {
+                " (a digit image? read digits with --model digits or a digit --checkpoint)"
+            } else {
+                ""
+            }
         );
     }
     check_pixel_count(path, width, height)

@@ -217,3 +217,52 @@ fn export_refuses_an_unknown_extension() {
     );
     assert!(!out.exists());
 }
+
+/// Which shipped model `extract` reads with is a rule on the command line, never a guess from an
+/// image's size: digit arrays and no input mean digits, image files mean photos, and
+/// `--model` says it outright. A digit PNG read as a photo is refused with the way out named.
+#[test]
+fn extract_picks_its_model_by_the_rule_in_help() {
+    let help = stdout(&wmae(&["extract", "--help"]));
+    assert!(
+        help.contains("--model <KIND>") && help.contains("digits"),
+        "{help}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let marked = dir.path().join("marked");
+    let out = wmae(&[
+        "embed",
+        "--random",
+        "--out",
+        marked.to_str().unwrap(),
+        common::embedded_mnist()
+            .join("t10k-images-idx3-ubyte.gz")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let digit = marked.join("t10k-images-idx3-ubyte-00000.png");
+    let digit = digit.to_str().unwrap();
+    // An image file without --model goes to the photo model, which names the way out.
+    let out = wmae(&["extract", digit]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--model digits") && err.contains(digit),
+        "{err}"
+    );
+    // --model digits reads it; so does the manifest (it scores digits).
+    let out = wmae(&["extract", "--model", "digits", digit, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("\"watermarked\":true"),
+        "{}",
+        stdout(&out)
+    );
+    let manifest = marked.join("manifest.json");
+    let out = wmae(&["extract", digit, "--manifest", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // --model and --checkpoint exclude each other.
+    let out = wmae(&["extract", "--model", "photo", "--checkpoint", "x.ot", digit]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

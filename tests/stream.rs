@@ -517,7 +517,14 @@ fn digit_models_stream_too() {
     assert!(resumed.iter().any(|l| l["status"] == "skipped"));
     assert_eq!(tree(&a), tree(&b));
 
-    let run = wmae(&["extract", a.to_str().unwrap(), "--jsonl"]);
+    // A folder of image files is read with the photo model unless --model says digits.
+    let run = wmae(&[
+        "extract",
+        "--model",
+        "digits",
+        a.to_str().unwrap(),
+        "--jsonl",
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
     for l in lines(&stdout(&run)) {
         assert_eq!(l["watermark"], true, "{l}");
@@ -527,7 +534,13 @@ fn digit_models_stream_too() {
             "{l}"
         );
     }
-    let run = wmae(&["extract", input.to_str().unwrap(), "--jsonl"]);
+    let run = wmae(&[
+        "extract",
+        "--model",
+        "digits",
+        input.to_str().unwrap(),
+        "--jsonl",
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(lines(&stdout(&run)).iter().all(|l| l["watermark"] == false));
 }

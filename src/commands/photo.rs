@@ -9,14 +9,14 @@ use anyhow::{bail, Result};
 
 use crate::binarize::Method;
 use crate::cli::{
-    EmbedArgs, ExtractArgs, GlobalArgs, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
+    EmbedArgs, ExtractArgs, GlobalArgs, ModelKind, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
 };
 use crate::key::Key;
 use crate::payload::Payload;
 use crate::photo::Photo;
 use crate::photo_watermark::{psnr_from_mse, PhotoModel, Search};
 use crate::precision::Precision;
-use crate::stream::{Input, Inputs, Record, Worker};
+use crate::stream::{Input, Record, Worker};
 use crate::visibility;
 
 use super::streaming::{lock_output, read_input, skip_if_written, stream_run, worker_count};
@@ -32,33 +32,34 @@ pub fn embed_checkpoint(args: &EmbedArgs) -> PathBuf {
     })
 }
 
-/// The checkpoint `extract` uses: the given one; else the photo model when the first input is an
-/// image file that is not 28x28 (a photo), or there are only listed inputs; the digit model
-/// otherwise.
+/// The checkpoint `extract` uses: the given one; else the shipped model `--model` names; else
+/// the digit model when there is no input, every input is a digit array file (IDX or `.npy`,
+/// named as such, not an image) or the bits to expect are given; the photo model otherwise. No
+/// image is opened to decide.
 pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
     if let Some(c) = &args.checkpoint {
         return c.clone();
     }
-    if args.inputs.is_empty() && args.stream.input_list.is_some() {
-        return PathBuf::from(DEFAULT_PHOTO_CHECKPOINT);
-    }
-    let first_photo = args
-        .inputs
-        .first()
-        .and_then(|p| Inputs::new(std::slice::from_ref(p), None).ok())
-        .and_then(|mut inputs| inputs.next())
-        .and_then(|input| input.ok())
-        // Sniffed from the bytes, not the extension: a PNG named .jpg is still a photo.
-        .and_then(|input| {
-            image::ImageReader::open(input.path)
-                .and_then(|r| r.with_guessed_format())
-                .ok()?
-                .into_dimensions()
-                .ok()
-        });
-    PathBuf::from(match first_photo {
-        Some((w, h)) if (w, h) != (28, 28) => DEFAULT_PHOTO_CHECKPOINT,
-        _ => DEFAULT_CHECKPOINT,
+    let kind = args.model.unwrap_or_else(|| {
+        let arrays = !args.inputs.is_empty()
+            && args
+                .inputs
+                .iter()
+                .all(|p| p.is_file() && !crate::data::images::is_image_file(p));
+        let digits = args.stream.input_list.is_none()
+            && (args.inputs.is_empty()
+                || arrays
+                || args.expect.is_some()
+                || args.manifest.is_some());
+        if digits {
+            ModelKind::Digits
+        } else {
+            ModelKind::Photo
+        }
+    });
+    PathBuf::from(match kind {
+        ModelKind::Digits => DEFAULT_CHECKPOINT,
+        ModelKind::Photo => DEFAULT_PHOTO_CHECKPOINT,
     })
 }
 
