@@ -816,17 +816,19 @@ fn images_are_read_by_their_bytes_not_their_extension() {
     let written = std::fs::read(out.join("p.jpg")).unwrap();
     assert!(written.starts_with(b"\x89PNG"), "written as PNG");
 
-    let read = |path: &Path| {
+    let read = |path: &Path, model: &str| {
         common::wmae(&[
             "--device",
             "cpu",
             "--threads",
             "1",
             "extract",
+            "--model",
+            model,
             path.to_str().unwrap(),
         ])
     };
-    let run = read(&out.join("p.jpg"));
+    let run = read(&out.join("p.jpg"), "photo");
     let text = format!("{}{}", common::stdout(&run), common::stderr(&run));
     assert_eq!(run.status.code(), Some(0), "{text}");
     assert!(
@@ -837,7 +839,7 @@ fn images_are_read_by_their_bytes_not_their_extension() {
     let digit = digit_png(tmp.path());
     let renamed = tmp.path().join("digit.jpg");
     std::fs::rename(&digit, &renamed).unwrap();
-    let run = read(&renamed);
+    let run = read(&renamed, "digits");
     assert_eq!(run.status.code(), Some(0), "{}", common::stderr(&run));
     assert!(
         common::stdout(&run).contains("1 images"),
