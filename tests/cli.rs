@@ -266,3 +266,51 @@ fn extract_picks_its_model_by_the_rule_in_help() {
     let out = wmae(&["extract", "--model", "photo", "--checkpoint", "x.ot", digit]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A folder is walked the same way by every command: a nested tree of digit PNGs embeds with
+/// or without the streaming options (hidden folders left out in both), where the batch path
+/// used to read only the top level and answer "no PNG or JPEG files".
+#[test]
+fn a_nested_folder_embeds_with_and_without_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let flat = dir.path().join("flat");
+    let out = wmae(&[
+        "embed",
+        "--random",
+        "--out",
+        flat.to_str().unwrap(),
+        common::embedded_mnist()
+            .join("t10k-images-idx3-ubyte.gz")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tree = dir.path().join("tree");
+    for (i, sub) in ["a", "a/b", "c", ".hidden"].iter().enumerate() {
+        std::fs::create_dir_all(tree.join(sub)).unwrap();
+        for k in 0..3 {
+            let name = format!("t10k-images-idx3-ubyte-{:05}.png", 3 * i + k);
+            std::fs::copy(flat.join(&name), tree.join(sub).join(&name)).unwrap();
+        }
+    }
+    let tree = tree.to_str().unwrap();
+    let batch = dir.path().join("batch");
+    let out = wmae(&["embed", tree, "--random", "--out", batch.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("embedded 9 watermark(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let streamed = dir.path().join("streamed");
+    let out = wmae(&[
+        "embed",
+        tree,
+        "--random",
+        "--out",
+        streamed.to_str().unwrap(),
+        "--jsonl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 9, "{}", stdout(&out));
+}

@@ -50,7 +50,8 @@ pub(crate) fn is_image_file(path: &Path) -> bool {
     )
 }
 
-/// Reads every input: image files, folders (their image files, sorted by name), IDX files
+/// Reads every input: image files, folders (the image files under them, recursively, sorted by
+/// path, as `super::photos::files_under` walks them), IDX files
 /// (rank 3, 28x28) and `.npy` arrays.
 pub fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
     let mut inputs = Inputs {
@@ -59,15 +60,12 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
     };
     for path in paths {
         if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot list {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_image_file(p))
-                .collect();
-            files.sort();
+            // The same walk as a photo folder's and a stream's: recursive, sorted, '.' names and
+            // links to folders left out.
+            let files = super::photos::files_under(path)?;
             if files.is_empty() {
                 bail!(
-                    "{}: no PNG, JPEG, WebP or TIFF files in this folder",
+                    "{}: no PNG, JPEG, WebP or TIFF files under this folder",
                     path.display()
                 );
             }

@@ -262,35 +262,25 @@ fn check_size(size: i64) -> Result<u32> {
     }
 }
 
-/// The PNG, JPEG, WebP and TIFF files under `dir`, recursively, sorted by path; names starting with '.' are
-/// skipped, and symbolic links to folders are not followed (a link loop cannot hang it).
+/// The PNG, JPEG, WebP and TIFF files under `dir`, recursively (`walkdir`), sorted by path;
+/// names starting with '.' are skipped, and symbolic links to folders are not followed (a link
+/// loop cannot hang it).
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
-    files.sort();
-    Ok(files)
-}
-
-/// Appends the photo files under `dir` (not sorted), skipping names that start with '.'.
-fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    for entry in entries {
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
         let path = entry.path();
-        let kind = entry
-            .file_type()
-            .with_context(|| format!("cannot stat {}", path.display()))?;
-        if kind.is_dir() {
-            collect_files(&path, files)?;
-        } else if crate::data::images::is_image_file(&path) && path.is_file() {
-            files.push(path);
+        if !entry.file_type().is_dir() && crate::data::images::is_image_file(path) && path.is_file()
+        {
+            files.push(entry.into_path());
         }
     }
-    Ok(())
+    files.sort();
+    Ok(files)
 }
 
 /// Decodes one photo (format from its content), checking the header's size first, and returns

@@ -201,60 +201,38 @@ fn list_key(path: &Path) -> Option<PathBuf> {
     (!key.as_os_str().is_empty()).then_some(key)
 }
 
-/// A depth-first walk of one folder argument in sorted order: the photo files under it (.png,
-/// .jpg, .jpeg), names starting with '.' skipped, links to folders not followed. Only the
-/// unvisited entries of the folders on the current path are held.
+/// A depth-first walk of one folder argument in sorted order (`walkdir`, siblings by name): the
+/// image files under it, names starting with '.' skipped, links to folders not followed, the
+/// excluded folder not entered. Lazy: only the folders on the current path are held open.
 struct Walk {
     root: PathBuf,
-    /// A folder not to enter (canonical path).
-    exclude: Option<PathBuf>,
-    /// Entries still to visit, relative to `root`, the next one last.
-    pending: Vec<(PathBuf, bool)>,
+    entries: Box<dyn Iterator<Item = walkdir::Result<walkdir::DirEntry>> + Send>,
     found: usize,
     done: bool,
 }
 
 impl Walk {
     fn new(root: PathBuf, exclude: Option<PathBuf>) -> Walk {
+        let entries = walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        let entries = entries.filter_entry(move |e| {
+            if e.depth() == 0 {
+                return true;
+            }
+            let hidden = e.file_name().to_string_lossy().starts_with('.');
+            let excluded = e.file_type().is_dir()
+                && exclude.is_some()
+                && std::fs::canonicalize(e.path()).ok() == exclude;
+            !hidden && !excluded
+        });
         Walk {
             root,
-            exclude,
-            pending: vec![(PathBuf::new(), true)],
+            entries: Box::new(entries),
             found: 0,
             done: false,
         }
-    }
-
-    /// Pushes the entries of folder `rel` (sorted, so the walk pops them in order).
-    fn expand(&mut self, rel: &Path) -> std::result::Result<(), String> {
-        let dir = self.root.join(rel);
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-        let mut children = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let child = rel.join(&name);
-            let is_dir = entry
-                .file_type()
-                .map_err(|e| format!("cannot stat {}: {e}", dir.join(&name).display()))?
-                .is_dir();
-            if is_dir
-                && self.exclude.is_some()
-                && std::fs::canonicalize(dir.join(&name)).ok() == self.exclude
-            {
-                continue;
-            }
-            if is_dir || crate::data::images::is_image_file(&child) {
-                children.push((child, is_dir));
-            }
-        }
-        children.sort_by(|a, b| b.0.cmp(&a.0));
-        self.pending.extend(children);
-        Ok(())
     }
 }
 
@@ -262,19 +240,30 @@ impl Iterator for Walk {
     type Item = Item;
 
     fn next(&mut self) -> Option<Item> {
-        while let Some((rel, is_dir)) = self.pending.pop() {
-            if is_dir {
-                if let Err(message) = self.expand(&rel) {
-                    return Some(Err(InputError {
-                        path: self.root.join(&rel),
-                        message,
-                    }));
+        for entry in self.entries.by_ref() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let path = e.path().unwrap_or(&self.root).to_path_buf();
+                    let message = format!(
+                        "cannot list {}: {}",
+                        path.display(),
+                        e.io_error().map_or(e.to_string(), |io| io.to_string())
+                    );
+                    return Some(Err(InputError { path, message }));
                 }
+            };
+            if entry.file_type().is_dir() || !crate::data::images::is_image_file(entry.path()) {
                 continue;
             }
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(entry.path())
+                .to_path_buf();
             self.found += 1;
             return Some(Ok(Input {
-                path: self.root.join(&rel),
+                path: entry.into_path(),
                 key: rel,
             }));
         }
