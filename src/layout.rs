@@ -387,12 +387,13 @@ impl Layout {
             (Layout::Spread { search, .. }, true) => search,
             _ => 0,
         };
-        // Images are read in chunks so that the stacked alignments stay within ~64 MB.
+        // Images are read in chunks so that the stacked alignments stay within ~16 MB (an empty
+        // batch is one empty chunk).
         let per_image = (2 * radius + 1).pow(2) * (radius + 1) * self.height() * self.width();
         let chunk = (ALIGNMENT_FLOATS / per_image.max(1)).max(1);
         let mut parts = Vec::new();
         let mut first = 0;
-        while first < n {
+        while first < n || parts.is_empty() {
             let len = chunk.min(n - first);
             parts.push(self.read_aligned(
                 &binary.narrow(0, first, len),
