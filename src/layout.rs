@@ -446,10 +446,9 @@ impl Layout {
             seen.push(windows(&unscaled));
             valid.push(windows(&ones.narrow(0, 0, 1)));
         }
-        // (N, A, H*W) in the order crop-major, then shifts row-major; reordered below.
-        let order = Tensor::from_slice(&self.alignment_order(radius)).to_device(device);
-        let seen = Tensor::cat(&seen, 1).index_select(1, &order);
-        let valid = Tensor::cat(&valid, 1).index_select(1, &order);
+        // (N, A, H*W) in stacking order: crop-major, then shifts row-major.
+        let seen = Tensor::cat(&seen, 1);
+        let valid = Tensor::cat(&valid, 1);
         let corrected = (&seen + inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
         let ones_votes = corrected.matmul(onehot); // (N, A, bits)
         let totals = valid.matmul(onehot); // (1, A, bits)
@@ -458,8 +457,11 @@ impl Layout {
             .max_other(&(&totals - &ones_votes))
             .sum_dim_intlist(2, false, Kind::Float);
         let agreement = agreeing / totals.sum_dim_intlist(2, false, Kind::Float).clamp_min(1.0);
-        // argmax gives the first of equal maxima: ties go to the earlier alignment.
-        let best = agreement.argmax(1, true); // (N, 1)
+        // Only the (N, A) agreements go into preference order: argmax gives the first of equal
+        // maxima, so ties go to the earlier alignment; `order` maps it back to its stack index.
+        let order = Tensor::from_slice(&self.alignment_order(radius)).to_device(device);
+        let preferred = agreement.index_select(1, &order).argmax(1, false); // (N,)
+        let best = order.index_select(0, &preferred).unsqueeze(1); // (N, 1), stack index
         let bit_count = self.bit_count();
         let shifts: Vec<i64> = self
             .alignments(radius)
@@ -478,7 +480,7 @@ impl Layout {
                 )
                 .squeeze_dim(1),
             agreement: agreement.gather(1, &best, false).squeeze_dim(1),
-            shift: shifts.index_select(0, &best.squeeze_dim(1)),
+            shift: shifts.index_select(0, &preferred),
         }
     }
 
