@@ -50,6 +50,30 @@ pub(crate) fn is_image_file(path: &Path) -> bool {
     )
 }
 
+/// The walk every command takes of a folder (`walkdir`): depth first, siblings sorted by name,
+/// entries whose names start with '.' left out (the folder itself aside), links to folders not
+/// followed (a link loop cannot hang it), and the folder `exclude` (canonical path) not entered.
+/// It yields folders and files alike; callers keep the image files.
+pub(crate) fn walk_folder(
+    root: &Path,
+    exclude: Option<PathBuf>,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + Send {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(move |e| {
+            if e.depth() == 0 {
+                return true;
+            }
+            let hidden = e.file_name().to_string_lossy().starts_with('.');
+            let excluded = e.file_type().is_dir()
+                && exclude.is_some()
+                && std::fs::canonicalize(e.path()).ok() == exclude;
+            !hidden && !excluded
+        })
+}
+
 /// Reads every input: image files, folders (the image files under them, recursively, sorted by
 /// path, as `super::photos::files_under` walks them), IDX files
 /// (rank 3, 28x28) and `.npy` arrays.

@@ -262,16 +262,11 @@ fn check_size(size: i64) -> Result<u32> {
     }
 }
 
-/// The PNG, JPEG, WebP and TIFF files under `dir`, recursively (`walkdir`), sorted by path;
-/// names starting with '.' are skipped, and symbolic links to folders are not followed (a link
-/// loop cannot hang it).
+/// The PNG, JPEG, WebP and TIFF files under `dir`, recursively
+/// ([`walk_folder`](crate::data::images::walk_folder)), sorted by path.
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let walk = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-    for entry in walk {
+    for entry in crate::data::images::walk_folder(dir, None) {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();
         if !entry.file_type().is_dir() && crate::data::images::is_image_file(path) && path.is_file()

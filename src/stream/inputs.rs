@@ -201,9 +201,9 @@ fn list_key(path: &Path) -> Option<PathBuf> {
     (!key.as_os_str().is_empty()).then_some(key)
 }
 
-/// A depth-first walk of one folder argument in sorted order (`walkdir`, siblings by name): the
-/// image files under it, names starting with '.' skipped, links to folders not followed, the
-/// excluded folder not entered. Lazy: only the folders on the current path are held open.
+/// The image files under one folder argument, in the order of
+/// [`walk_folder`](crate::data::images::walk_folder). Lazy: only the folders on the current path
+/// are held open.
 struct Walk {
     root: PathBuf,
     entries: Box<dyn Iterator<Item = walkdir::Result<walkdir::DirEntry>> + Send>,
@@ -213,23 +213,9 @@ struct Walk {
 
 impl Walk {
     fn new(root: PathBuf, exclude: Option<PathBuf>) -> Walk {
-        let entries = walkdir::WalkDir::new(&root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
-        let entries = entries.filter_entry(move |e| {
-            if e.depth() == 0 {
-                return true;
-            }
-            let hidden = e.file_name().to_string_lossy().starts_with('.');
-            let excluded = e.file_type().is_dir()
-                && exclude.is_some()
-                && std::fs::canonicalize(e.path()).ok() == exclude;
-            !hidden && !excluded
-        });
         Walk {
+            entries: Box::new(crate::data::images::walk_folder(&root, exclude)),
             root,
-            entries: Box::new(entries),
             found: 0,
             done: false,
         }
