@@ -82,6 +82,16 @@ pub struct DigitReading {
     pub unseparable: bool,
 }
 
+impl DigitReading {
+    /// The word as a string of '0' and '1', as `wmae extract` prints it.
+    pub fn word(&self) -> String {
+        self.bits
+            .iter()
+            .map(|&b| if b { '1' } else { '0' })
+            .collect()
+    }
+}
+
 /// A digit model: embeds a word of bits into a 28x28 grayscale image and reads it back.
 pub struct DigitWatermarker {
     loaded: Loaded,

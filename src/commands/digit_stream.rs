@@ -180,11 +180,7 @@ impl Worker for ExtractWorker {
         let image = read_digit(&input.path, record)?;
         let name = input.path.display().to_string();
         let result = record.time("search", || self.model.read(&image))?;
-        let bits: String = result
-            .bits
-            .iter()
-            .map(|&b| if b { '1' } else { '0' })
-            .collect();
+        let bits = result.word();
         record.set("watermark", result.watermarked);
         record.set("bits", bits.clone());
         record.set("agreement", (result.agreement * 1e4).round() / 1e4);
