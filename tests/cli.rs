@@ -218,6 +218,22 @@ fn export_refuses_an_unknown_extension() {
     assert!(!out.exists());
 }
 
+/// The 2,000 embedded test digits watermarked with random bits by the shipped model, as PNG
+/// files in `dir/name` with their manifest.
+fn marked_test_digits(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let out_dir = dir.join(name);
+    let mnist = common::embedded_mnist().join("t10k-images-idx3-ubyte.gz");
+    let out = wmae(&[
+        "embed",
+        "--random",
+        "--out",
+        out_dir.to_str().unwrap(),
+        mnist.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out_dir
+}
+
 /// Which shipped model `extract` reads with is a rule on the command line, never a guess from an
 /// image's size: digit arrays and no input mean digits, image files mean photos, and
 /// `--model` says it outright. A digit PNG read as a photo is refused with the way out named.
@@ -229,18 +245,7 @@ fn extract_picks_its_model_by_the_rule_in_help() {
         "{help}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let marked = dir.path().join("marked");
-    let out = wmae(&[
-        "embed",
-        "--random",
-        "--out",
-        marked.to_str().unwrap(),
-        common::embedded_mnist()
-            .join("t10k-images-idx3-ubyte.gz")
-            .to_str()
-            .unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let marked = marked_test_digits(dir.path(), "marked");
     let digit = marked.join("t10k-images-idx3-ubyte-00000.png");
     let digit = digit.to_str().unwrap();
     // An image file without --model goes to the photo model, which names the way out.
@@ -273,18 +278,7 @@ fn extract_picks_its_model_by_the_rule_in_help() {
 #[test]
 fn a_nested_folder_embeds_with_and_without_streaming() {
     let dir = tempfile::tempdir().unwrap();
-    let flat = dir.path().join("flat");
-    let out = wmae(&[
-        "embed",
-        "--random",
-        "--out",
-        flat.to_str().unwrap(),
-        common::embedded_mnist()
-            .join("t10k-images-idx3-ubyte.gz")
-            .to_str()
-            .unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let flat = marked_test_digits(dir.path(), "flat");
     let tree = dir.path().join("tree");
     for (i, sub) in ["a", "a/b", "c", ".hidden"].iter().enumerate() {
         std::fs::create_dir_all(tree.join(sub)).unwrap();
