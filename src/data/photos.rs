@@ -263,7 +263,7 @@ fn check_size(size: i64) -> Result<u32> {
 }
 
 /// The PNG, JPEG, WebP and TIFF files under `dir`, recursively
-/// ([`walk_folder`](crate::data::images::walk_folder)), sorted by path.
+/// (`crate::data::images::walk_folder`), sorted by path.
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in crate::data::images::walk_folder(dir, None) {
