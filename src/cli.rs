@@ -205,6 +205,14 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub no_score: bool,
 
+    /// Photos: pick each photo's strength by how it looks, not one for all: the strongest
+    /// between a quarter of and 4 times --strength whose written file keeps SSIMULACRA2 (worst
+    /// 512x512 window, as scored by default) at or above SCORE, e.g. 85. Flat photos get less,
+    /// textured ones more. The read-back check still raises a photo that does not read, and the
+    /// record then says the floor was not kept. Each try encodes and scores the photo again.
+    #[arg(long, value_name = "SCORE", conflicts_with = "no_score")]
+    pub visibility: Option<f64>,
+
     /// Photos: a private key file (at least 16 bytes, e.g. `head -c 32 /dev/urandom > wmae.key`;
     /// default: the file named by WMAE_KEY_FILE, if set). A payload embedded under a key reads
     /// only with that key: the public model alone neither reads it nor writes one that reads.

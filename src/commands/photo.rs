@@ -14,7 +14,7 @@ use crate::cli::{
 use crate::key::Key;
 use crate::payload::Payload;
 use crate::photo::Photo;
-use crate::photo_watermark::{psnr_from_mse, PhotoModel, Search};
+use crate::photo_watermark::{psnr_from_mse, Change, PhotoModel, Search};
 use crate::precision::Precision;
 use crate::stream::{Input, Record, Worker};
 use crate::visibility;
@@ -99,6 +99,8 @@ struct EmbedWorker {
     verify: bool,
     keep_unread: bool,
     score: bool,
+    /// `--visibility`: the SSIMULACRA2 floor each photo's strength is searched for.
+    visibility: Option<f64>,
 }
 
 /// A photo file read and decoded, timed as the record's "read" and "decode" stages. Its format
@@ -127,6 +129,88 @@ fn read_photo(path: &Path, record: &mut Record) -> Result<(Photo, String)> {
 /// `--no-verify`).
 const VERIFY_FACTORS: [f64; 5] = [1.0, 1.25, 1.5, 1.75, 2.0];
 
+/// The factors of --strength `--visibility` searches between: a faint photo is not made fainter
+/// than a quarter, nor a busy one stronger than 4 times, what the user asked for.
+const VISIBILITY_FACTORS: (f64, f64) = (0.25, 4.0);
+
+/// Scored tries `--visibility` makes a photo at most, and the bracket (ratio of strengths) at
+/// which it stops sooner: the score falls about linearly with the strength, so 3 to 4 tries
+/// usually land within 5% of the strength where it crosses the floor.
+const VISIBILITY_TRIES: usize = 6;
+const VISIBILITY_BRACKET: f64 = 1.05;
+
+/// Rounded so a record says 0.45, not 0.44999999999999996.
+fn round_strength(s: f64) -> f64 {
+    (s * 1e6).round() / 1e6
+}
+
+impl EmbedWorker {
+    /// The worst-window SSIMULACRA2 of `photo` marked at `strength` and written to `out`'s format.
+    fn score_at(
+        &self,
+        photo: &Photo,
+        change: &Change,
+        strength: f64,
+        out: &Path,
+        record: &mut Record,
+    ) -> Result<f64> {
+        let (marked, _) = record.time("apply", || change.apply(photo, strength))?;
+        let file = record.time("encode", || marked.encode_file(self.jpeg_quality, out))?;
+        drop(marked);
+        let written = record.time("decode", || Photo::decode(out, &file))?;
+        Ok(record
+            .time("score", || visibility::score(photo, &written))?
+            .worst)
+    }
+
+    /// The strongest strength, between the [`VISIBILITY_FACTORS`] of --strength, whose written
+    /// file scores at least `floor`. From --strength the search doubles or halves until the floor
+    /// is bracketed, then puts the next try where the line through the bracket's two scores
+    /// crosses the floor (kept inside the bracket's middle 80%, so each try narrows it). A photo
+    /// under the floor even at the lowest factor gets the lowest.
+    fn strength_for_visibility(
+        &self,
+        floor: f64,
+        photo: &Photo,
+        change: &Change,
+        out: &Path,
+        record: &mut Record,
+    ) -> Result<f64> {
+        let (lowest, highest) = (
+            self.strength * VISIBILITY_FACTORS.0,
+            self.strength * VISIBILITY_FACTORS.1,
+        );
+        // (strength, score) of the strongest try that keeps the floor and of the faintest above it
+        // that does not.
+        let (mut good, mut bad): (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
+        let mut next = self.strength;
+        for _ in 0..VISIBILITY_TRIES {
+            let s = round_strength(next);
+            let score = self.score_at(photo, change, s, out, record)?;
+            if score >= floor {
+                good = Some((s, score));
+            } else {
+                bad = Some((s, score));
+            }
+            next = match (good, bad) {
+                (Some((g, _)), None) if g >= highest => break,
+                (Some((g, _)), None) => (2.0 * g).min(highest),
+                (None, Some((b, _))) if b <= lowest => break,
+                (None, Some((b, _))) => (b / 2.0).max(lowest),
+                (Some((g, sg)), Some((b, sb))) => {
+                    if b / g <= VISIBILITY_BRACKET {
+                        break;
+                    }
+                    let t = ((sg - floor) / (sg - sb)).clamp(0.1, 0.9);
+                    g + t * (b - g)
+                }
+                (None, None) => unreachable!("every try is good or bad"),
+            };
+        }
+        Ok(good.map_or(round_strength(lowest), |(g, _)| g))
+    }
+}
+
 impl Worker for EmbedWorker {
     fn process(&mut self, input: &Input, record: &mut Record) -> Result<()> {
         let out = &self.out.join(&input.key);
@@ -139,13 +223,20 @@ impl Worker for EmbedWorker {
         record.set("width", photo.width());
         record.set("height", photo.height());
         let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
+        let base = match self.visibility {
+            Some(floor) => {
+                let s = self.strength_for_visibility(floor, &photo, &change, out, record)?;
+                record.set("visibility_strength", s);
+                s
+            }
+            None => self.strength,
+        };
         let factors: &[f64] = if self.verify { &VERIFY_FACTORS } else { &[1.0] };
         let t = self.model.code().t();
         let (mut file, mut psnr, mut strength) = (Vec::new(), 0.0, 0.0);
         let (mut read_back, mut written) = (None, None);
         for &factor in factors {
-            // Rounded so the record says 0.45, not 0.44999999999999996.
-            strength = (self.strength * factor * 1e6).round() / 1e6;
+            strength = round_strength(base * factor);
             // The last try's decoded file and bytes go before this one is made: a worker holds
             // the original and one other copy at a time (a 100-megapixel photo is 300 MB a copy).
             written = None;
@@ -202,6 +293,9 @@ impl Worker for EmbedWorker {
             record.set("ssimulacra2", (v.worst * 100.0).round() / 100.0);
             record.set("ssimulacra2_centre", (v.centre * 100.0).round() / 100.0);
             record.set("ssimulacra2_flattest", (v.flattest * 100.0).round() / 100.0);
+            if let Some(floor) = self.visibility {
+                record.set("visibility_kept", v.worst >= floor);
+            }
             Some(v)
         } else {
             None
@@ -218,7 +312,7 @@ impl Worker for EmbedWorker {
         }
         let check = if self.verify {
             match read_back {
-                Some(c) if strength == self.strength => {
+                Some(c) if strength == base => {
                     format!("; reads back ({c} bits corrected)")
                 }
                 Some(c) => {
@@ -234,6 +328,15 @@ impl Worker for EmbedWorker {
         let score = visibility
             .map(|v| format!(", SSIMULACRA2 {:.1} (worst 512-px window)", v.worst))
             .unwrap_or_default();
+        let chosen = match (self.visibility, visibility) {
+            (Some(floor), Some(v)) if v.worst >= floor => {
+                format!("; strength {base} chosen to keep it >= {floor}")
+            }
+            (Some(floor), _) => format!(
+                "; strength {base} chosen, but under {floor} at the strength it reads back at"
+            ),
+            (None, _) => String::new(),
+        };
         let depth = if photo.pixels.bit_depth() == 16 {
             "; 16 bits kept"
         } else {
@@ -242,7 +345,7 @@ impl Worker for EmbedWorker {
         let conversions: String = photo.conversions.iter().map(|c| format!("; {c}")).collect();
         record.text = format!(
             "{} -> {}: {}x{}, {:.0} ms, PSNR {psnr:.2} dB against the original (before {} \
-             encoding){score}{check}{depth}{conversions}{format_note}",
+             encoding){score}{chosen}{check}{depth}{conversions}{format_note}",
             path.display(),
             out.display(),
             photo.width(),
@@ -260,6 +363,9 @@ impl Worker for EmbedWorker {
 pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     if !(1..=100).contains(&args.jpeg_quality) {
         bail!("--jpeg-quality {}: must lie in 1..=100", args.jpeg_quality);
+    }
+    if let Some(v) = args.visibility.filter(|v| !(*v > 0.0 && *v < 100.0)) {
+        bail!("--visibility {v}: a SSIMULACRA2 score must lie in (0, 100); 85 is near invisible");
     }
     let checkpoint = embed_checkpoint(args);
     let models = load_models(
@@ -285,6 +391,7 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
                 verify: !args.no_verify,
                 keep_unread: args.keep_unread,
                 score: !args.no_score,
+                visibility: args.visibility,
             })
         })
         .collect::<Result<Vec<_>>>()?;
