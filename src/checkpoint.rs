@@ -357,6 +357,53 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Resu
     })
 }
 
+/// `--init`: copies the variables of `named` that `vs` has too, and says which of the model's
+/// start fresh and which of the file's go unused (another architecture started from this one,
+/// e.g. a `seed-jnd-wide` from a `seed-jnd` checkpoint: same embedder, new extractor). A shared
+/// name with another shape, or nothing shared, is an error.
+pub fn load_shared(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Result<()> {
+    let vars = vs.variables();
+    let shared: Vec<&NamedTensor> = named.iter().filter(|(n, _)| vars.contains_key(n)).collect();
+    if shared.is_empty() {
+        bail!(
+            "{}: shares no variable with the model to train",
+            path.display()
+        );
+    }
+    let mut fresh: Vec<&String> = vars
+        .keys()
+        .filter(|k| !named.iter().any(|(n, _)| n == *k))
+        .collect();
+    fresh.sort();
+    let unused: Vec<&String> = named
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !vars.contains_key(*n) && !Adadelta::owns(n))
+        .collect();
+    tch::no_grad(|| -> Result<()> {
+        for (name, tensor) in shared {
+            let var = &vars[name];
+            if var.size() != tensor.size() {
+                bail!(
+                    "{}: variable {name} has shape {:?}, the model needs {:?}",
+                    path.display(),
+                    tensor.size(),
+                    var.size()
+                );
+            }
+            var.shallow_clone().copy_(tensor);
+        }
+        Ok(())
+    })?;
+    if !fresh.is_empty() || !unused.is_empty() {
+        println!(
+            "note: --init {}: fresh variables {fresh:?}, unused variables {unused:?}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// The shipped model is found from any working folder: the default path, when it is not there
 /// relative to the current folder, is taken relative to the project the binary was built from.
 pub fn resolve_default(path: &Path) -> PathBuf {
@@ -450,7 +497,7 @@ pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     let mut vs = VarStore::new(device);
     let architecture = Architecture::from_name(&meta.architecture).unwrap_or_default();
     let mut model = crate::model::WatermarkAutoencoder::build(&vs.root(), architecture, meta.head);
-    if architecture == Architecture::SeedJnd {
+    if architecture.is_shaped() {
         model.jnd_fraction = crate::config::Config::parse(&meta.config)
             .with_context(|| format!("{}: the config in its metadata", path.display()))?
             .model

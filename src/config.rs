@@ -233,6 +233,10 @@ pub struct TrainConfig {
     /// Epochs over which lr decays by a cosine to `final_lr_fraction * lr`; 1.0 keeps it constant.
     #[serde(default = "one")]
     pub final_lr_fraction: f64,
+    /// Train the extractor alone: the encoder and decoder keep their `--init` weights and run
+    /// without dropout, so the pattern photos get stays what it was.
+    #[serde(default)]
+    pub freeze_embedder: bool,
 }
 
 /// Values given on the command line that replace the file's.

@@ -25,7 +25,6 @@ use crate::checkpoint::{self, Loaded};
 use crate::config::Config;
 use crate::key::Key;
 use crate::layout::{Layout, TileReading};
-use crate::model::Architecture;
 use crate::payload::{Payload, PayloadCode, PayloadReading};
 use crate::photo::{JndLevels, Photo};
 use crate::precision::Precision;
@@ -194,7 +193,7 @@ impl PhotoModel {
         let map = &tile_map(map, side);
         let model = &self.loaded.model;
         Ok(tch::no_grad(|| {
-            if model.architecture == Architecture::SeedJnd {
+            if model.architecture.is_shaped() {
                 Change::Shaped {
                     pattern: model.pattern_t(&luma, map, false).to_device(Device::Cpu),
                     jnd_fraction: model.jnd_fraction,

@@ -127,10 +127,27 @@ impl Decoder {
     }
 }
 
+/// Channels of the wide extractor's hidden layers (`seed-jnd-wide`).
+const WIDE_CHANNELS: i64 = 24;
+/// Its 3x3 convolutions before the 1x1 head.
+const WIDE_LAYERS: usize = 5;
+
+/// The layers between the watermarked image and the extractor's 1x1 head.
+#[derive(Debug)]
+enum ExtractorBody {
+    /// The seed's `conl1w`, `convl2w`, `conl3w` (16, 32, 8 channels).
+    Seed(ConvStack),
+    /// `wide_w1` .. `wide_w5`, [`WIDE_CHANNELS`] each, relu, then dropout.
+    Wide {
+        convs: Vec<nn::Conv2D>,
+        mask: DropoutMask,
+    },
+}
+
 /// The extractor: watermarked image -> watermark map (`reconstructed_W`, 1x1).
 #[derive(Debug)]
 pub struct Extractor {
-    body: ConvStack,
+    body: ExtractorBody,
     out: nn::Conv2D,
     head: Head,
 }
@@ -138,15 +155,51 @@ pub struct Extractor {
 impl Extractor {
     pub fn new(vs: &nn::Path, head: Head) -> Self {
         Self {
-            body: ConvStack::new(vs, ["conl1w", "convl2w", "conl3w"]),
+            body: ExtractorBody::Seed(ConvStack::new(vs, ["conl1w", "convl2w", "conl3w"])),
             out: conv(vs, "reconstructed_W", 8, 1, 1),
             head,
         }
     }
 
+    /// The `seed-jnd-wide` extractor; its head is `wide_out` (1x1), so no variable shares a name
+    /// and a shape with the seed extractor's.
+    pub fn wide(vs: &nn::Path, head: Head) -> Self {
+        let convs = (0..WIDE_LAYERS)
+            .map(|i| {
+                let c_in = if i == 0 { 1 } else { WIDE_CHANNELS };
+                conv(vs, &format!("wide_w{}", i + 1), c_in, WIDE_CHANNELS, 3)
+            })
+            .collect();
+        Self {
+            body: ExtractorBody::Wide {
+                convs,
+                mask: DropoutMask::for_device(vs.device()),
+            },
+            out: conv(vs, "wide_out", WIDE_CHANNELS, 1, 1),
+            head,
+        }
+    }
+
+    fn set_dropout_mask(&mut self, mask: DropoutMask) {
+        match &mut self.body {
+            ExtractorBody::Seed(body) => body.mask = mask,
+            ExtractorBody::Wide { mask: m, .. } => *m = mask,
+        }
+    }
+
     pub fn forward_t(&self, watermarked: &Tensor, train: bool) -> Tensor {
-        let probability =
-            to_f32(self.body.forward_t(watermarked, train).apply(&self.out)).sigmoid();
+        let features = match &self.body {
+            ExtractorBody::Seed(body) => body.forward_t(watermarked, train),
+            ExtractorBody::Wide { convs, mask } => {
+                let mut h = watermarked.to_kind(convs[0].ws.kind());
+                for c in convs {
+                    h = h.apply(c);
+                    let _ = h.relu_();
+                }
+                dropout(&h, *mask, train)
+            }
+        };
+        let probability = to_f32(features.apply(&self.out)).sigmoid();
         match self.head {
             Head::Sigmoid => probability,
             Head::Hard => straight_through_binarize(&probability),
@@ -163,6 +216,9 @@ pub struct WatermarkAutoencoder {
     pub architecture: Architecture,
     /// `seed-jnd` only: the fraction of each pixel's JND the change reaches at full pattern.
     pub jnd_fraction: f64,
+    /// Training only the extractor (`train.freeze_embedder`): the embedder then runs as at
+    /// inference (no dropout), so the extractor learns the very pattern photos will carry.
+    pub frozen_embedder: bool,
 }
 
 impl WatermarkAutoencoder {
@@ -176,22 +232,48 @@ impl WatermarkAutoencoder {
         Self {
             encoder: Encoder::new(vs),
             decoder: Decoder::new(vs),
-            extractor: Extractor::new(vs, head),
+            extractor: match architecture {
+                Architecture::SeedJndWide => Extractor::wide(vs, head),
+                _ => Extractor::new(vs, head),
+            },
             architecture,
             jnd_fraction: super::DEFAULT_JND_FRACTION,
+            frozen_embedder: false,
         }
+    }
+
+    /// Stops the encoder and decoder from training (and from dropping out): only the extractor
+    /// learns.
+    pub fn freeze_embedder(&mut self) {
+        for c in [
+            &self.encoder.body.c1,
+            &self.encoder.body.c2,
+            &self.encoder.body.c3,
+            &self.encoder.out,
+            &self.decoder.body.c1,
+            &self.decoder.body.c2,
+            &self.decoder.body.c3,
+            &self.decoder.out,
+        ] {
+            let _ = c.ws.shallow_clone().set_requires_grad(false);
+            if let Some(bs) = &c.bs {
+                let _ = bs.shallow_clone().set_requires_grad(false);
+            }
+        }
+        self.frozen_embedder = true;
     }
 
     /// Chooses how dropout draws its mask (the default suits the device; benchmarks compare).
     pub fn set_dropout_mask(&mut self, mask: DropoutMask) {
         self.encoder.body.mask = mask;
         self.decoder.body.mask = mask;
-        self.extractor.body.mask = mask;
+        self.extractor.set_dropout_mask(mask);
     }
 
     /// The watermarked image: decoder(encoder(image) + watermark map).
     pub fn embed_t(&self, image: &Tensor, watermark_map: &Tensor, train: bool) -> Tensor {
-        if self.architecture == Architecture::SeedJnd {
+        let train = train && !self.frozen_embedder;
+        if self.architecture.is_shaped() {
             let change = self.pattern_t(image, watermark_map, train)
                 * crate::jnd::jnd_map(image)
                 * self.jnd_fraction;
@@ -205,7 +287,7 @@ impl WatermarkAutoencoder {
             Architecture::SeedResidual => {
                 (image + self.decoder.change_t(&merged, train)).clamp(0.0, 1.0)
             }
-            Architecture::SeedJnd => unreachable!("handled above"),
+            Architecture::SeedJnd | Architecture::SeedJndWide => unreachable!("handled above"),
         }
     }
 

@@ -91,7 +91,7 @@ pub(super) fn start(
     }
     if let Some(init) = &opts.init {
         let named = checkpoint::read(init)?.tensors;
-        checkpoint::load_model(init, &mut trainee.vs, &named)?;
+        checkpoint::load_shared(init, &mut trainee.vs, &named)?;
     }
     if last.exists() {
         println!(

@@ -158,16 +158,21 @@ fn print_banner(
     config: &Config,
     opts: &RunOptions,
     splits: &Splits,
-    parameters: i64,
+    (parameters, trained): (i64, i64),
     progress: &Progress,
 ) {
     let c = config;
     let layout = c.watermark.layout();
     println!(
-        "wmae train: run {} | device {} | {} parameters | watermark {}, {} mode | head {:?}",
+        "wmae train: run {} | device {} | {} parameters{} | watermark {}, {} mode | head {:?}",
         opts.dir.display(),
         crate::device::describe(opts.device),
         parameters,
+        if trained < parameters {
+            format!(" ({trained} trained, the embedder frozen)")
+        } else {
+            String::new()
+        },
         layout.describe(),
         match c.watermark.mode {
             Mode::Fixed => "fixed",
@@ -358,7 +363,10 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<PathBuf> {
         &config,
         opts,
         &splits,
-        model::parameter_count(&trainee.vs),
+        (
+            model::parameter_count(&trainee.vs),
+            model::trained_parameter_count(&trainee.vs),
+        ),
         &progress,
     );
 

@@ -29,6 +29,9 @@ impl Trainee {
         let mut model =
             WatermarkAutoencoder::build(&vs.root(), config.model.architecture, config.model.head);
         model.jnd_fraction = config.model.jnd_fraction;
+        if config.train.freeze_embedder {
+            model.freeze_embedder();
+        }
         let block = config.watermark.layout().carrier_mask(Kind::Float, device);
         let watermark_weights = match config.loss.watermark_region {
             Region::Map => block * (config.loss.block_weight - 1.0) + 1.0,
