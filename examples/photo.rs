@@ -3,9 +3,9 @@
 //! `cargo run --release --example photo -- IN.jpg OUT.jpg`.
 use std::path::Path;
 
-use wmae::binarize::Method;
-use wmae::payload::Payload;
-use wmae::photo::Photo;
+use wmae::codec::photo::Photo;
+use wmae::message::binarize::Method;
+use wmae::message::payload::Payload;
 use wmae::watermarker::PhotoModel;
 
 fn main() -> anyhow::Result<()> {

@@ -238,7 +238,7 @@ def stage_sums(records, order):
 
 def expected_hex(length):
     """The hex wmae reports for text:bench in a payload of `length` hex digits: text fills the
-    payload from the left and zero bytes pad it (src/payload.rs)."""
+    payload from the left and zero bytes pad it (src/message/payload.rs)."""
     return PAYLOAD_TEXT.encode().hex().ljust(length, "0")
 
 

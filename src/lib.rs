@@ -1,43 +1,23 @@
 //! wmae: a watermark autoencoder on libtorch. An encoder CNN, a binary watermark map added to its
 //! output, a decoder CNN giving the watermarked image and an extractor CNN recovering the map.
+//!
+//! The folders are layers, each using only those listed before it:
+//! `runtime` (device, files written whole, hashing), `message` (bits, layouts, payloads, BCH,
+//! keys, detection), `model` (the networks, perceptual shaping, precision), `codec` (image files
+//! and resampling), `learning` (config, losses, optimizer, noise layers, metrics), `io`
+//! (checkpoints, data sets, manifests, logs), `watermarker` (the library's front door: digit and
+//! photo models that embed and read), `stream` (many files through worker threads), `train`
+//! (the training loop), `attack` (edits applied to marked images) and `commands` (the command
+//! line).
 
-pub mod alloc;
 pub mod attack;
-pub mod bch;
-pub mod binarize;
-pub mod checkpoint;
-pub mod cli;
+pub mod codec;
 pub mod commands;
-pub mod config;
-pub mod data;
-pub mod detect;
-pub mod device;
-pub mod fsutil;
-pub mod inference;
-pub mod jnd;
-pub mod jpeg;
-pub mod key;
-pub mod layout;
-pub mod loss;
-pub mod manifest;
-pub mod metrics;
+pub mod io;
+pub mod learning;
+pub mod message;
 pub mod model;
-pub mod noise;
-pub mod optim;
-pub mod payload;
-pub mod photo;
-pub mod photo_watermark;
-pub mod precision;
-pub mod recovery;
-pub mod resample;
-pub mod runlog;
-pub mod splitmix;
+pub mod runtime;
 pub mod stream;
-pub mod sync;
-pub mod tensorboard;
-pub mod torch_error;
 pub mod train;
-pub mod visibility;
-pub mod watermark;
 pub mod watermarker;
-pub mod webp;

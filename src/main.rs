@@ -7,12 +7,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    wmae::alloc::keep_freed_memory();
-    let cli = wmae::cli::Cli::parse();
+    wmae::runtime::alloc::keep_freed_memory();
+    let cli = wmae::commands::cli::Cli::parse();
     if let Err(err) = wmae::commands::run(cli) {
         // `{:#}` prints the whole context chain on one line: "what failed: why".
         // Any libtorch error that reached here loses its C++ frame list (build-machine paths).
-        let text = wmae::torch_error::without_cpp_backtrace(&format!("{err:#}"));
+        let text = wmae::runtime::torch_error::without_cpp_backtrace(&format!("{err:#}"));
         eprintln!("error: {text}");
         let code = match err.downcast_ref::<wmae::stream::SomeFailed>() {
             Some(_) => wmae::stream::EXIT_SOME_FAILED,

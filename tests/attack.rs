@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use wmae::attack::{
     self, apply, apply_float, apply_from, parse, parse_list, standard_suite, Attack,
 };
-use wmae::splitmix::splitmix64;
+use wmae::runtime::splitmix::splitmix64;
 
 const S: i64 = 28;
 

@@ -2,8 +2,8 @@
 //! SSIM against hand values.
 
 use tch::{Device, Kind, Tensor};
-use wmae::binarize::{binarize, map_to_gray, separability, Method, MIN_LEVEL_GAP};
-use wmae::metrics::{roc_auc, ssim_per_image};
+use wmae::learning::metrics::{roc_auc, ssim_per_image};
+use wmae::message::binarize::{binarize, map_to_gray, separability, Method, MIN_LEVEL_GAP};
 
 /// Otsu by brute force over 256 levels in f64: the level maximising the between-class variance
 /// of the split `<= level` / `> level` (the first one on ties).
@@ -47,7 +47,7 @@ fn pseudo_random_map(seed: u64) -> Vec<f32> {
     // Bimodal: 16 "bits" near 0.8 +- 0.05, the rest near 0.15 +- 0.05.
     (0..784u64)
         .map(|i| {
-            let h = wmae::splitmix::splitmix64(seed * 1000 + i);
+            let h = wmae::runtime::splitmix::splitmix64(seed * 1000 + i);
             let noise = (h % 1000) as f32 / 1000.0 * 0.1 - 0.05;
             if i % 49 == 0 {
                 0.8 + noise
@@ -86,7 +86,7 @@ fn otsu_matches_brute_force() {
 fn unimodal_noise_is_flagged() {
     // Uniform noise around 0.1, no signal: Otsu still splits it, but separability stays ~0.75.
     let map: Vec<f32> = (0..784u64)
-        .map(|i| 0.1 + (wmae::splitmix::splitmix64(i) % 1000) as f32 / 1e4)
+        .map(|i| 0.1 + (wmae::runtime::splitmix::splitmix64(i) % 1000) as f32 / 1e4)
         .collect();
     let b = binarize(&map, 28, 28, Method::Otsu);
     assert!(b.pixels.contains(&1), "Otsu always splits");

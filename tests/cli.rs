@@ -42,7 +42,7 @@ fn data_info_runs_on_the_embedded_digits_through_the_rpath() {
 
 #[test]
 fn cuda_without_a_usable_gpu_fails_at_once_naming_the_fix() {
-    if wmae::device::cuda_usable() {
+    if wmae::runtime::device::cuda_usable() {
         eprintln!("a GPU is usable here; the CPU-only failure path cannot be exercised");
         return;
     }
@@ -58,7 +58,7 @@ fn cuda_without_a_usable_gpu_fails_at_once_naming_the_fix() {
 
 #[test]
 fn auto_device_falls_back_to_cpu_without_a_gpu() {
-    if wmae::device::cuda_usable() {
+    if wmae::runtime::device::cuda_usable() {
         return;
     }
     let dir = common::embedded_mnist();

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use wmae::config::Config;
-use wmae::loss::{LossKind, Region};
-use wmae::watermark::Mode;
+use wmae::learning::config::Config;
+use wmae::learning::loss::{LossKind, Region};
+use wmae::message::watermark::Mode;
 
 fn preset(name: &str) -> Config {
     Config::load(
@@ -62,12 +62,12 @@ fn seed_preset_is_the_keras_program() {
         if name.starts_with("stamp") {
             assert!(matches!(
                 p.watermark.layout(),
-                wmae::layout::Layout::Block { .. }
+                wmae::message::layout::Layout::Block { .. }
             ));
         } else {
             assert!(matches!(
                 p.watermark.layout(),
-                wmae::layout::Layout::Spread { .. }
+                wmae::message::layout::Layout::Spread { .. }
             ));
         }
         assert_eq!(
@@ -78,7 +78,7 @@ fn seed_preset_is_the_keras_program() {
     }
     assert!(matches!(
         c.watermark.layout(),
-        wmae::layout::Layout::Block { .. }
+        wmae::message::layout::Layout::Block { .. }
     ));
 }
 

@@ -1,7 +1,7 @@
 //! The detector's null model against brute-force enumeration, and its thresholds.
 
-use wmae::detect::{Calibration, Detector, NULL_FPR};
-use wmae::layout::Layout;
+use wmae::message::detect::{Calibration, Detector, NULL_FPR};
+use wmae::message::layout::Layout;
 
 /// P(sum over bits of max(X_k, n_k - X_k) >= a) for independent fair pixels, by enumerating
 /// every pattern of the pixels.
@@ -26,7 +26,7 @@ fn null_tail_matches_enumeration() {
     let counts = [5, 4, 6];
     for a in 8..=15 {
         let want = brute_force_tail(&counts, a);
-        let got = wmae::detect::null_tail_at(&counts, a);
+        let got = wmae::message::detect::null_tail_at(&counts, a);
         assert!((got - want).abs() < 1e-12, "a = {a}: {got} vs {want}");
     }
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use sha2::{Digest, Sha256};
-use wmae::data::dataset::Dataset;
-use wmae::data::idx::{self, IdxArray};
-use wmae::data::mnist_json;
+use wmae::io::data::dataset::Dataset;
+use wmae::io::data::idx::{self, IdxArray};
+use wmae::io::data::mnist_json;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -112,8 +112,14 @@ fn conversion_is_deterministic_and_a_partition() {
 fn splitmix64_matches_published_vectors() {
     // First outputs of the SplitMix64 generator seeded with 0 are splitmix64(k * golden gamma).
     let gamma = 0x9E37_79B9_7F4A_7C15u64;
-    assert_eq!(wmae::splitmix::splitmix64(0), 0xE220_A839_7B1D_CDAF);
-    assert_eq!(wmae::splitmix::splitmix64(gamma), 0x6E78_9E6A_A1B9_65F4);
+    assert_eq!(
+        wmae::runtime::splitmix::splitmix64(0),
+        0xE220_A839_7B1D_CDAF
+    );
+    assert_eq!(
+        wmae::runtime::splitmix::splitmix64(gamma),
+        0x6E78_9E6A_A1B9_65F4
+    );
 }
 
 #[test]

@@ -4,10 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use wmae::codec::gray;
 
 use common::{failure, stderr, stdout, wmae};
-use wmae::data::dataset::{load_split, Split};
-use wmae::data::images;
+use wmae::io::data::dataset::{load_split, Split};
 
 fn checkpoint() -> String {
     format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR"))
@@ -19,9 +19,9 @@ fn digit_pngs(dir: &Path, n: i64) -> PathBuf {
     let images = split.images_tensor(tch::Device::Cpu);
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
-        images::write_png(
+        gray::write_png(
             &dir.join(format!("digit{i:02}.png")),
-            &images::to_gray(&images.get(i)),
+            &gray::to_gray(&images.get(i)),
         )
         .unwrap();
     }
@@ -155,8 +155,8 @@ fn fixed_bits_and_expect() {
         .unwrap()
         .to_luma8();
     assert!(map.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
-    let (_, meta) = wmae::checkpoint::read_with_metadata(Path::new(&ck)).unwrap();
-    let want = wmae::watermark::parse_bits(bits, &meta.layout).unwrap();
+    let (_, meta) = wmae::io::checkpoint::read_with_metadata(Path::new(&ck)).unwrap();
+    let want = wmae::message::watermark::parse_bits(bits, &meta.layout).unwrap();
     let true_map = meta
         .layout
         .map_from_bits(&tch::Tensor::from_slice(&want).reshape([1, 16]));
@@ -301,7 +301,8 @@ fn missing_and_mismatched_checkpoints_are_named() {
     assert!(e.contains("/nonexistent/model"), "{e}");
 
     // A checkpoint with one layer renamed and one dropped (metadata and checksum intact).
-    let (mut named, meta) = wmae::checkpoint::read_with_metadata(Path::new(&checkpoint())).unwrap();
+    let (mut named, meta) =
+        wmae::io::checkpoint::read_with_metadata(Path::new(&checkpoint())).unwrap();
     named.retain(|(n, _)| n != "conl3w.bias");
     for (n, _) in named.iter_mut() {
         if n == "convl1e.weight" {
@@ -309,7 +310,7 @@ fn missing_and_mismatched_checkpoints_are_named() {
         }
     }
     let bad = tmp.path().join("bad.ot");
-    wmae::checkpoint::save_ot(&bad, &named, &meta).unwrap();
+    wmae::io::checkpoint::save_ot(&bad, &named, &meta).unwrap();
     let e = failure(&on_input("extract", &inputs, bad.to_str().unwrap(), &[]));
     assert!(
         e.contains("missing variables [\"conl3w.bias\", \"convl1e.weight\"]"),

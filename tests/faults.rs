@@ -9,10 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use wmae::codec::gray;
 
-use wmae::checkpoint::{self, Metadata};
-use wmae::data::dataset::{load_split, Split};
-use wmae::data::images;
+use wmae::io::checkpoint::{self, Metadata};
+use wmae::io::data::dataset::{load_split, Split};
 
 use common::{gzip, idx_header, mutate, npy_header, Rng};
 
@@ -71,9 +71,9 @@ fn assert_clean(out: &Output, what: &str) {
 fn digit_png(dir: &Path) -> PathBuf {
     let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
     let path = dir.join("digit.png");
-    images::write_png(
+    gray::write_png(
         &path,
-        &images::to_gray(&split.images_tensor(tch::Device::Cpu).get(0)),
+        &gray::to_gray(&split.images_tensor(tch::Device::Cpu).get(0)),
     )
     .unwrap();
     path
@@ -853,7 +853,7 @@ fn a_folder_in_use_by_another_wmae_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let input = digit_png(tmp.path());
     let out_dir = tmp.path().join("out");
-    let lock = wmae::fsutil::FolderLock::acquire(&out_dir).unwrap();
+    let lock = wmae::runtime::fsutil::FolderLock::acquire(&out_dir).unwrap();
     let embed = [
         "--device",
         "cpu",

@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{mutate, natural_photo, Rng};
-use wmae::checkpoint;
+use wmae::io::checkpoint;
 
 /// Most resident memory a case may take.
 const MAX_RSS_BYTES: u64 = 3 << 29;
@@ -222,14 +222,14 @@ fn corpus(dir: &Path) -> Corpus {
     }
 
     // Digits: one test digit as PNG, IDX (plain, gzip) and .npy.
-    let split = wmae::data::dataset::load_split(
+    let split = wmae::io::data::dataset::load_split(
         &common::embedded_mnist(),
-        wmae::data::dataset::Split::Test,
+        wmae::io::data::dataset::Split::Test,
     )
     .unwrap();
     let images = split.images_tensor(tch::Device::Cpu);
     let digit = seeds.join("digit.png");
-    wmae::data::images::write_png(&digit, &wmae::data::images::to_gray(&images.get(0))).unwrap();
+    wmae::codec::gray::write_png(&digit, &wmae::codec::gray::to_gray(&images.get(0))).unwrap();
     let three: Vec<u8> = Vec::<f32>::try_from(images.narrow(0, 0, 3).flatten(0, -1))
         .unwrap()
         .iter()

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use wmae::data::dataset::{load_split, Dataset, Split};
-use wmae::data::idx::{self, IdxArray};
+use wmae::io::data::dataset::{load_split, Dataset, Split};
+use wmae::io::data::idx::{self, IdxArray};
 
 fn sample(n: usize) -> IdxArray {
     let data = (0..n * 28 * 28).map(|i| (i * 7 % 256) as u8).collect();

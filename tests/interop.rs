@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tch::{Device, Kind, Tensor};
-use wmae::checkpoint;
-use wmae::watermark::Layout;
+use wmae::io::checkpoint;
+use wmae::message::watermark::Layout;
 
 use common::python;
 

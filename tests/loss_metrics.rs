@@ -1,10 +1,10 @@
 //! Losses and metrics against hand-computed values.
 
 use tch::{Device, Kind, Tensor};
-use wmae::loss::{mean_loss, weighted_mean_loss, LossKind, Losses};
-use wmae::metrics::{psnr_per_image, Accumulator};
+use wmae::learning::loss::{mean_loss, weighted_mean_loss, LossKind, Losses};
+use wmae::learning::metrics::{psnr_per_image, Accumulator};
+use wmae::message::watermark::Layout;
 use wmae::model::Output;
-use wmae::watermark::Layout;
 
 fn t(v: &[f32]) -> Tensor {
     Tensor::from_slice(v)

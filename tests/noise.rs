@@ -1,4 +1,4 @@
-//! Training-time noise layers (src/noise/): each layer is the identity at strength 0, has the
+//! Training-time noise layers (src/learning/noise/): each layer is the identity at strength 0, has the
 //! statistics its strength says, keeps the shape and lets gradients reach the watermarked image;
 //! the config parses, round-trips and refuses bad values naming the key; the default draws only
 //! the identity.
@@ -6,8 +6,8 @@
 mod common;
 
 use tch::{Device, Kind, Tensor};
-use wmae::data::images::quantize_8bit;
-use wmae::noise::{self, Layer, NoiseConfig, NoiseLayers};
+use wmae::codec::gray::quantize_8bit;
+use wmae::learning::noise::{self, Layer, NoiseConfig, NoiseLayers};
 
 const CPU: (Kind, Device) = (Kind::Float, Device::Cpu);
 
@@ -463,7 +463,7 @@ fn jpeg_forward_is_the_codec_and_backward_the_identity() {
     let x = images(8);
     let w = leaf(&x);
     let out = noise::jpeg(&w, [75, 75]).unwrap();
-    let expected = wmae::jpeg::round_trip_tensor(&x, 75).unwrap();
+    let expected = wmae::codec::jpeg::round_trip_tensor(&x, 75).unwrap();
     assert!(
         out.equal(&expected),
         "forward differs from the JPEG round trip"
@@ -478,7 +478,7 @@ fn jpeg_forward_is_the_codec_and_backward_the_identity() {
     // The per-batch quality is drawn from the range.
     let out = noise::jpeg(&x, [60, 64]).unwrap();
     let matches: Vec<u8> = (55..=70)
-        .filter(|q| out.equal(&wmae::jpeg::round_trip_tensor(&x, *q).unwrap()))
+        .filter(|q| out.equal(&wmae::codec::jpeg::round_trip_tensor(&x, *q).unwrap()))
         .collect();
     assert!(
         !matches.is_empty() && matches.iter().all(|q| (60..=64).contains(q)),

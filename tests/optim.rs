@@ -4,8 +4,8 @@
 mod common;
 
 use tch::{nn, Device, Kind, Tensor};
-use wmae::checkpoint::NamedTensors;
-use wmae::optim::{Adadelta, AdadeltaConfig};
+use wmae::io::checkpoint::NamedTensors;
+use wmae::learning::optim::{Adadelta, AdadeltaConfig};
 
 /// A VarStore with one parameter vector and the loss sum(c * p^2) (gradient 2 c p).
 fn setup(p0: &[f32]) -> (nn::VarStore, Tensor) {

@@ -11,7 +11,7 @@ use image::{
     RgbImage, RgbaImage,
 };
 use tch::{Device, Kind, Tensor};
-use wmae::photo::{Photo, PhotoFormat, Pixels, DEFAULT_JPEG_QUALITY, MIN_SIDE};
+use wmae::codec::photo::{Photo, PhotoFormat, Pixels, DEFAULT_JPEG_QUALITY, MIN_SIDE};
 
 /// Deterministic bytes for test images (a 64-bit LCG's high byte).
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -706,8 +706,8 @@ fn fused_residual_matches_libtorch_upsampling_and_reports_its_error() {
         off_by_one * 1000 < (w * h * 3) as usize,
         "{off_by_one} off by one"
     );
-    let measured = wmae::photo_watermark::psnr(&photo, &marked).unwrap();
-    assert!((wmae::photo_watermark::psnr_from_mse(mse) - measured).abs() < 1e-9);
+    let measured = wmae::watermarker::photo::psnr(&photo, &marked).unwrap();
+    assert!((wmae::watermarker::photo::psnr_from_mse(mse) - measured).abs() < 1e-9);
     assert!(mse > 1.0, "{mse}");
 }
 

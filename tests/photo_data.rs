@@ -1,4 +1,4 @@
-//! The photo training set (src/data/photos.rs): loading real PNG/JPEG files of every colour
+//! The photo training set (src/io/data/photos.rs): loading real PNG/JPEG files of every colour
 //! type, luma, the downscale at load, patches (shape, range, determinism, flips), whole photos,
 //! and errors that name the file at fault.
 
@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use tch::Tensor;
-use wmae::data::photos::PhotoSet;
+use wmae::io::data::photos::PhotoSet;
 
 fn values(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()
@@ -286,7 +286,7 @@ fn errors_name_the_folder_or_file() {
     let truncated = dir.path().join("truncated");
     std::fs::create_dir(&truncated).unwrap();
     let noise = RgbImage::from_fn(256, 256, |x, y| {
-        let v = wmae::splitmix::splitmix64((y * 256 + x) as u64);
+        let v = wmae::runtime::splitmix::splitmix64((y * 256 + x) as u64);
         Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
     });
     let mut jpeg = Vec::new();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::{natural_photo, run_python, stdout, wmae};
 use serde_json::Value;
-use wmae::webp::{kind, WebpKind};
+use wmae::codec::webp::{kind, WebpKind};
 
 /// Pillow writes the inputs from one photo: lossy and lossless WebP (the lossless one with a
 /// transparent corner), an LZW TIFF, 16-bit gray PNG and TIFF (the luma times 257 plus a ramp,

@@ -1,4 +1,4 @@
-//! The photo reader finds the tile wherever a crop, a turn or a resize put it (src/sync.rs): the
+//! The photo reader finds the tile wherever a crop, a turn or a resize put it (src/watermarker/sync.rs): the
 //! shipped photo model's payload reads back from crops keeping shares of each side that no list
 //! of scales holds, and from a turn, with no list of scales or angles to hit. A key keeps the
 //! payload from anyone without it; an RGBA photo reads after flattening.

@@ -5,8 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use wmae::data::dataset::{load_split, Split};
-use wmae::data::idx::{self, IdxArray};
+use wmae::io::data::dataset::{load_split, Split};
+use wmae::io::data::idx::{self, IdxArray};
 
 fn checkpoint() -> String {
     format!("{}/checkpoints/default.ot", env!("CARGO_MANIFEST_DIR"))

@@ -237,9 +237,9 @@ fn a_killed_run_resumed_with_skip_existing_ends_as_an_uninterrupted_one() {
     let done = expected.keys().find(|k| partial.contains_key(*k)).unwrap();
     let mut gone = Command::new("true").spawn().unwrap();
     gone.wait().unwrap();
-    let gone = wmae::fsutil::Writer::on_this_host(gone.id());
+    let gone = wmae::runtime::fsutil::Writer::on_this_host(gone.id());
     for name in [pending, done] {
-        let part = wmae::fsutil::part_file_of(&resumed.join(name), &gone);
+        let part = wmae::runtime::fsutil::part_file_of(&resumed.join(name), &gone);
         std::fs::create_dir_all(part.parent().unwrap()).unwrap();
         std::fs::write(part, b"half a JPEG").unwrap();
     }
@@ -389,7 +389,7 @@ fn bf16_keeps_the_payload_where_the_cpu_has_bf16_units() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     photos(&input, 6);
-    let has_bf16 = wmae::precision::has_bf16_units(&wmae::precision::cpu_flags());
+    let has_bf16 = wmae::model::precision::has_bf16_units(&wmae::model::precision::cpu_flags());
     let embed = |precision: &str| {
         let out = dir.path().join(precision);
         let run = wmae(&[
@@ -468,9 +468,9 @@ fn digit_models_stream_too() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("digits");
     std::fs::create_dir_all(input.join("sub")).unwrap();
-    let split = wmae::data::dataset::load_split(
+    let split = wmae::io::data::dataset::load_split(
         &common::embedded_mnist(),
-        wmae::data::dataset::Split::Test,
+        wmae::io::data::dataset::Split::Test,
     )
     .unwrap();
     let images = split.images_tensor(tch::Device::Cpu);
@@ -480,7 +480,7 @@ fn digit_models_stream_too() {
         } else {
             format!("d{i:02}.png")
         };
-        wmae::data::images::to_gray(&images.get(i))
+        wmae::codec::gray::to_gray(&images.get(i))
             .save(input.join(name))
             .unwrap();
     }

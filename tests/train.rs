@@ -14,12 +14,12 @@ fn train(config: &Path, out: &Path, extra: &[&str]) {
 }
 
 /// The tensors of a checkpoint (its metadata apart), in name order.
-fn tensors(path: &Path) -> wmae::checkpoint::NamedTensors {
-    wmae::checkpoint::read(path).unwrap().tensors
+fn tensors(path: &Path) -> wmae::io::checkpoint::NamedTensors {
+    wmae::io::checkpoint::read(path).unwrap().tensors
 }
 
-fn metadata(path: &Path) -> wmae::checkpoint::Metadata {
-    wmae::checkpoint::read_with_metadata(path).unwrap().1
+fn metadata(path: &Path) -> wmae::io::checkpoint::Metadata {
+    wmae::io::checkpoint::read_with_metadata(path).unwrap().1
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn run_folder_holds_config_metrics_events_and_checkpoints() {
     );
 
     // The resolved config reloads; metrics.csv has a header and one row per epoch.
-    wmae::config::Config::load(&run.join("config.toml")).unwrap();
+    wmae::learning::config::Config::load(&run.join("config.toml")).unwrap();
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(common::csv_column(&csv, "epoch"), [1.0, 2.0]);
     for column in ["lr", "train_loss", "val_bit_accuracy", "val_psnr"] {
@@ -58,7 +58,7 @@ fn run_folder_holds_config_metrics_events_and_checkpoints() {
     // Adadelta's two accumulators per variable.
     let meta = metadata(&run.join("best.ot"));
     assert_eq!(meta.parameters, 21_491);
-    assert_eq!(meta.layout, wmae::layout::Layout::default());
+    assert_eq!(meta.layout, wmae::message::layout::Layout::default());
     assert_eq!(tensors(&run.join("best.ot")).len(), 24);
     assert_eq!(tensors(&run.join("last.ot")).len(), 72);
     assert_eq!(metadata(&run.join("last.ot")).epoch, 2);

@@ -1,7 +1,7 @@
 //! Watermark layout: bits to map and back, validation, fixed and random bits, bit strings.
 
 use tch::{Device, Kind, Tensor};
-use wmae::watermark::{self, fixed_bits, parse_bits, BitSource, Layout, Mode, Purpose};
+use wmae::message::watermark::{self, fixed_bits, parse_bits, BitSource, Layout, Mode, Purpose};
 
 #[test]
 fn bits_land_in_the_block_and_read_back() {

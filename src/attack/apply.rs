@@ -7,8 +7,8 @@ use image::{GrayImage, ImageBuffer, Luma};
 use tch::{Device, Kind, Tensor};
 
 use super::Attack;
-use crate::data::images::quantize_8bit;
-use crate::splitmix::splitmix64;
+use crate::codec::gray::quantize_8bit;
+use crate::runtime::splitmix::splitmix64;
 
 /// The attacked batch, rounded to 8 bits (k/255), same shape as `watermarked` `(N,1,H,W)`, as a
 /// float tensor on its device. `original` (the unwatermarked images, same shape) is read only by
@@ -79,7 +79,7 @@ pub fn apply_float(
     };
     let out = match *attack {
         Attack::None => x,
-        Attack::Jpeg { quality } => crate::jpeg::round_trip_tensor(&x, quality)?,
+        Attack::Jpeg { quality } => crate::codec::jpeg::round_trip_tensor(&x, quality)?,
         Attack::Noise { sigma } => {
             let mut noise = vec![0f32; shape.len()];
             for (i, image) in noise.chunks_mut(shape.per_image()).enumerate() {
@@ -204,7 +204,9 @@ pub fn apply_float(
         })?,
         // The exact mean, rounded once: imageproc's `box_filter` rounds between its two passes
         // and lands up to 2 levels from the mean (Pillow's BoxBlur stays within 1).
-        Attack::BoxBlur { radius } => crate::noise::box_blur_with_radius(&x, radius as i64),
+        Attack::BoxBlur { radius } => {
+            crate::learning::noise::box_blur_with_radius(&x, radius as i64)
+        }
     };
     Ok(out.clamp(0.0, 1.0))
 }
@@ -313,7 +315,7 @@ pub fn rotate_bilinear(image: &[f32], w: usize, h: usize, degrees: f64) -> Vec<f
 }
 
 /// A SplitMix64 stream (the standard generator: the state advances by the golden gamma and
-/// `crate::splitmix::splitmix64` mixes it).
+/// `crate::runtime::splitmix::splitmix64` mixes it).
 struct Stream {
     state: u64,
 }

@@ -8,7 +8,7 @@
 //! `image`/`imageproc` crates (blur, resizing, rotation) and the random ones run on the CPU and
 //! move the result back to the input's device.
 //!
-//! Randomness is a pure-Rust SplitMix64 stream (`crate::splitmix`), never libtorch's global
+//! Randomness is a pure-Rust SplitMix64 stream (`crate::runtime::splitmix`), never libtorch's global
 //! generator: image `i` of a batch draws from its own stream, derived from the seed, the attack's
 //! name and the image's index, so the same seed gives the same result on every machine and
 //! device, and a set attacked in batches (see [`apply_from`]) gives the same result as the whole
@@ -28,7 +28,7 @@ use std::fmt;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::splitmix::splitmix64;
+use crate::runtime::splitmix::splitmix64;
 
 /// One attack and its parameters. Its [`name`](Attack::name) (also its `Display` and its serde
 /// form) is what [`parse`] reads back.
@@ -37,7 +37,7 @@ pub enum Attack {
     /// `none`: the identity (the output is still rounded to 8 bits).
     None,
     /// `jpeg-Q`: a real baseline JPEG encoding at quality Q (1..=100) and its decoding, through
-    /// the `image` crate (`crate::jpeg::round_trip_tensor`).
+    /// the `image` crate (`crate::codec::jpeg::round_trip_tensor`).
     Jpeg { quality: u8 },
     /// `noise-S`: additive Gaussian noise of standard deviation S/255 (S in 8-bit levels),
     /// independent per pixel, then clipped to [0, 1].
@@ -92,7 +92,7 @@ pub enum Attack {
     Median { size: u32 },
     /// `box-R`: box blur, the mean of the (2R+1) x (2R+1) square around each pixel (R in 1..=7;
     /// PIL's `ImageFilter.BoxBlur(R)`, which it matches within one level), border pixels
-    /// repeated, computed exactly (`crate::noise::box_blur_with_radius`) and rounded once.
+    /// repeated, computed exactly (`crate::learning::noise::box_blur_with_radius`) and rounded once.
     BoxBlur { radius: u32 },
 }
 

@@ -6,6 +6,7 @@
 //! pixels, forging a watermark by painting the map into a clean image, and removing it by
 //! overwriting the bit-carrying pixels.
 
+use crate::codec::gray;
 use std::io::Write as _;
 
 use anyhow::{bail, Context, Result};
@@ -13,17 +14,18 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::attack as attacks;
-use crate::binarize::{Method, DEFAULT_THRESHOLD};
-use crate::checkpoint;
-use crate::cli::{AttackArgs, GlobalArgs};
-use crate::data::dataset::{load_split, Split};
-use crate::data::images::{self, quantize_8bit};
-use crate::detect::Detector;
-use crate::inference;
-use crate::layout::Layout;
-use crate::metrics::psnr_per_image;
-use crate::recovery;
-use crate::watermark;
+use crate::codec::gray::quantize_8bit;
+use crate::commands::cli::{AttackArgs, GlobalArgs};
+use crate::io::checkpoint;
+use crate::io::data::dataset::{load_split, Split};
+use crate::io::data::images;
+use crate::learning::metrics::psnr_per_image;
+use crate::message::binarize::{Method, DEFAULT_THRESHOLD};
+use crate::message::detect::Detector;
+use crate::message::layout::Layout;
+use crate::message::watermark;
+use crate::watermarker::inference;
+use crate::watermarker::recovery;
 
 /// One row of the table.
 #[derive(Debug, Serialize)]
@@ -201,7 +203,7 @@ fn model_free_reading(watermarked: &Tensor, layout: &Layout, bits: &Tensor) -> R
 /// Overwrites every bit-carrying pixel with the 3x3 median of the image around it.
 fn remove(watermarked: &Tensor, layout: &Layout) -> Result<Tensor> {
     let mask = layout.carrier_mask(Kind::Float, watermarked.device());
-    let median = images::map_8bit(watermarked, |image| {
+    let median = gray::map_8bit(watermarked, |image| {
         Ok(imageproc::filter::median_filter(image, 1, 1))
     })?;
     Ok(&mask * median + (mask.neg() + 1.0) * watermarked)
@@ -221,7 +223,7 @@ fn guessed_key(layout: &Layout) -> Layout {
         } => Layout::Spread {
             bits,
             cell,
-            key: crate::splitmix::splitmix64(key ^ 0x00F0_E6E5),
+            key: crate::runtime::splitmix::splitmix64(key ^ 0x00F0_E6E5),
             search,
             height,
             width,
@@ -312,5 +314,5 @@ fn write_csv(path: &std::path::Path, rows: &[Row]) -> Result<()> {
             r.detected
         ));
     }
-    crate::fsutil::write_atomically(path, |f| f.write_all(text.as_bytes()))
+    crate::runtime::fsutil::write_atomically(path, |f| f.write_all(text.as_bytes()))
 }

@@ -12,12 +12,12 @@ use clap::ValueEnum;
 use serde::Serialize;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::cli::{BenchArgs, GlobalArgs};
-use crate::loss::{self, LossKind};
+use crate::commands::cli::{BenchArgs, GlobalArgs};
+use crate::learning::loss::{self, LossKind};
+use crate::learning::optim::{Adadelta, AdadeltaConfig};
+use crate::message::watermark::Layout;
+use crate::model::precision::Precision;
 use crate::model::{DropoutMask, Head, KernelLayout, WatermarkAutoencoder};
-use crate::optim::{Adadelta, AdadeltaConfig};
-use crate::precision::Precision;
-use crate::watermark::Layout;
 
 #[derive(Debug, Serialize)]
 struct Figure {
@@ -112,13 +112,13 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     let dropout_mask = args.dropout_mask.unwrap_or(DropoutMask::for_device(device));
     let mut optimizer = Adadelta::new(&vs, AdadeltaConfig::default());
     let noise_config = match &args.noise {
-        Some(path) => crate::config::Config::load(path)?.noise,
-        None => crate::noise::NoiseConfig::default(),
+        Some(path) => crate::learning::config::Config::load(path)?.noise,
+        None => crate::learning::noise::NoiseConfig::default(),
     };
-    let noise = crate::noise::NoiseLayers::new(&noise_config)?;
+    let noise = crate::learning::noise::NoiseLayers::new(&noise_config)?;
     let batch_of = |n: i64| {
         let images = Tensor::rand([n, 1, args.side, args.side], (Kind::Float, device));
-        let bits = crate::watermark::random_bits(&layout, n, device);
+        let bits = crate::message::watermark::random_bits(&layout, n, device);
         (images, layout.map_from_bits(&bits))
     };
 
@@ -172,12 +172,12 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     if args.json {
         let report = serde_json::json!({
             "tool": "wmae",
-            "device": crate::device::describe(device),
+            "device": crate::runtime::device::describe(device),
             "threads": tch::get_num_threads(),
             "side": args.side,
             "kernel_layout": kernel_layout,
             "dropout_mask": dropout_mask,
-            "keeps_freed_memory": crate::alloc::keeps_freed_memory(),
+            "keeps_freed_memory": crate::runtime::alloc::keeps_freed_memory(),
             "noise_layers": noise_config.layers.iter().map(|l| l.name()).collect::<Vec<_>>(),
             "figures": figures,
         });
@@ -185,7 +185,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     } else {
         println!(
             "wmae bench on {}, {}x{} images (median of {} runs of {} steps, {} warm-up steps)",
-            crate::device::describe(device),
+            crate::runtime::device::describe(device),
             args.side,
             args.side,
             args.repeats,
@@ -205,7 +205,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
             "  kernels {}, dropout mask {}, freed memory {}",
             option_name(kernel_layout),
             option_name(dropout_mask),
-            if crate::alloc::keeps_freed_memory() {
+            if crate::runtime::alloc::keeps_freed_memory() {
                 "kept for reuse"
             } else {
                 "returned (glibc defaults)"

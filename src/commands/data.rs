@@ -5,9 +5,9 @@ use std::time::Instant;
 use anyhow::Result;
 use tch::Kind;
 
-use crate::cli::{DataCommand, DataInfoArgs, GlobalArgs, ImportNpmDigitsArgs};
-use crate::data::dataset::{Dataset, RawSplit};
-use crate::data::mnist_json;
+use crate::commands::cli::{DataCommand, DataInfoArgs, GlobalArgs, ImportNpmDigitsArgs};
+use crate::io::data::dataset::{Dataset, RawSplit};
+use crate::io::data::mnist_json;
 
 pub fn run(cmd: DataCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
@@ -26,7 +26,7 @@ fn info(args: &DataInfoArgs, global: &GlobalArgs) -> Result<()> {
         dataset.dir.display(),
         loaded.as_secs_f64()
     );
-    println!("device   {}", crate::device::describe(device));
+    println!("device   {}", crate::runtime::device::describe(device));
     for (name, split) in [("train", &dataset.train), ("test", &dataset.test)] {
         print_split(name, split, device);
     }

@@ -9,20 +9,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::{GrayImage, ImageEncoder};
 
-use crate::binarize::Method;
-use crate::cli::{EmbedArgs, ExtractArgs, GlobalArgs};
-use crate::layout::Layout;
+use crate::commands::cli::{EmbedArgs, ExtractArgs, GlobalArgs};
+use crate::message::binarize::Method;
+use crate::message::layout::Layout;
 use crate::stream::{Input, Record, Worker};
 use crate::watermarker::DigitWatermarker;
 
 use super::streaming::{read_input, skip_if_written};
-use crate::watermark;
+use crate::message::watermark;
 
 /// One model per worker (see `super::photo`), in the precision asked for.
 fn load_models(
     checkpoint: &Path,
     global: &GlobalArgs,
-    stream: &crate::cli::StreamArgs,
+    stream: &crate::commands::cli::StreamArgs,
 ) -> Result<Vec<DigitWatermarker>> {
     let device = global.device.resolve()?;
     (0..super::streaming::worker_count())
@@ -44,7 +44,7 @@ fn read_digit(path: &Path, record: &mut Record) -> Result<GrayImage> {
                 path.display()
             )
         })?;
-        let side = crate::data::dataset::IMAGE_SIDE as u32;
+        let side = crate::io::data::dataset::IMAGE_SIDE as u32;
         if (image.width(), image.height()) != (side, side) {
             bail!(
                 "{}: image is {}x{} (width x height), the model expects {side}x{side}",
@@ -59,9 +59,9 @@ fn read_digit(path: &Path, record: &mut Record) -> Result<GrayImage> {
 
 /// The bits an image gets without `--bits`: drawn from the seed and its output name alone.
 pub fn bits_for(layout: &Layout, seed: u64, key: &Path) -> Vec<f32> {
-    let base = crate::stream::shard::key_hash(key) ^ crate::splitmix::splitmix64(seed);
+    let base = crate::stream::shard::key_hash(key) ^ crate::runtime::splitmix::splitmix64(seed);
     (0..layout.bit_count() as u64)
-        .map(|i| (crate::splitmix::splitmix64(base.wrapping_add(i)) >> 63) as f32)
+        .map(|i| (crate::runtime::splitmix::splitmix64(base.wrapping_add(i)) >> 63) as f32)
         .collect()
 }
 
@@ -98,7 +98,7 @@ impl Worker for EmbedWorker {
             .zip(&original)
             .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
             .sum();
-        let psnr = crate::photo_watermark::psnr_from_mse(se / original.len() as f64);
+        let psnr = crate::watermarker::photo::psnr_from_mse(se / original.len() as f64);
         let file = record.time("encode", || -> Result<Vec<u8>> {
             let mut bytes = Vec::new();
             image::codecs::png::PngEncoder::new(&mut bytes).write_image(
@@ -110,7 +110,7 @@ impl Worker for EmbedWorker {
             Ok(bytes)
         })?;
         record.time("write", || {
-            crate::fsutil::write_through_part_file(out, &file)
+            crate::runtime::fsutil::write_through_part_file(out, &file)
         })?;
         let bits = watermark::format_bits(&bits);
         record.set("bits", bits.clone());

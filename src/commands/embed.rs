@@ -1,17 +1,18 @@
 //! `wmae embed`: watermarks images with given or random bits and writes them as 8-bit PNG files
 //! with a manifest of the bits, which `wmae extract --manifest` reads back.
 
+use crate::codec::gray;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use tch::Tensor;
 
-use crate::checkpoint;
-use crate::cli::{EmbedArgs, GlobalArgs};
-use crate::data::images;
-use crate::inference;
-use crate::manifest::{output_names, Manifest, ManifestEntry, MANIFEST_FORMAT, MANIFEST_NAME};
-use crate::watermark;
+use crate::commands::cli::{EmbedArgs, GlobalArgs};
+use crate::io::checkpoint;
+use crate::io::data::images;
+use crate::io::manifest::{output_names, Manifest, ManifestEntry, MANIFEST_FORMAT, MANIFEST_NAME};
+use crate::message::watermark;
+use crate::watermarker::inference;
 
 pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if !(args.strength > 0.0 && args.strength <= 10.0) {
@@ -54,7 +55,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
 
     // One writer per output folder: a second embed into it stops here instead of mixing its
     // files with this one's manifest.
-    let _lock = crate::fsutil::FolderLock::acquire(&args.out)?;
+    let _lock = crate::runtime::fsutil::FolderLock::acquire(&args.out)?;
     let files = output_names(&inputs.names);
     let bit_rows = Vec::<Vec<f32>>::try_from(&bits).context("bits to host")?;
     // Write into a scratch folder next to --out, then move the files in: an error part-way
@@ -71,8 +72,8 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         .with_context(|| format!("cannot create a scratch folder in {}", parent.display()))?;
     for (i, file) in files.iter().enumerate() {
         let path = scratch.path().join(file);
-        let png = images::png_bytes(&path, &images::to_gray(&watermarked.get(i as i64)))?;
-        crate::fsutil::write_into_scratch(&path, &png)?;
+        let png = gray::png_bytes(&path, &gray::to_gray(&watermarked.get(i as i64)))?;
+        crate::runtime::fsutil::write_into_scratch(&path, &png)?;
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_string(),
@@ -90,7 +91,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
             .collect(),
     };
     let json = serde_json::to_string_pretty(&manifest)?;
-    crate::fsutil::write_atomically(&scratch.path().join(MANIFEST_NAME), |f| {
+    crate::runtime::fsutil::write_atomically(&scratch.path().join(MANIFEST_NAME), |f| {
         std::io::Write::write_all(f, json.as_bytes())
     })?;
     for name in files.iter().map(String::as_str).chain([MANIFEST_NAME]) {
@@ -99,7 +100,7 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", to.display()))?;
     }
     // The files were synced when written; the moves into --out are made durable once, here.
-    crate::fsutil::sync_dir(&args.out)?;
+    crate::runtime::fsutil::sync_dir(&args.out)?;
     println!(
         "embedded {} watermark(s) of {} bits ({}) into {} PNG file(s) in {}; bits in {}",
         n,

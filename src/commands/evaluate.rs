@@ -3,6 +3,7 @@
 //! with Otsu; plus a PNG grid of samples. Watermarked images are rounded to 8 bits first, as a
 //! PNG file stores them: the figures are those of files a user would save.
 
+use crate::codec::gray;
 use std::io::Write as _;
 
 use anyhow::Result;
@@ -10,15 +11,14 @@ use image::GrayImage;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::binarize::{Method, DEFAULT_THRESHOLD};
-use crate::checkpoint::{self, Loaded};
-use crate::cli::{EvaluateArgs, GlobalArgs};
-use crate::data::dataset::{load_split, Split};
-use crate::data::images;
-use crate::inference::{self, Storage};
-use crate::metrics::{psnr_per_image, roc_auc, ssim_per_image};
-use crate::recovery::{self, ImageResult};
-use crate::watermark::{BitSource, Mode, Purpose};
+use crate::commands::cli::{EvaluateArgs, GlobalArgs};
+use crate::io::checkpoint::{self, Loaded};
+use crate::io::data::dataset::{load_split, Split};
+use crate::learning::metrics::{psnr_per_image, roc_auc, ssim_per_image};
+use crate::message::binarize::{Method, DEFAULT_THRESHOLD};
+use crate::message::watermark::{BitSource, Mode, Purpose};
+use crate::watermarker::inference::{self, Storage};
+use crate::watermarker::recovery::{self, ImageResult};
 
 #[derive(Debug, Serialize)]
 struct Quality {
@@ -238,7 +238,7 @@ fn write_grid(
             Tensor::from_slice(&binary).reshape([1, h as i64, w as i64]),
         ];
         for (col, tile) in tiles.iter().enumerate() {
-            let gray = images::to_gray(tile);
+            let gray = gray::to_gray(tile);
             image::imageops::replace(
                 &mut grid,
                 &gray,
@@ -254,7 +254,7 @@ fn write_grid(
         grid.height() * 4,
         image::imageops::FilterType::Nearest,
     );
-    images::write_png(&args.grid, &big)?;
+    gray::write_png(&args.grid, &big)?;
     std::io::stdout().flush().ok();
     Ok(())
 }

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Result};
 
-use crate::checkpoint;
-use crate::cli::{ExportArgs, GlobalArgs};
+use crate::commands::cli::{ExportArgs, GlobalArgs};
+use crate::io::checkpoint;
 
 pub fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
     let loaded = checkpoint::load_for_inference(&args.checkpoint, tch::Device::Cpu)?;

@@ -2,21 +2,22 @@
 //! --threshold) or at its Otsu threshold; prints the bits per image and, when the expected bits
 //! are known, honest scores beside the all-zeros baseline.
 
+use crate::codec::gray;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use crate::binarize::Method;
-use crate::checkpoint::{self, Loaded};
-use crate::cli::{ExtractArgs, GlobalArgs};
-use crate::data::dataset::{load_split, Split};
-use crate::data::images;
-use crate::inference::{self, Storage};
-use crate::manifest::Manifest;
-use crate::recovery::{self, ImageResult, Totals};
-use crate::watermark::{self, Layout};
+use crate::commands::cli::{ExtractArgs, GlobalArgs};
+use crate::io::checkpoint::{self, Loaded};
+use crate::io::data::dataset::{load_split, Split};
+use crate::io::data::images;
+use crate::io::manifest::Manifest;
+use crate::message::binarize::Method;
+use crate::message::watermark::{self, Layout};
+use crate::watermarker::inference::{self, Storage};
+use crate::watermarker::recovery::{self, ImageResult, Totals};
 
 /// The bits each image should carry, when known.
 type ExpectedBits = Option<Vec<Vec<f32>>>;
@@ -96,7 +97,7 @@ fn demo_inputs(args: &ExtractArgs, loaded: &Loaded) -> Result<(Vec<String>, Tens
             layout.bit_count(),
             args.checkpoint
                 .as_deref()
-                .unwrap_or(Path::new(crate::cli::DEFAULT_CHECKPOINT))
+                .unwrap_or(Path::new(crate::commands::cli::DEFAULT_CHECKPOINT))
                 .display()
         );
     }
@@ -160,12 +161,15 @@ fn expected_bits(args: &ExtractArgs, layout: &Layout, names: &[String]) -> Resul
 /// embed's outputs are).
 fn write_maps(dir: &Path, results: &[ImageResult], layout: &Layout) -> Result<()> {
     let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
-    for (r, file) in results.iter().zip(crate::manifest::output_names(&names)) {
+    for (r, file) in results
+        .iter()
+        .zip(crate::io::manifest::output_names(&names))
+    {
         let pixels: Vec<u8> = r.binary_map.iter().map(|&p| p * 255).collect();
         let image =
             image::GrayImage::from_raw(layout.width() as u32, layout.height() as u32, pixels)
                 .context("binarized map size")?;
-        images::write_png(&dir.join(format!("map-{file}")), &image)?;
+        gray::write_png(&dir.join(format!("map-{file}")), &image)?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod attack;
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod digit_stream;
 pub mod embed;
@@ -15,18 +16,18 @@ pub mod train;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::commands::cli::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
-    let threads = crate::device::set_threads(global.threads)?;
-    crate::device::prepare_backend(global.device);
-    crate::device::seed_everything(global.seed);
+    let threads = crate::runtime::device::set_threads(global.threads)?;
+    crate::runtime::device::prepare_backend(global.device);
+    crate::runtime::device::seed_everything(global.seed);
     if global.verbose > 0 {
         eprintln!(
             "wmae {}: libtorch from {}, {threads} CPU threads, seed {}, device choice {:?}",
             env!("CARGO_PKG_VERSION"),
-            crate::device::LIBTORCH_LIB,
+            crate::runtime::device::LIBTORCH_LIB,
             global.seed,
             global.device
         );

@@ -1,5 +1,5 @@
 //! `wmae embed --payload` and `wmae extract` on photos: a payload in photos of any size, read
-//! back with its corrected bit count and the detection decision (`crate::photo_watermark`).
+//! back with its corrected bit count and the detection decision (`crate::watermarker::photo`).
 //! Both stream their inputs through worker threads (`crate::stream`): one record per photo, a
 //! failed photo reported and counted without stopping the run.
 
@@ -7,17 +7,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::binarize::Method;
-use crate::cli::{
+use crate::codec::photo::Photo;
+use crate::commands::cli::{
     EmbedArgs, ExtractArgs, GlobalArgs, ModelKind, DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT,
 };
-use crate::key::Key;
-use crate::payload::Payload;
-use crate::photo::Photo;
-use crate::photo_watermark::{psnr_from_mse, Change, PhotoModel, Search};
-use crate::precision::Precision;
+use crate::message::binarize::Method;
+use crate::message::key::Key;
+use crate::message::payload::Payload;
+use crate::model::precision::Precision;
 use crate::stream::{Input, Record, Worker};
-use crate::visibility;
+use crate::watermarker::photo::{psnr_from_mse, Change, PhotoModel, Search};
+use crate::watermarker::visibility;
 
 use super::streaming::{lock_output, read_input, skip_if_written, stream_run, worker_count};
 
@@ -45,7 +45,7 @@ pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
             && args
                 .inputs
                 .iter()
-                .all(|p| p.is_file() && !crate::data::images::is_image_file(p));
+                .all(|p| p.is_file() && !crate::io::data::walk::is_image_file(p));
         let digits = args.stream.input_list.is_none()
             && (args.inputs.is_empty()
                 || arrays
@@ -65,8 +65,8 @@ pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
 
 /// Whether a checkpoint holds a photo model (a tile layout), from its metadata only.
 pub fn is_photo_model(path: &Path) -> bool {
-    crate::checkpoint::read_described(&crate::checkpoint::resolve_default(path))
-        .map(|(_, meta)| matches!(meta.layout, crate::layout::Layout::Tile { .. }))
+    crate::io::checkpoint::read_described(&crate::io::checkpoint::resolve_default(path))
+        .map(|(_, meta)| matches!(meta.layout, crate::message::layout::Layout::Tile { .. }))
         .unwrap_or(false)
 }
 
@@ -139,6 +139,9 @@ const VISIBILITY_FACTORS: (f64, f64) = (0.25, 4.0);
 const VISIBILITY_TRIES: usize = 6;
 const VISIBILITY_BRACKET: f64 = 1.05;
 
+/// A strength `--visibility` tried, and the worst-window SSIMULACRA2 it scored.
+type Try = (f64, f64);
+
 /// Rounded so a record says 0.45, not 0.44999999999999996.
 fn round_strength(s: f64) -> f64 {
     (s * 1e6).round() / 1e6
@@ -182,7 +185,7 @@ impl EmbedWorker {
         );
         // (strength, score) of the strongest try that keeps the floor and of the faintest above it
         // that does not.
-        let (mut good, mut bad): (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
+        let (mut good, mut bad): (Option<Try>, Option<Try>) = (None, None);
         let mut next = self.strength;
         for _ in 0..VISIBILITY_TRIES {
             let s = round_strength(next);
@@ -302,7 +305,7 @@ impl Worker for EmbedWorker {
         };
         drop(written);
         record.time("write", || {
-            crate::fsutil::write_through_part_file(out, &file)
+            crate::runtime::fsutil::write_through_part_file(out, &file)
         })?;
         record.set("written", true);
         record.set("format", photo.format.name());

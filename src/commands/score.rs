@@ -1,12 +1,12 @@
 //! `wmae score ORIGINAL MARKED`: how visible a change is, by the eye-model score `embed` reports
-//! (`crate::visibility`), for any pair of photos: another tool's output, an attack's, an edit's.
+//! (`crate::watermarker::visibility`), for any pair of photos: another tool's output, an attack's, an edit's.
 
 use anyhow::Result;
 
-use crate::cli::ScoreArgs;
-use crate::photo::Photo;
-use crate::photo_watermark::psnr;
-use crate::visibility;
+use crate::codec::photo::Photo;
+use crate::commands::cli::ScoreArgs;
+use crate::watermarker::photo::psnr;
+use crate::watermarker::visibility;
 
 pub fn run(args: &ScoreArgs) -> Result<()> {
     let original = Photo::open(&args.original)?;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::cli::{GlobalArgs, StreamArgs};
-use crate::precision::Precision;
+use crate::commands::cli::{GlobalArgs, StreamArgs};
+use crate::model::precision::Precision;
 use crate::stream::{self, Input, Inputs, Record, Status, Summary, Worker};
 
 /// What the records of a run add up to beyond their status.
@@ -106,7 +106,7 @@ pub fn stream_run<W: Worker>(
 /// A file's bytes, timed as the record's "read" stage.
 pub fn read_input(path: &Path, record: &mut Record) -> Result<Vec<u8>> {
     record.time("read", || {
-        crate::fsutil::read_input_file(path, crate::fsutil::MAX_INPUT_BYTES)
+        crate::runtime::fsutil::read_input_file(path, crate::runtime::fsutil::MAX_INPUT_BYTES)
     })
 }
 
@@ -116,7 +116,7 @@ pub fn skip_if_written(out: &Path, input: &Input, record: &mut Record) -> bool {
     if !out.exists() {
         return false;
     }
-    crate::fsutil::remove_dead_part_files(out);
+    crate::runtime::fsutil::remove_dead_part_files(out);
     record.status = Status::Skipped;
     record.text = format!(
         "{} -> {}: exists, skipped",
@@ -128,14 +128,14 @@ pub fn skip_if_written(out: &Path, input: &Input, record: &mut Record) -> bool {
 
 /// Claims `--out`: shards of one run share it (they never write one file); two unsharded runs
 /// may not.
-pub fn lock_output(out: &Path, stream: &StreamArgs) -> Result<crate::fsutil::FolderLock> {
+pub fn lock_output(out: &Path, stream: &StreamArgs) -> Result<crate::runtime::fsutil::FolderLock> {
     let sharded = stream.shard.is_some()
         || stream.shards.is_some()
         || std::env::var_os("SLURM_ARRAY_TASK_ID").is_some();
     if sharded {
-        crate::fsutil::FolderLock::acquire_shared(out)
+        crate::runtime::fsutil::FolderLock::acquire_shared(out)
     } else {
-        crate::fsutil::FolderLock::acquire(out)
+        crate::runtime::fsutil::FolderLock::acquire(out)
     }
 }
 

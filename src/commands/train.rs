@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::cli::{GlobalArgs, TrainArgs};
-use crate::config::{Config, Overrides};
+use crate::commands::cli::{GlobalArgs, TrainArgs};
+use crate::learning::config::{Config, Overrides};
 use crate::train::{self, RunOptions};
 
 pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {

@@ -3,6 +3,8 @@
 //! speed plumbing (kernel layout, packed dropout) in `cpu.rs`.
 
 pub mod cpu;
+pub mod jnd;
+pub mod precision;
 pub mod seed;
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,7 @@ pub enum Architecture {
     SeedResidual,
     /// The residual graph with a perceptually shaped change: the decoder's output is bounded to
     /// a pattern in [-1,1] (`tanh`), and each pixel's change is that pattern times a fraction
-    /// (`model.jnd_fraction`) of the pixel's just-noticeable difference (`crate::jnd`): strong in
+    /// (`model.jnd_fraction`) of the pixel's just-noticeable difference (`crate::model::jnd`): strong in
     /// texture, faint in flat areas. Photos get the same shaping at full resolution.
     SeedJnd,
     /// The `seed-jnd` graph with a wider, deeper extractor (five 3x3 convolutions of 24
@@ -103,7 +105,8 @@ pub struct Output {
 /// exactly `b` in floating point: for b = 1 and p in (0.5, 1], 1 - p is exact (Sterbenz), and
 /// for b = 0, -p + p = 0.
 pub fn straight_through_binarize(p: &Tensor) -> Tensor {
-    let binary = crate::binarize::at_threshold(p, crate::binarize::DEFAULT_THRESHOLD);
+    let binary =
+        crate::message::binarize::at_threshold(p, crate::message::binarize::DEFAULT_THRESHOLD);
     p + (binary - p).detach()
 }
 

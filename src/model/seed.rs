@@ -69,7 +69,7 @@ impl ConvStack {
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         // The input in the weights' type: a no-op in fp32, the cast into bf16 inference
-        // (`crate::precision`); each block's output is cast back to fp32 (`to_f32`).
+        // (`crate::model::precision`); each block's output is cast back to fp32 (`to_f32`).
         let xs = xs.to_kind(self.c1.ws.kind());
         // In-place relu: a convolution's backward does not need its output, so no copy is kept.
         let mut h = xs.apply(&self.c1);
@@ -136,7 +136,7 @@ const WIDE_LAYERS: usize = 5;
 #[derive(Debug)]
 enum ExtractorBody {
     /// The seed's `conl1w`, `convl2w`, `conl3w` (16, 32, 8 channels).
-    Seed(ConvStack),
+    Seed(Box<ConvStack>),
     /// `wide_w1` .. `wide_w5`, [`WIDE_CHANNELS`] each, relu, then dropout.
     Wide {
         convs: Vec<nn::Conv2D>,
@@ -155,7 +155,10 @@ pub struct Extractor {
 impl Extractor {
     pub fn new(vs: &nn::Path, head: Head) -> Self {
         Self {
-            body: ExtractorBody::Seed(ConvStack::new(vs, ["conl1w", "convl2w", "conl3w"])),
+            body: ExtractorBody::Seed(Box::new(ConvStack::new(
+                vs,
+                ["conl1w", "convl2w", "conl3w"],
+            ))),
             out: conv(vs, "reconstructed_W", 8, 1, 1),
             head,
         }
@@ -275,7 +278,7 @@ impl WatermarkAutoencoder {
         let train = train && !self.frozen_embedder;
         if self.architecture.is_shaped() {
             let change = self.pattern_t(image, watermark_map, train)
-                * crate::jnd::jnd_map(image)
+                * crate::model::jnd::jnd_map(image)
                 * self.jnd_fraction;
             return (image + change).clamp(0.0, 1.0);
         }

@@ -202,7 +202,7 @@ fn list_key(path: &Path) -> Option<PathBuf> {
 }
 
 /// The image files under one folder argument, in the order of
-/// [`walk_folder`](crate::data::images::walk_folder). Lazy: only the folders on the current path
+/// [`walk_folder`](crate::io::data::walk::walk_folder). Lazy: only the folders on the current path
 /// are held open.
 struct Walk {
     root: PathBuf,
@@ -214,7 +214,7 @@ struct Walk {
 impl Walk {
     fn new(root: PathBuf, exclude: Option<PathBuf>) -> Walk {
         Walk {
-            entries: Box::new(crate::data::images::walk_folder(&root, exclude)),
+            entries: Box::new(crate::io::data::walk::walk_folder(&root, exclude)),
             root,
             found: 0,
             done: false,
@@ -239,7 +239,7 @@ impl Iterator for Walk {
                     return Some(Err(InputError { path, message }));
                 }
             };
-            if entry.file_type().is_dir() || !crate::data::images::is_image_file(entry.path()) {
+            if entry.file_type().is_dir() || !crate::io::data::walk::is_image_file(entry.path()) {
                 continue;
             }
             let rel = entry

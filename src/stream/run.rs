@@ -255,7 +255,9 @@ fn process_guarded<W: Worker>(worker: &mut W, input: &Input) -> Record {
     })) {
         Ok(Ok(())) => record,
         Ok(Err(e)) => {
-            record.fail(crate::torch_error::without_cpp_backtrace(&format!("{e:#}")));
+            record.fail(crate::runtime::torch_error::without_cpp_backtrace(
+                &format!("{e:#}"),
+            ));
             record
         }
         Err(panic) => {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{RunOptions, Trainee};
-use crate::checkpoint;
-use crate::fsutil::FolderLock;
-use crate::optim::Adadelta;
-use crate::runlog::{csv_header, truncate_csv};
+use crate::io::checkpoint;
+use crate::io::runlog::{csv_header, truncate_csv};
+use crate::learning::optim::Adadelta;
+use crate::runtime::fsutil::FolderLock;
 
 /// The run folder, locked for the life of the run, and the paths of what it holds.
 pub(super) struct RunFolder {
@@ -21,7 +21,7 @@ impl RunFolder {
     /// Locks `dir` and removes temporary files a killed run left there.
     pub(super) fn open(dir: &Path) -> Result<Self> {
         let lock = FolderLock::acquire(dir)?;
-        crate::fsutil::remove_stale_temporaries(dir)?;
+        crate::runtime::fsutil::remove_stale_temporaries(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -45,7 +45,7 @@ impl RunFolder {
     }
 
     pub(super) fn write(&self, name: &str, text: &str) -> Result<()> {
-        crate::fsutil::write_atomically(&self.path(name), |f| f.write_all(text.as_bytes()))
+        crate::runtime::fsutil::write_atomically(&self.path(name), |f| f.write_all(text.as_bytes()))
     }
 }
 

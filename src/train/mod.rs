@@ -19,18 +19,18 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, Metadata};
-use crate::config::{Config, DataKind};
-use crate::data::dataset::Dataset;
-use crate::data::photos::PhotoSet;
-use crate::detect::Calibration;
-use crate::inference::{self, Storage};
-use crate::metrics::{Accumulator, Summary};
+use crate::io::checkpoint::{self, Metadata};
+use crate::io::data::dataset::Dataset;
+use crate::io::data::photos::PhotoSet;
+use crate::io::runlog::{csv_row, print_summary, progress_bar, summary_json};
+use crate::io::tensorboard::EventWriter;
+use crate::learning::config::{Config, DataKind};
+use crate::learning::metrics::{Accumulator, Summary};
+use crate::learning::optim::Adadelta;
+use crate::message::detect::Calibration;
+use crate::message::watermark::{BitSource, Layout, Mode, Purpose};
 use crate::model::{self, WatermarkAutoencoder};
-use crate::optim::Adadelta;
-use crate::runlog::{csv_row, print_summary, progress_bar, summary_json};
-use crate::tensorboard::EventWriter;
-use crate::watermark::{BitSource, Layout, Mode, Purpose};
+use crate::watermarker::inference::{self, Storage};
 
 use folder::{start, Progress, RunFolder};
 use trainee::epoch_seed;
@@ -111,7 +111,9 @@ impl Splits {
                 .patches(
                     config.data.patches,
                     config.watermark.size,
-                    crate::splitmix::splitmix64(seed ^ (epoch as u64).wrapping_mul(0x9E37)),
+                    crate::runtime::splitmix::splitmix64(
+                        seed ^ (epoch as u64).wrapping_mul(0x9E37),
+                    ),
                 )?
                 .to_device(self.device)),
         }
@@ -166,7 +168,7 @@ fn print_banner(
     println!(
         "wmae train: run {} | device {} | {} parameters{} | watermark {}, {} mode | head {:?}",
         opts.dir.display(),
-        crate::device::describe(opts.device),
+        crate::runtime::device::describe(opts.device),
         parameters,
         if trained < parameters {
             format!(" ({trained} trained, the embedder frozen)")
@@ -316,7 +318,8 @@ pub fn calibrate(
     images: &Tensor,
 ) -> Result<Calibration> {
     let maps = inference::extract(model, images);
-    let binary = crate::binarize::at_threshold(&maps, crate::binarize::DEFAULT_THRESHOLD);
+    let binary =
+        crate::message::binarize::at_threshold(&maps, crate::message::binarize::DEFAULT_THRESHOLD);
     let agreement = layout.read(&binary, true).agreement;
     let values = Vec::<f64>::try_from(agreement.to_kind(Kind::Double).to_device(Device::Cpu))?;
     Ok(Calibration::from_agreements(&values))

@@ -3,13 +3,13 @@
 use anyhow::Result;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::config::Config;
-use crate::inference::{self, Storage};
-use crate::loss::{self, Losses, Region};
-use crate::metrics::{Accumulator, Summary};
+use crate::learning::config::Config;
+use crate::learning::loss::{self, Losses, Region};
+use crate::learning::metrics::{Accumulator, Summary};
+use crate::learning::noise::NoiseLayers;
+use crate::message::watermark::{BitSource, Layout, Purpose};
 use crate::model::{self, WatermarkAutoencoder};
-use crate::noise::NoiseLayers;
-use crate::watermark::{BitSource, Layout, Purpose};
+use crate::watermarker::inference::{self, Storage};
 
 /// The model, its variables and how its losses are taken: what a pass over data needs.
 pub struct Trainee {
@@ -107,10 +107,11 @@ impl Trainee {
 }
 
 fn eval_seed(seed: u64, purpose: Purpose) -> i64 {
-    (crate::splitmix::splitmix64(seed ^ (0xE7A1 << 16) ^ purpose as u64) >> 1) as i64
+    (crate::runtime::splitmix::splitmix64(seed ^ (0xE7A1 << 16) ^ purpose as u64) >> 1) as i64
 }
 
 pub(super) fn epoch_seed(seed: u64, epoch: usize) -> i64 {
-    (crate::splitmix::splitmix64(seed.wrapping_mul(0x1_0000_0001).wrapping_add(epoch as u64)) >> 1)
-        as i64
+    (crate::runtime::splitmix::splitmix64(
+        seed.wrapping_mul(0x1_0000_0001).wrapping_add(epoch as u64),
+    ) >> 1) as i64
 }

@@ -203,7 +203,7 @@ pub struct Rng(pub u64);
 impl Rng {
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(1);
-        wmae::splitmix::splitmix64(self.0)
+        wmae::runtime::splitmix::splitmix64(self.0)
     }
 
     pub fn below(&mut self, n: usize) -> usize {

@@ -1,0 +1,218 @@
+//! The library's front door: open a checkpoint, then embed bits into an image and read them back,
+//! in a few lines and without the command line. A checkpoint's metadata says which kind of model
+//! it is: a digit model (28x28 grayscale images, a word of raw bits, [`DigitWatermarker`]) or a
+//! photo model (photos of any size, a BCH-coded payload, [`PhotoModel`]). [`Watermarker::open`]
+//! picks by that metadata, never by the image.
+//!
+//! ```
+//! use wmae::codec::gray;
+//! use wmae::io::data::dataset;
+//! use wmae::watermarker::{DigitWatermarker, Watermarker};
+//! # fn main() -> anyhow::Result<()> {
+//! let digits = DigitWatermarker::open("checkpoints/default.ot".as_ref(), tch::Device::Cpu)?;
+//! let test = dataset::load_split("data/mnist".as_ref(), dataset::Split::Test)?;
+//! let image = gray::to_gray(&test.images_tensor(tch::Device::Cpu).get(7));
+//! let bits: Vec<bool> = "0110100110010110".chars().map(|c| c == '1').collect();
+//! let marked = digits.embed(&image, &bits, 1.0)?;
+//! let reading = digits.read(&marked)?;
+//! assert!(reading.watermarked && reading.bits == bits);
+//! assert!(!digits.read(&image)?.watermarked, "a clean digit carries no watermark");
+//! // Or whatever the checkpoint holds:
+//! match Watermarker::open("checkpoints/photo.ot".as_ref(), tch::Device::Cpu)? {
+//!     Watermarker::Photos(model) => assert_eq!(model.code().data_bits(), 64),
+//!     Watermarker::Digits(_) => unreachable!("checkpoints/photo.ot is a photo model"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! `wmae embed` and `wmae extract` on digit files go through [`DigitWatermarker`] image by image,
+//! so a library caller gets exactly what the command writes.
+
+pub mod inference;
+pub mod photo;
+pub mod recovery;
+pub mod sync;
+pub mod visibility;
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Result};
+use image::GrayImage;
+use tch::{Device, Kind, Tensor};
+
+use crate::io::checkpoint::{self, Loaded};
+use crate::io::data::dataset::IMAGE_SIDE;
+use crate::message::binarize::Method;
+use crate::message::detect::Detector;
+use crate::message::layout::Layout;
+use crate::model::precision::Precision;
+
+pub use crate::watermarker::photo::PhotoModel;
+
+/// A watermarking model opened from a checkpoint, of the kind its metadata names.
+pub enum Watermarker {
+    /// A digit model: 28x28 grayscale images, a word of raw bits.
+    Digits(DigitWatermarker),
+    /// A photo model: photos of any size, a BCH-coded payload.
+    Photos(PhotoModel),
+}
+
+impl Watermarker {
+    /// Opens the checkpoint at `path` (`.ot` or `.safetensors` with wmae's metadata) on
+    /// `device`: a photo model when its layout is a repeated tile, else a digit model.
+    pub fn open(path: &Path, device: Device) -> Result<Self> {
+        let (_, meta) = checkpoint::read_described(&checkpoint::resolve_default(path))?;
+        Ok(match meta.layout {
+            Layout::Tile { .. } => {
+                Watermarker::Photos(PhotoModel::load(path, device, Precision::Fp32)?)
+            }
+            Layout::Block { .. } | Layout::Spread { .. } => {
+                Watermarker::Digits(DigitWatermarker::open(path, device)?)
+            }
+        })
+    }
+}
+
+/// What [`DigitWatermarker::read`] found in one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitReading {
+    /// The word read, one entry per bit of the layout.
+    pub bits: Vec<bool>,
+    /// Whether the image carries a watermark, by the model's detection rule.
+    pub watermarked: bool,
+    /// Share of the bit-carrying pixels that agree with the word (the detector's evidence).
+    pub agreement: f64,
+    /// The shift (rows, columns) at which the word was read.
+    pub shift: [i64; 2],
+    /// Whether the map did not split into two levels (its bits are not to be trusted).
+    pub unseparable: bool,
+}
+
+impl DigitReading {
+    /// The word as a string of '0' and '1', as `wmae extract` prints it.
+    pub fn word(&self) -> String {
+        self.bits
+            .iter()
+            .map(|&b| if b { '1' } else { '0' })
+            .collect()
+    }
+}
+
+/// A digit model: embeds a word of bits into a 28x28 grayscale image and reads it back.
+pub struct DigitWatermarker {
+    loaded: Loaded,
+    detector: Detector,
+    method: Method,
+}
+
+impl DigitWatermarker {
+    /// Opens a digit model (any layout but a photo model's tile) on `device`.
+    pub fn open(path: &Path, device: Device) -> Result<Self> {
+        let loaded = checkpoint::load_for_inference(path, device)?;
+        if let Layout::Tile { .. } = loaded.meta.layout {
+            bail!(
+                "{}: a photo model ({}), not a digit model; open it as a photo model",
+                path.display(),
+                loaded.meta.layout.describe()
+            );
+        }
+        let detector = loaded.detector();
+        Ok(Self {
+            loaded,
+            detector,
+            method: Method::Threshold(0.5),
+        })
+    }
+
+    /// Runs the model in `precision` from now on (bf16 only where the device computes it).
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        self.loaded.set_precision(precision)
+    }
+
+    /// Binarizes the extracted maps with `method` from now on (default: threshold 0.5).
+    pub fn set_binarization(&mut self, method: Method) {
+        self.method = method;
+    }
+
+    /// How many bits a watermark of this model holds.
+    pub fn bit_count(&self) -> usize {
+        self.loaded.meta.layout.bit_count() as usize
+    }
+
+    /// The model's watermark layout.
+    pub fn layout(&self) -> &Layout {
+        &self.loaded.meta.layout
+    }
+
+    /// The model's detection rule.
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// The 28x28 image carrying `bits` (one per bit of the layout), at `strength` (1: as
+    /// trained; lower is fainter and less robust), rounded to 8 bits as a PNG stores it.
+    pub fn embed(&self, image: &GrayImage, bits: &[bool], strength: f64) -> Result<GrayImage> {
+        ensure!(
+            bits.len() == self.bit_count(),
+            "{} bits given; this model embeds {}",
+            bits.len(),
+            self.bit_count()
+        );
+        ensure!(
+            strength.is_finite() && strength > 0.0,
+            "strength {strength}: must be a number above 0"
+        );
+        let device = self.loaded.vs.device();
+        let bits: Vec<f32> = bits.iter().map(|&b| f32::from(u8::from(b))).collect();
+        let bits = Tensor::from_slice(&bits).reshape([1, -1]).to_device(device);
+        let marked = inference::embed(
+            &self.loaded.model,
+            &self.loaded.meta.layout,
+            &image_tensor(image)?.to_device(device),
+            &bits,
+            strength,
+        );
+        Ok(crate::codec::gray::to_gray(
+            &marked.get(0).to_device(Device::Cpu),
+        ))
+    }
+
+    /// Reads the word of a 28x28 image and decides whether it carries a watermark.
+    pub fn read(&self, image: &GrayImage) -> Result<DigitReading> {
+        let device = self.loaded.vs.device();
+        let maps = inference::extract(&self.loaded.model, &image_tensor(image)?.to_device(device));
+        let (mut results, _) = recovery::read_back(
+            &maps.to_kind(Kind::Float),
+            &self.loaded.meta.layout,
+            self.method,
+            &self.detector,
+            &[String::new()],
+            None,
+        )?;
+        let r = results.remove(0);
+        Ok(DigitReading {
+            bits: r.bits.chars().map(|c| c == '1').collect(),
+            watermarked: r.watermarked,
+            agreement: r.agreement,
+            shift: r.shift,
+            unseparable: r.unseparable,
+        })
+    }
+}
+
+/// A 28x28 grayscale image as a `(1,1,28,28)` tensor in [0, 1].
+fn image_tensor(image: &GrayImage) -> Result<Tensor> {
+    let side = IMAGE_SIDE as u32;
+    ensure!(
+        image.dimensions() == (side, side),
+        "image is {}x{} (width x height); the model expects {side}x{side}",
+        image.width(),
+        image.height()
+    );
+    let pixels: Vec<f32> = image
+        .as_raw()
+        .iter()
+        .map(|&b| f32::from(b) / 255.0)
+        .collect();
+    Ok(Tensor::from_slice(&pixels).reshape([1, 1, side as i64, side as i64]))
+}
