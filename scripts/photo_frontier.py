@@ -5,8 +5,9 @@ eye-model score `embed` measures (SSIMULACRA2, worst of the centre and flattest 
 and PSNR, then applies the attacks of issue 17 with Pillow and counts the photos whose exact
 payload `extract` reads back (full search).
 
-Usage: .venv/bin/python scripts/photo_frontier.py --checkpoint checkpoints/photo-jnd.ot \
-           [--strength 1] [--photos data/photos/test] [--out runs/frontier] [--threads 2]
+Usage: .venv/bin/python scripts/photo_frontier.py --checkpoint checkpoints/photo.ot \
+           [--strength 1] [--visibility SCORE] [--photos data/photos/test] [--out runs/frontier]
+           [--threads 2]
 Prints a Markdown line per attack and writes OUT/summary.json.
 """
 import argparse
@@ -80,12 +81,15 @@ def main():
     p.add_argument("--out", default="runs/frontier")
     p.add_argument("--threads", default="2")
     p.add_argument("--wmae", default="target/release/wmae")
+    p.add_argument("--visibility", help="embed --visibility SCORE instead of one strength")
     a = p.parse_args()
     marked, attacked = os.path.join(a.out, "marked"), os.path.join(a.out, "attacked")
     os.makedirs(attacked, exist_ok=True)
     common = ["--threads", a.threads]
+    extra = ["--visibility", a.visibility] if a.visibility else []
     embedded = run(a.wmae, *common, "embed", a.photos, "--payload", f"hex:{PAYLOAD}", "--out",
-                   marked, "--checkpoint", a.checkpoint, "--strength", a.strength, "--jsonl")
+                   marked, "--checkpoint", a.checkpoint, "--strength", a.strength, "--jsonl",
+                   *extra)
     ok = [r for r in embedded if r["status"] == "ok"]
     names = {}
     for r in ok:
@@ -109,12 +113,15 @@ def main():
         "ssimulacra2_at_least_80": sum(x >= 80 for x in s2),
         "ssimulacra2_at_least_85": sum(x >= 85 for x in s2),
         "psnr_mean": sum(r["psnr"] for r in ok) / len(ok),
-        "raised": sum(r["strength"] > float(a.strength) for r in ok),
+        "visibility": a.visibility,
+        "raised": sum(r["strength"] > r.get("visibility_strength", float(a.strength))
+                      for r in ok),
         "read": counts, "per_photo": embedded,
     }
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"{a.checkpoint} --strength {a.strength}: {len(ok)} of {len(embedded)} embedded, "
+    how = f"--visibility {a.visibility}" if a.visibility else f"--strength {a.strength}"
+    print(f"{a.checkpoint} {how}: {len(ok)} of {len(embedded)} embedded, "
           f"SSIMULACRA2 mean {summary['ssimulacra2_mean']:.1f} (min "
           f"{summary['ssimulacra2_min']:.1f}), >= 80: {summary['ssimulacra2_at_least_80']}, "
           f">= 85: {summary['ssimulacra2_at_least_85']}, PSNR {summary['psnr_mean']:.2f} dB, "

@@ -7,8 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use wmae::photo::Photo;
-use wmae::visibility;
+use wmae::codec::photo::Photo;
+use wmae::watermarker::visibility;
 
 fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,20 +67,8 @@ fn identical_photos_score_100_and_different_sizes_are_refused() {
 }
 
 /// The scores `wmae embed --jsonl` gives one photo with `extra` arguments: worst window, flattest.
-fn embed_scores(photo: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (f64, f64) {
-    let mut args = vec![
-        "embed",
-        photo.to_str().unwrap(),
-        "--payload",
-        "text:sky",
-        "--out",
-        out.to_str().unwrap(),
-        "--jsonl",
-    ];
-    args.extend_from_slice(extra);
-    let run = common::wmae(&args);
-    assert!(run.status.success(), "{}", common::stderr(&run));
-    let r: serde_json::Value = serde_json::from_str(common::stdout(&run).trim()).unwrap();
+fn embed_scores(photo: &Path, out: &Path, extra: &[&str]) -> (f64, f64) {
+    let r = embed_record(photo, out, extra);
     (
         r["ssimulacra2"].as_f64().unwrap(),
         r["ssimulacra2_flattest"].as_f64().unwrap(),
@@ -106,4 +94,122 @@ fn the_default_model_leaves_a_flat_sky_clean() {
     println!("shaped: worst {worst}, flattest {flattest}; residual: worst {r_worst}, flattest {r_flattest}");
     assert!(worst >= 80.0 && flattest >= 80.0, "{worst} {flattest}");
     assert!(r_flattest < flattest - 10.0, "{r_flattest} {flattest}");
+}
+
+/// The `--jsonl` record `wmae embed` writes for one photo with `extra` arguments.
+fn embed_record(photo: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "embed",
+        photo.to_str().unwrap(),
+        "--payload",
+        "text:sky",
+        "--out",
+        out.to_str().unwrap(),
+        "--jsonl",
+    ];
+    args.extend_from_slice(extra);
+    let run = common::wmae(&args);
+    assert!(run.status.success(), "{}", common::stderr(&run));
+    serde_json::from_str(common::stdout(&run).trim()).unwrap()
+}
+
+/// `--visibility SCORE` gives each photo the strongest change that keeps its worst window at or
+/// above SCORE: a photo with a flat sky gets less than one that is texture all over, each output
+/// keeps the floor, and a tenth more strength than the one chosen would not (the search stops
+/// within 5%), unless the search met its top (4x). The search is judged without the read-back
+/// check (`--no-verify`), which may raise a photo further; the record then says the floor was not
+/// kept, and says so exactly when the score is under it.
+#[test]
+fn visibility_picks_each_photos_strongest_change_under_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let sky = dir.path().join("sky.png");
+    let natural = common::natural_photo(1200, 900, 31);
+    natural.save(&sky).unwrap();
+    // The landscape alone: the rows under the sky.
+    let texture = dir.path().join("texture.png");
+    image::imageops::crop_imm(&natural, 0, 320, 1200, 580)
+        .to_image()
+        .save(&texture)
+        .unwrap();
+    let floor = 88.0;
+    let mut strengths = Vec::new();
+    for (name, photo) in [("sky", &sky), ("texture", &texture)] {
+        let out = dir.path().join(name);
+        let r = embed_record(photo, &out, &["--visibility", "88", "--no-verify"]);
+        let chosen = r["visibility_strength"].as_f64().unwrap();
+        let score = r["ssimulacra2"].as_f64().unwrap();
+        println!("{name}: strength {chosen}, SSIMULACRA2 {score}");
+        assert_eq!(r["strength"].as_f64().unwrap(), chosen, "{r}");
+        assert_eq!(r["visibility_kept"], true, "{r}");
+        assert!(score >= floor, "{name}: {score}");
+        assert!((0.25..=4.0).contains(&chosen), "{name}: {chosen}");
+        if chosen < 4.0 {
+            let stronger = format!("{}", chosen * 1.1);
+            let s = embed_record(
+                photo,
+                &dir.path().join(format!("{name}-stronger")),
+                &["--strength", &stronger, "--no-verify"],
+            );
+            let above = s["ssimulacra2"].as_f64().unwrap();
+            assert!(
+                above < floor,
+                "{name}: 1.1x the chosen strength still scores {above}"
+            );
+        }
+        strengths.push(chosen);
+        // With the read-back check: the same search, then raised only if it does not read.
+        let checked = embed_record(
+            photo,
+            &dir.path().join(format!("{name}-checked")),
+            &["--visibility", "88"],
+        );
+        assert_eq!(checked["visibility_strength"].as_f64().unwrap(), chosen);
+        let written = checked["strength"].as_f64().unwrap();
+        let score = checked["ssimulacra2"].as_f64().unwrap();
+        println!("{name} read back at strength {written}, SSIMULACRA2 {score}");
+        assert!(written >= chosen);
+        assert_eq!(checked["visibility_kept"], score >= floor, "{checked}");
+    }
+    assert!(
+        strengths[0] < strengths[1],
+        "sky {} texture {}",
+        strengths[0],
+        strengths[1]
+    );
+}
+
+#[test]
+fn a_visibility_floor_outside_the_score_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("p.png");
+    common::natural_photo(300, 200, 5).save(&photo).unwrap();
+    for bad in ["100", "0", "-3", "NaN"] {
+        let floor = format!("--visibility={bad}");
+        let run = common::wmae(&[
+            "embed",
+            photo.to_str().unwrap(),
+            "--payload",
+            "text:x",
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            &floor,
+        ]);
+        assert!(!run.status.success(), "--visibility {bad} was taken");
+        let err = common::stderr(&run);
+        assert!(err.contains("--visibility"), "{bad}: {err}");
+        assert!(!dir.path().join("out/p.png").exists());
+    }
+    let run = common::wmae(&[
+        "embed",
+        photo.to_str().unwrap(),
+        "--payload",
+        "text:x",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+        "--visibility",
+        "85",
+        "--no-score",
+    ]);
+    assert!(!run.status.success());
+    assert!(common::stderr(&run).contains("--no-score"));
 }
