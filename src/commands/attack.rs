@@ -6,7 +6,6 @@
 //! pixels, forging a watermark by painting the map into a clean image, and removing it by
 //! overwriting the bit-carrying pixels.
 
-use crate::codec::gray;
 use std::io::Write as _;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +13,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::attack as attacks;
+use crate::codec::gray;
 use crate::codec::gray::quantize_8bit;
 use crate::commands::cli::{AttackArgs, GlobalArgs};
 use crate::io::checkpoint;

@@ -1,12 +1,12 @@
 //! `wmae embed`: watermarks images with given or random bits and writes them as 8-bit PNG files
 //! with a manifest of the bits, which `wmae extract --manifest` reads back.
 
-use crate::codec::gray;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use tch::Tensor;
 
+use crate::codec::gray;
 use crate::commands::cli::{EmbedArgs, GlobalArgs};
 use crate::io::checkpoint;
 use crate::io::data::images;

@@ -3,7 +3,6 @@
 //! with Otsu; plus a PNG grid of samples. Watermarked images are rounded to 8 bits first, as a
 //! PNG file stores them: the figures are those of files a user would save.
 
-use crate::codec::gray;
 use std::io::Write as _;
 
 use anyhow::Result;
@@ -11,6 +10,7 @@ use image::GrayImage;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
+use crate::codec::gray;
 use crate::commands::cli::{EvaluateArgs, GlobalArgs};
 use crate::io::checkpoint::{self, Loaded};
 use crate::io::data::dataset::{load_split, Split};

@@ -2,13 +2,13 @@
 //! --threshold) or at its Otsu threshold; prints the bits per image and, when the expected bits
 //! are known, honest scores beside the all-zeros baseline.
 
-use crate::codec::gray;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
+use crate::codec::gray;
 use crate::commands::cli::{ExtractArgs, GlobalArgs};
 use crate::io::checkpoint::{self, Loaded};
 use crate::io::data::dataset::{load_split, Split};
