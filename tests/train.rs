@@ -240,3 +240,70 @@ fn init_starts_from_trained_weights() {
     // One tiny epoch from scratch reads about half the bits; from the shipped model, all of them.
     assert!(bits > 0.99, "validation bit accuracy after --init: {bits}");
 }
+
+/// A new extractor for a trained embedder: `seed-jnd-wide` started by `--init` from a model of
+/// another graph takes the variables the two share (the encoder and decoder), names those that
+/// start fresh and those left unused, and with `train.freeze_embedder` trains the extractor
+/// alone: the embedder's weights come out bit for bit as they went in, and the checkpoint loads
+/// for inference with its whole parameter count.
+#[test]
+fn a_frozen_embedder_keeps_its_weights_while_a_new_extractor_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = common::tiny_config(tmp.path(), 1);
+    let text = std::fs::read_to_string(&tiny).unwrap().replace(
+        "[train]",
+        "[model]\narchitecture = \"seed-jnd-wide\"\n[train]\nfreeze_embedder = true",
+    );
+    let config = tmp.path().join("wide.toml");
+    std::fs::write(&config, text).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/stamp.ot");
+    let run = tmp.path().join("wide");
+    let o = wmae(&common::train_args(
+        &config,
+        &run,
+        &["--init", shipped.to_str().unwrap()],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = common::stdout(&o);
+    assert!(
+        out.contains("fresh variables [\"wide_out.bias\"")
+            && out.contains("unused variables [\"conl1w.bias\""),
+        "{out}"
+    );
+    assert!(out.contains("trained, the embedder frozen"), "{out}");
+
+    let before = tensors(&shipped);
+    let after = tensors(&run.join("best.ot"));
+    let embedder = |name: &str| {
+        [
+            "convl1e",
+            "convl2e",
+            "convl3e",
+            "reconstructed_I",
+            "convl1d",
+            "convl2d",
+            "convl3d",
+            "decoder_output",
+        ]
+        .iter()
+        .any(|layer| name.starts_with(&format!("{layer}.")))
+    };
+    let mut compared = 0;
+    for (name, t) in after.iter().filter(|(n, _)| embedder(n)) {
+        let (_, old) = before.iter().find(|(n, _)| n == name).unwrap();
+        assert!(t.equal(old), "{name} changed under a frozen embedder");
+        compared += 1;
+    }
+    assert_eq!(
+        compared, 16,
+        "the encoder's and decoder's weights and biases"
+    );
+    assert!(after.iter().any(|(n, _)| n == "wide_w5.weight"));
+    assert!(!after.iter().any(|(n, _)| n.starts_with("conl1w")));
+
+    let loaded =
+        wmae::io::checkpoint::load_for_inference(&run.join("best.ot"), tch::Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.architecture, "seed-jnd-wide");
+    let total: i64 = after.iter().map(|(_, t)| t.numel() as i64).sum();
+    assert_eq!(loaded.meta.parameters, total);
+}
