@@ -10,6 +10,8 @@
 //! (the training loop), `attack` (edits applied to marked images) and `commands` (the command
 //! line).
 
+#![warn(missing_docs)]
+
 pub mod attack;
 pub mod codec;
 pub mod commands;

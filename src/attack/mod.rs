@@ -38,43 +38,76 @@ pub enum Attack {
     None,
     /// `jpeg-Q`: a real baseline JPEG encoding at quality Q (1..=100) and its decoding, through
     /// the `image` crate (`crate::codec::jpeg::round_trip_tensor`).
-    Jpeg { quality: u8 },
+    Jpeg {
+        /// JPEG quality, 1..=100.
+        quality: u8,
+    },
     /// `noise-S`: additive Gaussian noise of standard deviation S/255 (S in 8-bit levels),
     /// independent per pixel, then clipped to [0, 1].
-    Noise { sigma: f32 },
+    Noise {
+        /// Standard deviation in 8-bit levels, 0..=255.
+        sigma: f32,
+    },
     /// `blur-S`: Gaussian blur of standard deviation S pixels: `imageproc`'s
     /// `gaussian_blur_f32` (separable kernel of radius ceil(2S), normalised; the border pixels
     /// are replicated) run on a float image, so nothing is rounded before the final 8 bits.
-    Blur { sigma: f32 },
+    Blur {
+        /// Standard deviation in pixels, above 0 and at most 10.
+        sigma: f32,
+    },
     /// `brightness+D` / `brightness-D`: D/255 added to every pixel (D in 8-bit levels), clipped.
-    Brightness { delta: i32 },
+    Brightness {
+        /// Change in 8-bit levels, -255..=255 (negative darkens).
+        delta: i32,
+    },
     /// `contrast-F`: `mean + F * (x - mean)`, clipped, where `mean` is the image's own mean gray
     /// level rounded to the nearest 8-bit level: what PIL's `ImageEnhance.Contrast(img)
     /// .enhance(F)` does on a grayscale image (it blends the image with a flat image of its
     /// rounded mean). F < 1 lowers the contrast, F > 1 raises it.
-    Contrast { factor: f32 },
+    Contrast {
+        /// Contrast factor, 0..=10 (1 leaves the image as it is).
+        factor: f32,
+    },
     /// `salt-pepper-P%`: each pixel independently, with probability P/100, is set to 0 (pepper)
     /// or 1 (salt), half each.
-    SaltPepper { percent: f32 },
+    SaltPepper {
+        /// Chance in percent (0..=100) that a pixel is set to 0 or 1.
+        percent: f32,
+    },
     /// `dropout-P%` (HiDDeN's dropout): each pixel independently, with probability P/100, is
     /// replaced by the original (unwatermarked) image's pixel. HiDDeN's own parameter is the
     /// share kept (`dropout-30%` here is its keep ratio 0.7).
-    Dropout { percent: f32 },
+    Dropout {
+        /// Chance in percent (0..=100) that a pixel reverts to the original.
+        percent: f32,
+    },
     /// `cropout-P%` (HiDDeN's cropout): a rectangle of about P% of the area, of the image's
     /// aspect ratio (`round(H*sqrt(P/100))` x `round(W*sqrt(P/100))`: 20x20 of 28x28 for 50%),
     /// at a random position, keeps the watermarked pixels; the rest is the original image.
-    Cropout { keep_percent: f32 },
+    Cropout {
+        /// Share of the area kept watermarked, in percent, above 0 and at most 100.
+        keep_percent: f32,
+    },
     /// `shift-K`: the image moves K pixels right and K down; the uncovered left columns and top
     /// rows are black (0, MNIST's background). Deterministic.
-    Shift { pixels: u32 },
+    Shift {
+        /// Pixels moved right and down.
+        pixels: u32,
+    },
     /// `cropB-resize`: B pixels cut from every border (28x28 -> 24x24 for B = 2) and the rest
     /// resized back to the full size with `image::imageops::resize`, `FilterType::Triangle`
     /// (bilinear, pixel centres at half-integers, as torch's `align_corners=False`).
-    CropResize { border: u32 },
+    CropResize {
+        /// Pixels cut from every border before resizing back.
+        border: u32,
+    },
     /// `rescale-F`: resized to `round(F*H)` x `round(F*W)` and back to H x W, both with
     /// `image::imageops::resize`, `FilterType::Triangle` (when shrinking, the triangle is
     /// stretched by the scale: an antialiased, PIL-like bilinear downscale, not 2x2 sampling).
-    Rescale { factor: f32 },
+    Rescale {
+        /// Scale of the intermediate size, above 0 and at most 16.
+        factor: f32,
+    },
     /// `rotate-D`: rotation by D degrees clockwise as displayed (y down: imageproc's and
     /// Photoshop's sense; PIL's `rotate` turns the other way) about the image's true centre
     /// ((W-1)/2, (H-1)/2) in pixel-centre coordinates, bilinear, black outside the image. This is
@@ -83,17 +116,26 @@ pub enum Attack {
     /// a 0 degree turn would blacken the last row and column, and `rotate_about_center` turns
     /// about (W/2, H/2), half a pixel off), while here a neighbour outside counts as black in the
     /// bilinear blend. Inside the image both agree (tested).
-    Rotate { degrees: f32 },
+    Rotate {
+        /// Angle in degrees clockwise as displayed, -360..=360.
+        degrees: f32,
+    },
     /// `hflip`: mirrored left to right. Deterministic.
     HFlip,
     /// `median-K`: median filter over the K x K square around each pixel (K odd, 3..=15; PIL's
     /// `ImageFilter.MedianFilter(K)`), `imageproc::filter::median_filter` on the 8-bit image,
     /// border pixels repeated. A removal attack: it erases isolated pixel changes, keeps edges.
-    Median { size: u32 },
+    Median {
+        /// Side of the square in pixels, odd, 3..=15.
+        size: u32,
+    },
     /// `box-R`: box blur, the mean of the (2R+1) x (2R+1) square around each pixel (R in 1..=7;
     /// PIL's `ImageFilter.BoxBlur(R)`, which it matches within one level), border pixels
     /// repeated, computed exactly (`crate::learning::noise::box_blur_with_radius`) and rounded once.
-    BoxBlur { radius: u32 },
+    BoxBlur {
+        /// Radius in pixels, 1..=7 (the square's side is 2R+1).
+        radius: u32,
+    },
 }
 
 /// The standard suite, in this order: none, jpeg 95/90/75/61/50, noise 2/5/10, blur 0.5/1.0,

@@ -56,12 +56,15 @@ pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 /// A photo's file format, from its content rather than its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PhotoFormat {
+    /// PNG: written back lossless.
     Png,
+    /// Baseline or progressive JPEG: written back as baseline JPEG at the output quality.
     Jpeg,
     /// WebP with a VP8 (lossy) image: written back lossy, at the output quality.
     WebpLossy,
     /// WebP with a VP8L (lossless) image: written back lossless.
     WebpLossless,
+    /// TIFF: written back lossless.
     Tiff,
 }
 
@@ -105,13 +108,21 @@ type Rgba16Image = ImageBuffer<Rgba<u16>, Vec<u16>>;
 /// 16-bit, so the watermark is their only change.
 #[derive(Clone, PartialEq)]
 pub enum Pixels {
+    /// 8-bit gray.
     Gray(GrayImage),
+    /// 8-bit gray with alpha.
     GrayAlpha(GrayAlphaImage),
+    /// 8-bit RGB.
     Rgb(RgbImage),
+    /// 8-bit RGB with alpha.
     Rgba(RgbaImage),
+    /// 16-bit gray.
     Gray16(Gray16Image),
+    /// 16-bit gray with alpha.
     GrayAlpha16(GrayAlpha16Image),
+    /// 16-bit RGB.
     Rgb16(Rgb16Image),
+    /// 16-bit RGB with alpha.
     Rgba16(Rgba16Image),
 }
 
@@ -225,6 +236,7 @@ impl Pixels {
         }
     }
 
+    /// Whether the pixels are gray (with or without alpha), at either depth.
     pub fn is_gray(&self) -> bool {
         matches!(
             self,
@@ -232,6 +244,7 @@ impl Pixels {
         )
     }
 
+    /// Whether the pixels carry an alpha channel.
     pub fn has_alpha(&self) -> bool {
         matches!(
             self,
@@ -344,6 +357,7 @@ impl std::fmt::Debug for Pixels {
 /// A photo read from a PNG, JPEG, WebP or TIFF file, with the metadata its output keeps.
 #[derive(Clone)]
 pub struct Photo {
+    /// The decoded pixels, in the colour type and bit depth of the file.
     pub pixels: Pixels,
     /// The format it was read in, and the one it is saved in.
     pub format: PhotoFormat,
@@ -469,14 +483,17 @@ impl Photo {
         })
     }
 
+    /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.pixels.dimensions().0
     }
 
+    /// Height in pixels.
     pub fn height(&self) -> u32 {
         self.pixels.dimensions().1
     }
 
+    /// Whether the photo is gray (with or without alpha).
     pub fn is_gray(&self) -> bool {
         self.pixels.is_gray()
     }

@@ -44,7 +44,9 @@ fn mean(t: &Tensor) -> f64 {
     t.mean(Kind::Float).double_value(&[])
 }
 
-pub fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae attack`: watermarks the inputs, applies each attack at each strength and reports
+/// how the watermark fares per attack.
+pub(crate) fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
     let suite = attacks::parse_list(&args.attacks).context("--attacks")?;
     if let Some(a) = args.strength.iter().find(|a| !(**a > 0.0 && **a <= 10.0)) {
         bail!("--strength {a}: must lie in (0, 10]");

@@ -69,7 +69,8 @@ fn measure(device: Device, batch: i64, args: &BenchArgs, mut step: impl FnMut())
         .collect()
 }
 
-pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae bench`: measures training and inference throughput on synthetic batches.
+pub(crate) fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     if args.steps == 0 || args.repeats == 0 {
         bail!("--steps and --repeats must be at least 1");
     }

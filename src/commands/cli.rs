@@ -14,6 +14,7 @@ pub use crate::io::checkpoint::{DEFAULT_CHECKPOINT, DEFAULT_PHOTO_CHECKPOINT};
 /// The folder `scripts/fetch-data` writes the embedded MNIST digits to.
 pub const DEFAULT_DATA_DIR: &str = "data/mnist";
 
+/// The whole command line: the options every subcommand takes and the subcommand to run.
 #[derive(Debug, Parser)]
 #[command(
     name = "wmae",
@@ -24,9 +25,11 @@ pub const DEFAULT_DATA_DIR: &str = "data/mnist";
                   extractor CNN that recovers the watermark map, binarized to exact 0/1 bits."
 )]
 pub struct Cli {
+    /// Options every subcommand takes.
     #[command(flatten)]
     pub global: GlobalArgs,
 
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +56,7 @@ pub struct GlobalArgs {
     pub verbose: u8,
 }
 
+/// The subcommands of `wmae`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train the watermark autoencoder (Adadelta, MSE or BCE on both heads) and write a run folder:
@@ -83,6 +87,7 @@ pub enum Command {
     Data(DataCommand),
 }
 
+/// The subcommands of `wmae data`.
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Load a data set folder (IDX files, plain or .gz) and print a summary of both splits.
@@ -92,6 +97,7 @@ pub enum DataCommand {
     ImportNpmDigits(ImportNpmDigitsArgs),
 }
 
+/// Arguments of `wmae data info`.
 #[derive(Debug, Args)]
 pub struct DataInfoArgs {
     /// Folder with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
@@ -100,6 +106,7 @@ pub struct DataInfoArgs {
     pub data_dir: PathBuf,
 }
 
+/// Arguments of `wmae data import-npm-digits`.
 #[derive(Debug, Args)]
 pub struct ImportNpmDigitsArgs {
     /// The package's digits folder, holding 0.json .. 9.json.
@@ -111,6 +118,7 @@ pub struct ImportNpmDigitsArgs {
     pub out: PathBuf,
 }
 
+/// Arguments of `wmae train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// TOML config of the run (configs/seed.toml is the Keras seed exactly).
@@ -168,6 +176,7 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// Arguments of `wmae embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Images to watermark: PNG/JPEG/WebP/TIFF files or folders of them (28x28, grayscale;
@@ -178,6 +187,7 @@ pub struct EmbedArgs {
     #[arg(required_unless_present = "input_list", value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
+    /// Where further inputs come from, which shard this run takes, and how results are reported.
     #[command(flatten)]
     pub stream: StreamArgs,
 
@@ -301,6 +311,7 @@ pub enum ModelKind {
     Photo,
 }
 
+/// Arguments of `wmae extract`.
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     /// Watermarked images (as for embed), or photos (PNG, JPEG, WebP or TIFF, any size). None: watermark the
@@ -309,6 +320,7 @@ pub struct ExtractArgs {
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
+    /// Where further inputs come from, which shard this run takes, and how results are reported.
     #[command(flatten)]
     pub stream: StreamArgs,
 
@@ -367,6 +379,7 @@ pub struct ExtractArgs {
     pub data_dir: PathBuf,
 }
 
+/// Arguments of `wmae attack`.
 #[derive(Debug, Args)]
 pub struct AttackArgs {
     /// Original (unwatermarked) images, as for embed. None: the test split of --data-dir.
@@ -398,6 +411,7 @@ pub struct AttackArgs {
     pub csv: Option<PathBuf>,
 }
 
+/// Arguments of `wmae evaluate`.
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
     /// Model checkpoint: .ot or .safetensors written by wmae (metadata inside), or a PyTorch
@@ -422,6 +436,7 @@ pub struct EvaluateArgs {
     pub samples: usize,
 }
 
+/// Arguments of `wmae score`.
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
     /// The original photo (PNG, JPEG, WebP or TIFF).
@@ -435,6 +450,7 @@ pub struct ScoreArgs {
     pub json: bool,
 }
 
+/// Arguments of `wmae export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Checkpoint to export (.ot with its .json, or .safetensors).
@@ -446,6 +462,7 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+/// Arguments of `wmae bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Batch sizes for training throughput (comma-separated).

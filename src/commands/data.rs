@@ -9,7 +9,8 @@ use crate::commands::cli::{DataCommand, DataInfoArgs, GlobalArgs, ImportNpmDigit
 use crate::io::data::dataset::{Dataset, RawSplit};
 use crate::io::data::mnist_json;
 
-pub fn run(cmd: DataCommand, global: &GlobalArgs) -> Result<()> {
+/// Runs a `wmae data` subcommand.
+pub(crate) fn run(cmd: DataCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
         DataCommand::Info(args) => info(&args, global),
         DataCommand::ImportNpmDigits(args) => import(&args),

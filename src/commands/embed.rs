@@ -14,7 +14,8 @@ use crate::io::manifest::{output_names, Manifest, ManifestEntry, MANIFEST_FORMAT
 use crate::message::watermark;
 use crate::watermarker::inference;
 
-pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae embed`: watermarks digit images or photos and writes them out.
+pub(crate) fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if !(args.strength > 0.0 && args.strength <= 10.0) {
         anyhow::bail!("--strength {}: must lie in (0, 10]", args.strength);
     }

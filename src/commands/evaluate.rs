@@ -57,7 +57,9 @@ fn mean(t: Tensor) -> f64 {
     t.mean(Kind::Float).double_value(&[])
 }
 
-pub fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae evaluate`: image quality and watermark recovery on the test split, and the
+/// sample grid.
+pub(crate) fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     let device = global.device.resolve()?;
     let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
     let layout = loaded.meta.layout;

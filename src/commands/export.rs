@@ -6,7 +6,8 @@ use anyhow::{bail, Result};
 use crate::commands::cli::{ExportArgs, GlobalArgs};
 use crate::io::checkpoint;
 
-pub fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae export`: writes a checkpoint's model as .ot or .safetensors.
+pub(crate) fn run(args: &ExportArgs, _global: &GlobalArgs) -> Result<()> {
     let loaded = checkpoint::load_for_inference(&args.checkpoint, tch::Device::Cpu)?;
     let named = checkpoint::model_tensors(&loaded.vs);
     let extension = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");

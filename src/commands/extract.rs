@@ -22,7 +22,8 @@ use crate::watermarker::recovery::{self, ImageResult, Totals};
 /// The bits each image should carry, when known.
 type ExpectedBits = Option<Vec<Vec<f32>>>;
 
-pub fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae extract`: reads the watermark back from digit images or photos.
+pub(crate) fn run(args: &ExtractArgs, global: &GlobalArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold {}: must lie in [0, 1]", args.threshold);
     }

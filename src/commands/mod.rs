@@ -18,6 +18,8 @@ use anyhow::Result;
 
 use crate::commands::cli::{Cli, Command};
 
+/// Runs a parsed command line: sets the CPU threads, prepares the device backend, seeds the
+/// random generators, then runs the subcommand.
 pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
     let threads = crate::runtime::device::set_threads(global.threads)?;

@@ -8,7 +8,8 @@ use crate::commands::cli::ScoreArgs;
 use crate::watermarker::photo::psnr;
 use crate::watermarker::visibility;
 
-pub fn run(args: &ScoreArgs) -> Result<()> {
+/// Runs `wmae score`: how visible the change from an original photo to a marked one is.
+pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     let original = Photo::open(&args.original)?;
     let marked = Photo::open(&args.marked)?;
     let psnr = psnr(&original, &marked)?;

@@ -9,7 +9,9 @@ use crate::commands::cli::{GlobalArgs, TrainArgs};
 use crate::learning::config::{Config, Overrides};
 use crate::train::{self, RunOptions};
 
-pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
+/// Runs `wmae train`: resolves the config (the file, or the run folder's on --resume, with the
+/// command-line overrides) and runs the training loop.
+pub(crate) fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let overrides = Overrides {
         epochs: args.epochs,
         batch_size: args.batch_size,

@@ -32,6 +32,7 @@ pub const DEFAULT_CHECKPOINT: &str = "checkpoints/default.ot";
 /// The shipped photo model, the default for `--payload` and for photos that are not 28x28.
 pub const DEFAULT_PHOTO_CHECKPOINT: &str = "checkpoints/photo.ot";
 
+/// The metadata format this wmae writes and reads; a checkpoint naming another is refused.
 pub const FORMAT: &str = "wmae-checkpoint-1";
 
 /// Name of the `.ot` tensor that holds the metadata.
@@ -43,13 +44,19 @@ const MAX_EPOCH: usize = 1_000_000_000;
 /// Key of wmae's metadata (JSON) in a safetensors header.
 const SAFETENSORS_META_KEY: &str = "wmae";
 
+/// What a checkpoint carries beside its tensors: what rebuilds its model and continues its run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
+    /// The metadata format, [`FORMAT`].
     pub format: String,
+    /// The model's architecture, by its name (`seed`, `seed-jnd`, ...).
     pub architecture: String,
+    /// Where and how the watermark bits lie in the image.
     pub layout: Layout,
+    /// The activation of the watermark head.
     pub head: Head,
+    /// The model's parameter count, checked against the rebuilt model on loading.
     pub parameters: i64,
     /// Epochs completed when this checkpoint was written.
     pub epoch: usize,
@@ -239,7 +246,9 @@ pub fn save_safetensors(path: &Path, named: &[NamedTensor], meta: &Metadata) -> 
 
 /// A checkpoint file as read: its tensors (metadata removed) and its metadata, if it has any.
 pub struct CheckpointFile {
+    /// The named tensors, without the metadata tensor.
     pub tensors: NamedTensors,
+    /// The wmae metadata; None for a file without (a PyTorch state dict, say).
     pub meta: Option<Metadata>,
 }
 
@@ -421,8 +430,11 @@ pub fn resolve_default(path: &Path) -> PathBuf {
 /// A model rebuilt from a checkpoint for inference: architecture from the metadata, weights
 /// from the file.
 pub struct Loaded {
+    /// The variables holding the weights (frozen: no gradients).
     pub vs: VarStore,
+    /// The rebuilt model, its weights in `vs`.
     pub model: crate::model::WatermarkAutoencoder,
+    /// The checkpoint's metadata (or the one its description gave).
     pub meta: Metadata,
 }
 
@@ -492,6 +504,9 @@ fn described_metadata(description: &Path, tensors: &[NamedTensor]) -> Result<Met
     Ok(meta)
 }
 
+/// Loads a checkpoint for inference on `device`: the model its metadata (or its description,
+/// `FILE.toml`) describes, the file's weights in it, frozen. The shipped default paths also
+/// resolve from the project folder.
 pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     let path = &resolve_default(path);
     let (tensors, meta) = read_described(path)?;

@@ -9,18 +9,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::watermark::Layout;
 
+/// The manifest format this wmae writes and reads; a manifest naming another is refused.
 pub const MANIFEST_FORMAT: &str = "wmae-manifest-1";
+/// File name of the manifest in the output folder.
 pub const MANIFEST_NAME: &str = "manifest.json";
 
+/// What `wmae embed` made: the model, the watermark layout and the bits of each output file.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The manifest format, [`MANIFEST_FORMAT`].
     pub format: String,
+    /// The checkpoint the images were watermarked with.
     pub checkpoint: PathBuf,
+    /// Where and how the bits lie in each image.
     pub layout: Layout,
+    /// One entry per watermarked file, in input order.
     pub images: Vec<ManifestEntry>,
 }
 
+/// One watermarked file of a manifest and the bits it carries.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestEntry {
@@ -28,10 +36,12 @@ pub struct ManifestEntry {
     pub file: String,
     /// The input it was made from.
     pub source: String,
+    /// The embedded bits as a string of `0` and `1`, in the layout's order.
     pub bits: String,
 }
 
 impl Manifest {
+    /// Reads a manifest file, refusing one of another format.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read manifest {}", path.display()))?;

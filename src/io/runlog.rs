@@ -10,7 +10,9 @@ use crate::learning::metrics::Summary;
 
 const CSV_HEADER_PREFIX: &str = "epoch,lr";
 
-pub fn csv_header() -> String {
+/// The header line of metrics.csv: `epoch,lr`, then every figure of the training pass
+/// (`train_...`) and of the validation pass (`val_...`).
+pub(crate) fn csv_header() -> String {
     let names: Vec<&str> = Summary::default()
         .fields()
         .iter()
@@ -23,7 +25,8 @@ pub fn csv_header() -> String {
     cols.join(",")
 }
 
-pub fn csv_row(epoch: usize, lr: f64, train: &Summary, val: &Summary) -> String {
+/// One epoch's line of metrics.csv, in the columns of `csv_header`.
+pub(crate) fn csv_row(epoch: usize, lr: f64, train: &Summary, val: &Summary) -> String {
     let mut cols = vec![epoch.to_string(), format!("{lr:.9}")];
     for s in [train, val] {
         cols.extend(s.fields().iter().map(|(_, v)| format!("{v:.9}")));
@@ -46,7 +49,8 @@ pub fn truncate_csv(path: &Path, epochs: usize) -> Result<String> {
     Ok(kept.join("\n"))
 }
 
-pub fn print_summary(label: &str, s: &Summary) {
+/// Prints a pass's figures on one console line, after `label` (`train`, `val`, ...).
+pub(crate) fn print_summary(label: &str, s: &Summary) {
     println!(
         "  {label:<5} loss {:.5} (image {:.5}, watermark {:.5})  MAE {:.4}/{:.4}  PSNR {:.2} dB  \
          bits {:.2}%  exact {:.1}%  pixels {:.2}%  Dice {:.4}",
@@ -73,7 +77,8 @@ pub fn summary_json(s: &Summary) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-pub fn progress_bar(len: u64, epoch: usize, epochs: usize, quiet: bool) -> ProgressBar {
+/// The progress bar of one epoch of `len` batches; hidden when `quiet`.
+pub(crate) fn progress_bar(len: u64, epoch: usize, epochs: usize, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

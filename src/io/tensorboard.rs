@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+/// Writes one run's scalars to a TensorBoard event file.
 pub struct EventWriter {
     path: PathBuf,
     out: BufWriter<File>,

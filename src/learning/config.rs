@@ -12,25 +12,33 @@ use crate::learning::optim::AdadeltaConfig;
 use crate::message::watermark::{Layout, Mode};
 use crate::model::Head;
 
+/// A training run's config, as its TOML file gives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Name of the run folder under `runs/`.
     pub name: String,
+    /// The data trained and validated on (`[data]`).
     pub data: DataConfig,
+    /// The watermark's bits and layout (`[watermark]`).
     #[serde(default)]
     pub watermark: WatermarkConfig,
+    /// The network (`[model]`).
     #[serde(default)]
     pub model: ModelConfig,
+    /// The losses of both heads and how they are weighed (`[loss]`).
     pub loss: LossConfig,
+    /// Adadelta's settings (`[optimizer]`).
     #[serde(default)]
     pub optimizer: AdadeltaConfig,
+    /// Epochs, batch size and learning-rate schedule (`[train]`).
     pub train: TrainConfig,
     /// Noise layers between the decoder and the extractor in training (default: none).
     #[serde(default, skip_serializing_if = "NoiseConfig::is_default")]
     pub noise: NoiseConfig,
 }
 
+/// The `[data]` table: where the images come from and how they are split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -67,6 +75,7 @@ fn default_max_side() -> u32 {
     1024
 }
 
+/// What a data folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataKind {
@@ -92,20 +101,27 @@ pub enum LayoutKind {
     Tile,
 }
 
+/// The `[watermark]` table: how the bits are drawn in training and where they go in the map.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatermarkConfig {
+    /// Fixed bits per purpose (the seed) or fresh random bits for every image.
     pub mode: Mode,
+    /// Where the bits go in the map: block, spread or tile.
     pub layout: LayoutKind,
     /// The payload: rows x cols bits (a block's shape; for a spread layout only the product counts).
     pub rows: i64,
+    /// The payload's columns: see `rows`.
     pub cols: i64,
     /// Block layout: the block's top-left pixel.
     pub top: i64,
+    /// Block layout: the column of the block's top-left pixel (`top` is its row).
     pub left: i64,
     /// Spread layout: cell side in pixels, the key of the cell assignment, the shift search.
     pub cell: i64,
+    /// Spread and tile layouts: the key that places the bits.
     pub key: u64,
+    /// Spread layout: the largest shift, in pixels, the reader tries in each direction.
     pub search: i64,
     /// Tile layout: the tile's side in pixels.
     pub tile: i64,
@@ -183,10 +199,13 @@ impl WatermarkConfig {
     }
 }
 
+/// The `[model]` table: the network's graph and head.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The graph around the seed's layers.
     pub architecture: crate::model::Architecture,
+    /// The activation of the watermark head.
     pub head: Head,
     /// `seed-jnd` only: the fraction of each pixel's just-noticeable difference the change
     /// reaches at full pattern (`crate::model::jnd`).
@@ -203,13 +222,18 @@ impl Default for ModelConfig {
     }
 }
 
+/// The `[loss]` table: each head's loss and their weights in the trained sum.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
+    /// The image head's loss (watermarked image against the original).
     pub image: LossKind,
+    /// The watermark head's loss (extracted map against the embedded one).
     pub watermark: LossKind,
+    /// Weight of the image loss in the total (default 1, >= 0).
     #[serde(default = "one")]
     pub image_weight: f64,
+    /// Weight of the watermark loss in the total (default 1, >= 0).
     #[serde(default = "one")]
     pub watermark_weight: f64,
     /// Where the watermark loss is taken: the whole map (seed) or the bit block.
@@ -225,10 +249,13 @@ fn one() -> f64 {
     1.0
 }
 
+/// The `[train]` table: how long and in what batches to train.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Epochs in total (at least 1).
     pub epochs: usize,
+    /// Images (or photo crops) per batch (at least 1).
     pub batch_size: usize,
     /// Epochs over which lr decays by a cosine to `final_lr_fraction * lr`; 1.0 keeps it constant.
     #[serde(default = "one")]
@@ -242,12 +269,19 @@ pub struct TrainConfig {
 /// Values given on the command line that replace the file's.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// Replaces `train.epochs`.
     pub epochs: Option<usize>,
+    /// Replaces `train.batch_size`.
     pub batch_size: Option<usize>,
+    /// Replaces `optimizer.lr`.
     pub lr: Option<f64>,
+    /// Replaces `data.dir`.
     pub data_dir: Option<PathBuf>,
+    /// Replaces `name`.
     pub name: Option<String>,
+    /// Replaces `watermark.mode`.
     pub watermark_mode: Option<Mode>,
+    /// Replaces `model.head`.
     pub head: Option<Head>,
 }
 
@@ -259,6 +293,7 @@ impl Config {
         Self::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 
+    /// Parses and validates a config from TOML text.
     pub fn parse(text: &str) -> Result<Self> {
         let config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
@@ -266,6 +301,7 @@ impl Config {
         Ok(config)
     }
 
+    /// Replaces the values `o` gives, then validates the result.
     pub fn apply(&mut self, o: &Overrides) -> Result<()> {
         if let Some(v) = o.epochs {
             self.train.epochs = v;
@@ -317,6 +353,7 @@ impl Config {
         .with_context(|| format!("watermark.payload_bits = {bits}"))
     }
 
+    /// Checks every value and how they fit together, naming the key of the first bad one.
     pub fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             bail!(
@@ -423,6 +460,7 @@ impl Config {
         lr * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
     }
 
+    /// The config as TOML text, as a run folder's config.toml holds it.
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).context("cannot serialise the config")
     }

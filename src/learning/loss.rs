@@ -7,10 +7,13 @@ use tch::{Kind, Tensor};
 /// Keras' `epsilon()`, the clip margin of its binary cross-entropy.
 pub const KERAS_EPSILON: f64 = 1e-7;
 
+/// The loss of one head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
+    /// Mean squared error.
     Mse,
+    /// Binary cross-entropy, predictions clipped to [1e-7, 1 - 1e-7] as Keras does.
     Bce,
 }
 
@@ -58,7 +61,10 @@ pub fn weighted_mean_loss(
 
 /// The losses of one batch: each head's mean loss and their weighted sum, which is trained.
 pub struct Losses {
+    /// The weighted sum of both heads' losses: what is trained.
     pub total: Tensor,
+    /// The image head's mean loss.
     pub image: Tensor,
+    /// The watermark head's mean loss (weighted by pixel as `loss.watermark_region` says).
     pub watermark: Tensor,
 }

@@ -20,18 +20,27 @@ pub const PSNR_CAP_DB: f64 = 100.0;
 /// Figures of one pass (train or validation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Summary {
+    /// Mean total loss (the weighted sum that is trained) over the pass.
     pub loss: f64,
+    /// Mean loss of the image head.
     pub image_loss: f64,
+    /// Mean loss of the watermark head.
     pub watermark_loss: f64,
+    /// Mean absolute error of the watermarked image against the original, pixel range 1.
     pub image_mae: f64,
+    /// Mean absolute error of the extracted map against the true map.
     pub watermark_mae: f64,
     /// Mean over images of 10*log10(1/MSE), pixel range 1.
     pub psnr: f64,
+    /// Share of bits read right from the binarized maps (threshold 0.5).
     pub bit_accuracy: f64,
+    /// Share of map pixels equal to the true map once binarized.
     pub pixel_accuracy: f64,
+    /// Dice of the binarized maps against the true maps, over the whole pass.
     pub dice: f64,
     /// Share of images whose every bit is right.
     pub exact_rate: f64,
+    /// Images in the pass.
     pub images: i64,
 }
 
@@ -67,7 +76,9 @@ pub struct MapCounts {
     pub pixels_right: Tensor,
     /// Pixels that are 1 in both the binary and the true map.
     pub intersection: Tensor,
+    /// Pixels that are 1 in the binary map.
     pub predicted_ones: Tensor,
+    /// Pixels that are 1 in the true map.
     pub true_ones: Tensor,
 }
 
@@ -124,6 +135,7 @@ const TRUE_ONES: usize = 10;
 const EXACT: usize = 11;
 
 impl Accumulator {
+    /// An empty accumulator for maps of `layout`.
     pub fn new(layout: Layout) -> Self {
         Self {
             layout,

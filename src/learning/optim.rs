@@ -13,11 +13,15 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::model::{NamedTensor, NamedTensors};
 
+/// Adadelta's settings (Keras defaults: lr 1.0, rho 0.95, eps 1e-7).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdadeltaConfig {
+    /// Learning rate: the factor on each update (positive).
     pub lr: f64,
+    /// Decay of the running averages of squared gradients and updates, in (0, 1).
     pub rho: f64,
+    /// The small constant under both square roots (positive).
     pub eps: f64,
 }
 
@@ -62,6 +66,7 @@ impl AdadeltaConfig {
 /// operation is a kernel launch, that is what keeps small batches from being launch-bound.
 /// Create it after the model's kernel layout is final (`model::set_kernel_layout` re-allocates).
 pub struct Adadelta {
+    /// The settings; `lr` may change between steps (the learning-rate schedule sets it).
     pub config: AdadeltaConfig,
     /// Names and variables, in name order (so state files are stable).
     names: Vec<String>,
@@ -133,6 +138,7 @@ impl Adadelta {
         }
     }
 
+    /// Zeroes the gradients of every variable, before the next backward pass.
     pub fn zero_grad(&mut self) {
         for var in &mut self.vars {
             var.zero_grad();

@@ -80,11 +80,26 @@ pub enum BchError {
     /// m outside 3..=10 (no field table for it).
     FieldDegree(usize),
     /// t = 0, or designed distance 2t+1 longer than the code (2t+1 > 2^m − 1).
-    Capability { m: usize, t: usize },
+    Capability {
+        /// The field degree asked for.
+        m: usize,
+        /// The error capability asked for.
+        t: usize,
+    },
     /// Requested data bits 0 or more than the code's k (`max`).
-    DataBits { data_bits: usize, max: usize },
+    DataBits {
+        /// The data bits asked for.
+        data_bits: usize,
+        /// The code's k, the most it takes.
+        max: usize,
+    },
     /// Input slice of the wrong length.
-    Length { expected: usize, got: usize },
+    Length {
+        /// The length the code needs.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
     /// More than t errors detected: the word is not within distance t of any codeword (no watermark).
     Uncorrectable,
 }

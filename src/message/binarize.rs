@@ -18,7 +18,9 @@ pub const MIN_LEVEL_GAP: f64 = 0.5;
 /// How a map is binarized.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
+    /// A fixed threshold in map units: a pixel is 1 when its value is above it.
     Threshold(f64),
+    /// Each map's own Otsu threshold, on the map as 8-bit gray.
     Otsu,
 }
 

@@ -30,13 +30,18 @@ pub const CALIBRATION_SIGMAS: f64 = 5.0;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
+    /// Clean images measured.
     pub images: usize,
+    /// Their mean agreement.
     pub mean: f64,
+    /// The standard deviation of their agreement (population, not sample).
     pub std: f64,
+    /// Their highest agreement.
     pub max: f64,
 }
 
 impl Calibration {
+    /// The calibration of these clean images' agreements.
     pub fn from_agreements(agreements: &[f64]) -> Self {
         let n = agreements.len().max(1) as f64;
         let mean = agreements.iter().sum::<f64>() / n;
@@ -57,6 +62,7 @@ pub struct Detector {
     pub threshold: f64,
     /// The null model's p-value at the threshold (all shifts counted).
     pub null_fpr_at_threshold: f64,
+    /// The clean-image calibration that may have raised the threshold, if the model has one.
     pub calibration: Option<Calibration>,
 }
 
@@ -131,6 +137,7 @@ impl Detector {
         Self::new(&layout.carrier_units(), layout.shift_count(), calibration)
     }
 
+    /// Whether an image whose map agrees this much with its word is called watermarked.
     pub fn is_watermarked(&self, agreement: f64) -> bool {
         agreement >= self.threshold
     }

@@ -30,35 +30,53 @@ const MAX_ASSIGNMENT_ENTRIES: i64 = 1 << 28;
 /// How many floats the reader stacks at once (alignments x pixels x images): 16 MB.
 const ALIGNMENT_FLOATS: i64 = 1 << 22;
 
+/// Which pixels of a watermark map carry which bit (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Layout {
     /// `rows x cols` bits in one block at (`top`, `left`) of a `height x width` map.
     Block {
+        /// Rows of bits in the block.
         rows: i64,
+        /// Columns of bits in the block.
         cols: i64,
+        /// Row of the block's top-left pixel.
         top: i64,
+        /// Column of the block's top-left pixel.
         left: i64,
+        /// Height of the map in pixels.
         height: i64,
+        /// Width of the map in pixels.
         width: i64,
     },
     /// `bits` bits, each on an equal share of the `cell x cell` cells of a `height x width` map,
     /// assigned by a permutation keyed by `key`; read back at shifts up to `search` pixels.
     Spread {
+        /// Number of bits.
         bits: i64,
+        /// Side of a cell in pixels.
         cell: i64,
+        /// Key of the permutation that assigns cells to bits.
         key: u64,
+        /// Largest shift, in pixels, tried in each direction when reading.
         search: i64,
+        /// Height of the map in pixels.
         height: i64,
+        /// Width of the map in pixels.
         width: i64,
     },
     /// `bits` bits, each once in a `tile x tile` tile at positions keyed by `key`, the tile
     /// repeated over a `height x width` map; read back at every cyclic shift of the tile.
     Tile {
+        /// Number of bits (each carried once per tile).
         bits: i64,
+        /// Side of the tile in pixels.
         tile: i64,
+        /// Key of the bits' positions in the tile (and of which are inverted).
         key: u64,
+        /// Height of the map in pixels.
         height: i64,
+        /// Width of the map in pixels.
         width: i64,
     },
 }
@@ -106,6 +124,7 @@ pub struct Reading {
 }
 
 impl Layout {
+    /// Height of the map in pixels.
     pub fn height(&self) -> i64 {
         match *self {
             Layout::Block { height, .. }
@@ -114,6 +133,7 @@ impl Layout {
         }
     }
 
+    /// Width of the map in pixels.
     pub fn width(&self) -> i64 {
         match *self {
             Layout::Block { width, .. }

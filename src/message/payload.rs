@@ -68,6 +68,7 @@ impl Payload {
         Ok(Self::from_bytes(&padded))
     }
 
+    /// The payload of these bytes, each most significant bit first.
     pub fn from_bytes(bytes: &[u8]) -> Self {
         let bits = bytes
             .iter()
@@ -76,10 +77,12 @@ impl Payload {
         Self { bits }
     }
 
+    /// The payload of these data bits, as they are.
     pub fn from_bits(bits: Vec<bool>) -> Self {
         Self { bits }
     }
 
+    /// The data bits, most significant bit of the first byte first.
     pub fn bits(&self) -> &[bool] {
         &self.bits
     }
@@ -211,6 +214,7 @@ impl PayloadCode {
         self.bch.n()
     }
 
+    /// Data bits per payload (the code's dimension k).
     pub fn data_bits(&self) -> usize {
         self.bch.k()
     }

@@ -23,8 +23,11 @@ pub enum Mode {
 /// Which data the fixed watermark of `Mode::Fixed` is drawn for (each gets its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// Training batches.
     Train = 1,
+    /// Validation passes.
     Validation = 2,
+    /// The test split (evaluation).
     Test = 3,
 }
 
@@ -45,6 +48,8 @@ pub struct BitSource {
 }
 
 impl BitSource {
+    /// A source of `layout`'s bits in `mode`; the fixed block (drawn from `seed` for `purpose`)
+    /// is made at once, on `device`.
     pub fn new(layout: Layout, mode: Mode, seed: u64, purpose: Purpose, device: Device) -> Self {
         let fixed = Tensor::from_slice(&fixed_bits(&layout, seed, purpose))
             .reshape([1, layout.bit_count()])

@@ -57,6 +57,7 @@ impl Architecture {
         matches!(self, Architecture::SeedJnd | Architecture::SeedJndWide)
     }
 
+    /// The architecture of a name [`Architecture::name`] gives; None for an unknown name.
     pub fn from_name(name: &str) -> Option<Self> {
         [
             Architecture::Seed,

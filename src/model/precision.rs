@@ -20,6 +20,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The tensor kind of this format (`Float` or `BFloat16`).
     pub fn kind(self) -> Kind {
         match self {
             Precision::Fp32 => Kind::Float,

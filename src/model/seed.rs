@@ -90,6 +90,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Creates the encoder's variables under `vs`, with the Keras layer names.
     pub fn new(vs: &nn::Path) -> Self {
         Self {
             body: ConvStack::new(vs, ["convl1e", "convl2e", "convl3e"]),
@@ -97,6 +98,7 @@ impl Encoder {
         }
     }
 
+    /// The encoded image `(N,1,H,W)`, fp32, from an image batch; `train` turns dropout on.
     pub fn forward_t(&self, image: &Tensor, train: bool) -> Tensor {
         to_f32(self.body.forward_t(image, train).apply(&self.out)).relu()
     }
@@ -110,6 +112,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Creates the decoder's variables under `vs`, with the Keras layer names.
     pub fn new(vs: &nn::Path) -> Self {
         Self {
             body: ConvStack::new(vs, ["convl1d", "convl2d", "convl3d"]),
@@ -117,6 +120,8 @@ impl Decoder {
         }
     }
 
+    /// The watermarked image (`decoder_output`, after its relu) from the encoded image plus the
+    /// watermark map; `train` turns dropout on.
     pub fn forward_t(&self, merged: &Tensor, train: bool) -> Tensor {
         self.change_t(merged, train).relu()
     }
@@ -153,6 +158,8 @@ pub struct Extractor {
 }
 
 impl Extractor {
+    /// Creates the seed extractor's variables under `vs`, with the Keras layer names, ending in
+    /// `head`.
     pub fn new(vs: &nn::Path, head: Head) -> Self {
         Self {
             body: ExtractorBody::Seed(Box::new(ConvStack::new(
@@ -190,6 +197,8 @@ impl Extractor {
         }
     }
 
+    /// The watermark map `(N,1,H,W)` in [0, 1] (exact 0/1 with the hard head) from a watermarked
+    /// image batch; `train` turns dropout on.
     pub fn forward_t(&self, watermarked: &Tensor, train: bool) -> Tensor {
         let features = match &self.body {
             ExtractorBody::Seed(body) => body.forward_t(watermarked, train),
@@ -213,9 +222,13 @@ impl Extractor {
 /// The whole watermark autoencoder: both heads from the image and the watermark map.
 #[derive(Debug)]
 pub struct WatermarkAutoencoder {
+    /// Image -> encoded image.
     pub encoder: Encoder,
+    /// Encoded image plus watermark map -> watermarked image (or the change to the image).
     pub decoder: Decoder,
+    /// Watermarked image -> watermark map.
     pub extractor: Extractor,
+    /// The graph around the layers.
     pub architecture: Architecture,
     /// `seed-jnd` only: the fraction of each pixel's JND the change reaches at full pattern.
     pub jnd_fraction: f64,

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 pub const LIBTORCH_LIB: &str = env!("WMAE_LIBTORCH_LIB");
 
 /// Where to run: `auto` takes the first CUDA device when one is usable, the CPU otherwise.
+// The variants have no doc comments on purpose: clap would print them as `--device` help for
+// every subcommand, switching each `--help` to its long layout to repeat what the option's own
+// help already says of cpu, cuda and auto.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {

@@ -18,7 +18,9 @@ use anyhow::{Context, Result};
 /// One input: the file to read and its key (its output path relative to `--out`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Input {
+    /// The file to read.
     pub path: PathBuf,
+    /// Its output path relative to `--out`, also what sharding hashes.
     pub key: PathBuf,
 }
 
@@ -26,10 +28,13 @@ pub struct Input {
 /// failed record, not the end of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
+    /// The path at fault: an input, a list line's path, the list file or a folder.
     pub path: PathBuf,
+    /// What went wrong, in words.
     pub message: String,
 }
 
+/// What [`Inputs`] yields: an input, or why one could not be named.
 pub type Item = std::result::Result<Input, InputError>;
 
 /// The inputs of a run, in order: the positional arguments, then the list's lines.

@@ -14,7 +14,9 @@ pub use shard::{Shard, ShardChoice};
 /// [`EXIT_SOME_FAILED`] for it.
 #[derive(Debug)]
 pub struct SomeFailed {
+    /// Inputs that failed.
     pub failed: usize,
+    /// Inputs in the run.
     pub total: usize,
 }
 

@@ -17,13 +17,16 @@ use super::shard::Shard;
 /// What happened to one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Done.
     Ok,
     /// Its output already existed (`--skip-existing`).
     Skipped,
+    /// It failed; the record's `error` says why.
     Failed,
 }
 
 impl Status {
+    /// The status as the JSON line gives it: `ok`, `skipped` or `failed`.
     pub fn name(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -36,17 +39,22 @@ impl Status {
 /// The result for one input: its JSON line, and a line of text for people.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The input's path.
     pub input: PathBuf,
+    /// What happened to it.
     pub status: Status,
+    /// Why it failed (the error's whole chain); None unless failed.
     pub error: Option<String>,
-    /// The job's own fields (output, payload, PSNR, ...), in the order they were added.
+    /// The job's own fields (output, payload, PSNR, ...), by name (a JSON object, keys sorted).
     pub fields: Map<String, Value>,
     /// Milliseconds spent in each stage, in order.
     pub stages: Vec<(&'static str, f64)>,
+    /// The line of text for people.
     pub text: String,
 }
 
 impl Record {
+    /// An empty record of `input`, status ok.
     pub fn new(input: PathBuf) -> Record {
         Record {
             input,
@@ -58,6 +66,7 @@ impl Record {
         }
     }
 
+    /// A record of `input` failed with `error`.
     pub fn failed(input: PathBuf, error: String) -> Record {
         let mut r = Record::new(input);
         r.fail(error);
@@ -74,6 +83,7 @@ impl Record {
         self.error = Some(error);
     }
 
+    /// Sets the job's field `key` to `value`, replacing any earlier value.
     pub fn set(&mut self, key: &str, value: impl Into<Value>) {
         self.fields.insert(key.to_string(), value.into());
     }
@@ -95,6 +105,7 @@ impl Record {
         out
     }
 
+    /// Milliseconds spent in all stages together.
     pub fn ms(&self) -> f64 {
         // + 0.0: an empty f64 sum is -0.0, which would print as "-0.0" for a skipped input.
         self.stages.iter().map(|s| s.1).sum::<f64>() + 0.0
@@ -127,21 +138,27 @@ fn round3(x: f64) -> f64 {
 /// runs on a thread of its own, with libtorch on that one thread: photos run side by side
 /// rather than each operation being split.
 pub trait Worker: Send {
+    /// Processes one input, filling in its record; an error fails the input.
     fn process(&mut self, input: &Input, record: &mut Record) -> anyhow::Result<()>;
 }
 
 /// Counts and times of a whole run.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
+    /// Inputs done.
     pub ok: usize,
+    /// Inputs skipped (their output already existed).
     pub skipped: usize,
+    /// Inputs that failed.
     pub failed: usize,
+    /// Wall-clock seconds of the whole run.
     pub seconds: f64,
     /// Milliseconds per stage summed over the inputs, in the order stages first appeared.
     pub stages: Vec<(&'static str, f64)>,
 }
 
 impl Summary {
+    /// Inputs in the run: done, skipped and failed.
     pub fn total(&self) -> usize {
         self.ok + self.skipped + self.failed
     }

@@ -14,14 +14,18 @@ use std::path::Path;
 /// Shard `index` of `count` (0 <= index < count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// This shard's number, from 0.
     pub index: u64,
+    /// The number of shards.
     pub count: u64,
 }
 
 /// Where a shard came from, for `-v`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardChoice {
+    /// The shard taken.
     pub shard: Shard,
+    /// What chose it, in words (`--shard`, a Slurm array task, a Kubernetes index).
     pub source: String,
 }
 
@@ -42,6 +46,7 @@ impl Shard {
         Self::new(index, count).with_context(|| format!("--shard {text:?}"))
     }
 
+    /// Shard `index` of `count`; refused unless 0 <= index < count.
     pub fn new(index: u64, count: u64) -> Result<Shard> {
         if count == 0 {
             bail!("the number of shards must be at least 1");

@@ -38,14 +38,20 @@ pub use trainee::Trainee;
 
 /// How a run is placed and started.
 pub struct RunOptions {
+    /// The run folder.
     pub dir: PathBuf,
+    /// Where the model trains.
     pub device: Device,
+    /// Seed of the weights, shuffling, dropout and watermarks (libtorch's generator is reseeded
+    /// from it and the epoch every epoch).
     pub seed: u64,
+    /// Continue the run in `dir` from its `last.ot`.
     pub resume: bool,
     /// Stop after this many epochs in total, as if interrupted (to test `--resume`).
     pub stop_after: Option<usize>,
     /// Start from these weights (fine-tuning) instead of a fresh initialisation.
     pub init: Option<PathBuf>,
+    /// No progress bar.
     pub quiet: bool,
 }
 

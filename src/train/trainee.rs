@@ -13,8 +13,11 @@ use crate::watermarker::inference::{self, Storage};
 
 /// The model, its variables and how its losses are taken: what a pass over data needs.
 pub struct Trainee {
+    /// The model's variables, trained in place.
     pub vs: VarStore,
+    /// The model being trained.
     pub model: WatermarkAutoencoder,
+    /// The run's config.
     pub config: Config,
     /// Per-pixel weights of the watermark loss: 1 on the background, `block_weight` on the block
     /// (Region::Map), or 1 on the block only (Region::Block).
@@ -24,6 +27,8 @@ pub struct Trainee {
 }
 
 impl Trainee {
+    /// A freshly initialised model of `config` on `device`, with its loss weights and noise
+    /// layers.
     pub fn new(config: Config, device: Device) -> Result<Self> {
         let vs = VarStore::new(device);
         let mut model =
@@ -47,6 +52,7 @@ impl Trainee {
         })
     }
 
+    /// The watermark layout of the run.
     pub fn layout(&self) -> Layout {
         self.config.watermark.layout()
     }

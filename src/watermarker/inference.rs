@@ -89,6 +89,8 @@ pub struct RoundTrip {
     pub maps: Tensor,
 }
 
+/// Embeds `bits` in `images` at full strength, stores the result as `storage` says and extracts
+/// the maps back, as validation, `evaluate` and `extract` without inputs do.
 pub fn round_trip(
     model: &WatermarkAutoencoder,
     layout: &Layout,

@@ -73,9 +73,11 @@ pub struct PhotoModel {
 /// What reading a photo gave.
 #[derive(Debug, Clone)]
 pub struct PhotoReading {
+    /// The payload read, if any, with the bits corrected and the false-positive rate.
     pub reading: PayloadReading,
     /// The scale (fraction of the working size) and tile shift the payload was read at.
     pub scale: Option<f64>,
+    /// The cyclic shift of the tile (rows, columns) the payload was read at.
     pub shift: Option<(i64, i64)>,
     /// Whether it was read from the photo's mirror image (the photo was flipped).
     pub mirrored: bool,
@@ -132,6 +134,7 @@ impl PhotoModel {
         self
     }
 
+    /// The BCH code that protects the model's payload.
     pub fn code(&self) -> &PayloadCode {
         &self.code
     }
@@ -515,8 +518,11 @@ pub enum Change {
     /// computed at the first strength applied and kept for the others (a change is made for one
     /// photo, [`PhotoModel::change_for_map`]).
     Shaped {
+        /// The pattern `(1,1,S,S)` in [-1,1].
         pattern: Tensor,
+        /// The fraction of each pixel's JND the change reaches at full pattern.
         jnd_fraction: f64,
+        /// The photo's JND, computed once at the first strength applied.
         jnd: OnceCell<JndLevels>,
     },
 }

@@ -16,7 +16,9 @@ use crate::message::watermark::{format_bits, Layout};
 /// What was read from one image.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageResult {
+    /// The image's name (its file, or `#i` for the i-th image).
     pub name: String,
+    /// The bits read, as a string of `0` and `1`.
     pub bits: String,
     /// Whether the image carries a watermark, by the detector's rule.
     pub watermarked: bool,
@@ -24,17 +26,22 @@ pub struct ImageResult {
     pub agreement: f64,
     /// The shift (rows, columns) at which the bits were read.
     pub shift: [i64; 2],
+    /// The threshold the map was binarized at, in map units.
     pub threshold: f64,
     /// Otsu's between-class over total variance of the map.
     pub separability: f64,
     /// Whether the map's split into 0 and 1 is not to be trusted (see `binarize`).
     pub unseparable: bool,
+    /// The bits the image should carry, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected: Option<String>,
+    /// Bits read wrong, when the expected bits are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bit_errors: Option<usize>,
+    /// Share of bits read right, when the expected bits are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bit_accuracy: Option<f64>,
+    /// Whether every bit was read right, when the expected bits are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact: Option<bool>,
     /// Dice of the binarized map against the true watermark map.
@@ -48,33 +55,44 @@ pub struct ImageResult {
 /// Totals over all images.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Totals {
+    /// Images read.
     pub images: usize,
+    /// Bits the layout carries in each image.
     pub bits_per_image: usize,
     /// Images the detector calls watermarked.
     pub watermarked: usize,
     /// The agreement at or above which an image is called watermarked, and the false-positive
     /// rate of that threshold under the null model (independent cells, see `detect`).
     pub detection_threshold: f64,
+    /// The null model's false-positive rate at `detection_threshold`.
     pub null_false_positive_rate: f64,
     /// The clean-image false-positive rate measured on the model's calibration images, when the
     /// checkpoint carries a calibration (images, and how many of them passed the threshold).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration_images: Option<usize>,
+    /// Mean agreement over the images.
     pub mean_agreement: f64,
     /// Maps whose split into 0 and 1 is not to be trusted.
     pub unseparable: usize,
+    /// The scores against the expected bits, when they are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scored: Option<Scores>,
 }
 
+/// Scores of the bits read against the expected ones, over all images.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Scores {
+    /// Share of all bits read right.
     pub bit_accuracy: f64,
     /// The bit accuracy of always answering 0: the share of expected bits that are 0.
     pub all_zeros_accuracy: f64,
+    /// Bits read wrong, all images together.
     pub bit_errors: usize,
+    /// Share of all bits read wrong.
     pub bit_error_rate: f64,
+    /// Share of images whose every bit is right.
     pub exact_rate: f64,
+    /// Dice of the binarized maps against the true maps, over all pixels together.
     pub dice: f64,
     /// Share of the whole map's pixels that match the true map.
     pub pixel_accuracy: f64,

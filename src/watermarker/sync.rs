@@ -15,7 +15,9 @@ use tch::{Device, Kind, Tensor};
 /// along x, pointing right), `b` its second (mostly along y, pointing down).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lattice {
+    /// The first basis vector (x, y): one tile period along the tile's first axis.
     pub a: (f64, f64),
+    /// The second basis vector (x, y): one tile period along the tile's second axis.
     pub b: (f64, f64),
     /// How clearly the lattice shows: the mean normalised autocorrelation at its points (1 for
     /// a perfectly periodic map, about 0 for noise) times the square root of the map's pixel

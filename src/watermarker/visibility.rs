@@ -22,6 +22,7 @@ pub struct Visibility {
     pub centre: f64,
     /// The flattest window's score (lowest mean luma gradient), and its top-left corner.
     pub flattest: f64,
+    /// The flattest window's top-left corner (x, y) in pixels.
     pub flattest_at: (u32, u32),
     /// The windows' width and height (the photo's own where it is smaller than [`WINDOW`]).
     pub window: (u32, u32),

@@ -16,7 +16,9 @@ pub const IMAGE_SIDE: usize = 28;
 /// Which half of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
+    /// The training split (`train-*` files).
     Train,
+    /// The test split (`t10k-*` files).
     Test,
 }
 
@@ -28,6 +30,7 @@ impl Split {
         }
     }
 
+    /// The split's name in messages: `train` or `test`.
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -39,15 +42,19 @@ impl Split {
 /// Images and labels of one split, still as bytes.
 #[derive(Debug, Clone)]
 pub struct RawSplit {
+    /// The images, `(N,28,28)` bytes.
     pub images: IdxArray,
+    /// The labels, `(N)` bytes, one per image.
     pub labels: IdxArray,
 }
 
 impl RawSplit {
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.images.len()
     }
 
+    /// Whether the split holds no image.
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
     }
@@ -131,12 +138,16 @@ pub fn load_split(dir: &Path, split: Split) -> Result<RawSplit> {
 /// Both splits of a data set folder.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// The folder it was loaded from.
     pub dir: PathBuf,
+    /// The training split.
     pub train: RawSplit,
+    /// The test split.
     pub test: RawSplit,
 }
 
 impl Dataset {
+    /// Loads and checks both splits of the data set folder `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let train = load_split(dir, Split::Train).context("loading the training split")?;
         let test = load_split(dir, Split::Test).context("loading the test split")?;

@@ -20,11 +20,15 @@ const DTYPE_U8: u8 = 0x08;
 /// An unsigned-byte IDX array: its dimensions and its row-major data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxArray {
+    /// Size of each axis, the first being the number of items.
     pub dims: Vec<usize>,
+    /// The values, row-major; as many as the dimensions' product.
     pub data: Vec<u8>,
 }
 
 impl IdxArray {
+    /// An array of `dims` holding `data`; refused when the data's length is not the dimensions'
+    /// product.
     pub fn new(dims: Vec<usize>, data: Vec<u8>) -> Result<Self> {
         let expected: usize = dims.iter().product();
         if expected != data.len() {
@@ -41,6 +45,7 @@ impl IdxArray {
         self.dims.first().copied().unwrap_or(0)
     }
 
+    /// Whether the array holds no item.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

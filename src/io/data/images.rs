@@ -25,10 +25,12 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.names.len()
     }
 
+    /// Whether no image was read.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

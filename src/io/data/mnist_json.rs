@@ -68,7 +68,9 @@ fn read_class(path: &Path, label: u8) -> Result<ClassImages> {
 
 /// The two splits, in the fixed interleaved order described in the module comment.
 pub struct Converted {
+    /// The training split: `(images, labels)`.
     pub train: (IdxArray, IdxArray),
+    /// The test split: `(images, labels)`.
     pub test: (IdxArray, IdxArray),
 }
 

@@ -136,6 +136,7 @@ impl PhotoSet {
         (set(kept), set(held))
     }
 
+    /// Number of photos.
     pub fn len(&self) -> usize {
         self.photos.len()
     }

@@ -77,6 +77,7 @@ impl NoiseLayers {
         })
     }
 
+    /// The config the layers were made from.
     pub fn config(&self) -> &NoiseConfig {
         &self.config
     }
