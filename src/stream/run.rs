@@ -5,8 +5,6 @@
 //! run goes on.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -212,9 +210,10 @@ pub fn run<W: Worker>(
 ) -> Summary {
     let started = Instant::now();
     let queue = 2 * workers.len().max(1);
-    let (job_tx, job_rx) = sync_channel::<Item>(queue);
-    let (record_tx, record_rx) = sync_channel::<Record>(queue);
-    let job_rx = Mutex::new(job_rx);
+    // Bounded queues (crossbeam-channel: one job queue that every worker takes from): the
+    // walker stays at most a few inputs ahead, and memory stays bounded however many inputs.
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Item>(queue);
+    let (record_tx, record_rx) = crossbeam_channel::bounded::<Record>(queue);
     let mut summary = Summary::default();
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -233,11 +232,10 @@ pub fn run<W: Worker>(
             }
         });
         for mut worker in workers {
-            let record_tx = record_tx.clone();
-            let job_rx = &job_rx;
+            let (record_tx, job_rx) = (record_tx.clone(), job_rx.clone());
             scope.spawn(move || {
                 tch::set_num_threads(1);
-                while let Some(item) = next_job(job_rx) {
+                for item in job_rx {
                     let record = match item {
                         Ok(input) => process_guarded(&mut worker, &input),
                         Err(e) => Record::failed(e.path, e.message),
@@ -248,7 +246,7 @@ pub fn run<W: Worker>(
                 }
             });
         }
-        drop(record_tx);
+        drop((record_tx, job_rx));
         for record in record_rx {
             summary.add(&record);
             sink(&record);
@@ -256,10 +254,6 @@ pub fn run<W: Worker>(
     });
     summary.seconds = started.elapsed().as_secs_f64();
     summary
-}
-
-fn next_job(jobs: &Mutex<Receiver<Item>>) -> Option<Item> {
-    jobs.lock().ok()?.recv().ok()
 }
 
 /// A worker's record for `input`; an error or a panic inside it becomes a failed record for
