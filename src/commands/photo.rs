@@ -207,7 +207,8 @@ impl EmbedWorker {
                     let t = ((sg - floor) / (sg - sb)).clamp(0.1, 0.9);
                     g + t * (b - g)
                 }
-                (None, None) => unreachable!("every try is good or bad"),
+                // Every try lands in one of the two; nothing is left to search otherwise.
+                (None, None) => break,
             };
         }
         Ok(good.map_or(round_strength(lowest), |(g, _)| g))
