@@ -301,6 +301,19 @@ fn a_frozen_embedder_keeps_its_weights_while_a_new_extractor_trains() {
     assert!(after.iter().any(|(n, _)| n == "wide_w5.weight"));
     assert!(!after.iter().any(|(n, _)| n.starts_with("conl1w")));
 
+    // Frozen without --init would train a reader for a random embedder: refused, naming both.
+    let o = wmae(&common::train_args(
+        &config,
+        &tmp.path().join("no-init"),
+        &[],
+    ));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("freeze_embedder") && err.contains("--init"),
+        "{err}"
+    );
+
     let loaded =
         wmae::io::checkpoint::load_for_inference(&run.join("best.ot"), tch::Device::Cpu).unwrap();
     assert_eq!(loaded.meta.architecture, "seed-jnd-wide");

@@ -89,6 +89,13 @@ pub(super) fn start(
             csv: truncate_csv(&folder.path("metrics.csv"), meta.epoch)?,
         });
     }
+    if trainee.config.train.freeze_embedder && opts.init.is_none() {
+        bail!(
+            "train.freeze_embedder = true trains the extractor against a fixed embedder: give the \
+             embedder's weights with --init CHECKPOINT (a frozen random embedder writes no \
+             watermark)"
+        );
+    }
     if let Some(init) = &opts.init {
         let named = checkpoint::read(init)?.tensors;
         checkpoint::load_shared(init, &mut trainee.vs, &named)?;
