@@ -212,4 +212,23 @@ fn a_visibility_floor_outside_the_score_range_is_refused() {
     ]);
     assert!(!run.status.success());
     assert!(common::stderr(&run).contains("--no-score"));
+    // Digits carry plain bits at --strength: the floor is refused, not ignored.
+    let digit = dir.path().join("digit.png");
+    image::GrayImage::new(28, 28).save(&digit).unwrap();
+    let run = common::wmae(&[
+        "embed",
+        digit.to_str().unwrap(),
+        "--random",
+        "--out",
+        dir.path().join("digits").to_str().unwrap(),
+        "--visibility",
+        "85",
+    ]);
+    assert!(!run.status.success());
+    let err = common::stderr(&run);
+    assert!(
+        err.contains("--visibility") && err.contains("--payload"),
+        "{err}"
+    );
+    assert!(!dir.path().join("digits/digit.png").exists());
 }

@@ -25,6 +25,12 @@ pub(crate) fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
     if args.key.is_some() {
         anyhow::bail!("--key keys photo payloads (--payload); digit models carry plain bits");
     }
+    if args.visibility.is_some() {
+        anyhow::bail!(
+            "--visibility chooses each photo's strength (with --payload); digit models embed at \
+             --strength"
+        );
+    }
     let checkpoint = super::photo::embed_checkpoint(args);
     if super::streaming::wants_streaming(&args.stream, args.skip_existing) {
         return super::digit_stream::embed(args, global, &checkpoint);
