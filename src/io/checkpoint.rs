@@ -332,17 +332,8 @@ fn parse_metadata(path: &Path, json: &[u8]) -> Result<Metadata> {
 /// is an error that names it. Optimizer tensors are left for the optimizer.
 pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Result<()> {
     let vars = vs.variables();
-    let mut missing: Vec<&String> = vars
-        .keys()
-        .filter(|k| !named.iter().any(|(n, _)| n == *k))
-        .collect();
-    let unexpected: Vec<&String> = named
-        .iter()
-        .map(|(n, _)| n)
-        .filter(|n| !vars.contains_key(*n) && !Adadelta::owns(n))
-        .collect();
+    let (missing, unexpected) = unmatched(&vars, named);
     if !missing.is_empty() || !unexpected.is_empty() {
-        missing.sort();
         bail!(
             "{}: does not match the wmae model: missing variables {:?}, unexpected variables {:?}",
             path.display(),
@@ -350,6 +341,54 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Resu
             unexpected
         );
     }
+    copy_shared(path, &vars, named)
+}
+
+/// `--init`: copies the variables of `named` that `vs` has too, and says which of the model's
+/// start fresh and which of the file's go unused (another architecture started from this one,
+/// e.g. a `seed-jnd-wide` from a `seed-jnd` checkpoint: same embedder, new extractor). A shared
+/// name with another shape, or nothing shared, is an error.
+pub fn load_shared(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Result<()> {
+    let vars = vs.variables();
+    if !named.iter().any(|(n, _)| vars.contains_key(n)) {
+        bail!(
+            "{}: shares no variable with the model to train",
+            path.display()
+        );
+    }
+    let (fresh, unused) = unmatched(&vars, named);
+    copy_shared(path, &vars, named)?;
+    if !fresh.is_empty() || !unused.is_empty() {
+        println!(
+            "note: --init {}: fresh variables {fresh:?}, unused variables {unused:?}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The model's variables `named` lacks (sorted), and the model variables of `named` the model
+/// lacks (optimizer tensors aside).
+fn unmatched<'a>(
+    vars: &'a HashMap<String, Tensor>,
+    named: &'a [NamedTensor],
+) -> (Vec<&'a String>, Vec<&'a String>) {
+    let mut missing: Vec<&String> = vars
+        .keys()
+        .filter(|k| !named.iter().any(|(n, _)| n == *k))
+        .collect();
+    missing.sort();
+    let unexpected = named
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !vars.contains_key(*n) && !Adadelta::owns(n))
+        .collect();
+    (missing, unexpected)
+}
+
+/// Copies every tensor of `named` that names a variable of `vars` into it; another shape is an
+/// error naming the variable.
+fn copy_shared(path: &Path, vars: &HashMap<String, Tensor>, named: &[NamedTensor]) -> Result<()> {
     tch::no_grad(|| -> Result<()> {
         for (name, tensor) in named.iter().filter(|(n, _)| vars.contains_key(n)) {
             let var = &vars[name];
@@ -365,53 +404,6 @@ pub fn load_model(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Resu
         }
         Ok(())
     })
-}
-
-/// `--init`: copies the variables of `named` that `vs` has too, and says which of the model's
-/// start fresh and which of the file's go unused (another architecture started from this one,
-/// e.g. a `seed-jnd-wide` from a `seed-jnd` checkpoint: same embedder, new extractor). A shared
-/// name with another shape, or nothing shared, is an error.
-pub fn load_shared(path: &Path, vs: &mut VarStore, named: &[NamedTensor]) -> Result<()> {
-    let vars = vs.variables();
-    let shared: Vec<&NamedTensor> = named.iter().filter(|(n, _)| vars.contains_key(n)).collect();
-    if shared.is_empty() {
-        bail!(
-            "{}: shares no variable with the model to train",
-            path.display()
-        );
-    }
-    let mut fresh: Vec<&String> = vars
-        .keys()
-        .filter(|k| !named.iter().any(|(n, _)| n == *k))
-        .collect();
-    fresh.sort();
-    let unused: Vec<&String> = named
-        .iter()
-        .map(|(n, _)| n)
-        .filter(|n| !vars.contains_key(*n) && !Adadelta::owns(n))
-        .collect();
-    tch::no_grad(|| -> Result<()> {
-        for (name, tensor) in shared {
-            let var = &vars[name];
-            if var.size() != tensor.size() {
-                bail!(
-                    "{}: variable {name} has shape {:?}, the model needs {:?}",
-                    path.display(),
-                    tensor.size(),
-                    var.size()
-                );
-            }
-            var.shallow_clone().copy_(tensor);
-        }
-        Ok(())
-    })?;
-    if !fresh.is_empty() || !unused.is_empty() {
-        println!(
-            "note: --init {}: fresh variables {fresh:?}, unused variables {unused:?}",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 /// The shipped model is found from any working folder: the default path, when it is not there
