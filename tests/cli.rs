@@ -260,7 +260,7 @@ fn extract_picks_its_model_by_the_rule_in_help() {
     let out = wmae(&["extract", "--model", "digits", digit, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("\"watermarked\":true"),
+        stdout(&out).contains("\"watermark\":true"),
         "{}",
         stdout(&out)
     );

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use wmae::codec::gray;
 
-use common::{failure, stderr, stdout, wmae};
+use common::{failure, input_failure, stderr, stdout, wmae};
 use wmae::io::data::dataset::{load_split, Split};
 
 fn checkpoint() -> String {
@@ -125,8 +125,17 @@ fn embed_png_extract_round_trip_recovers_the_bits() {
             zeros > 0.3 && zeros < 0.7,
             "random bits are about half zeros: {zeros}"
         );
-        assert_eq!(lines[7]["bits"].as_str().unwrap().len(), 16);
-        assert!(lines[7]["name"].as_str().unwrap().ends_with("digit07.png"));
+        // One record per image, in the order they finished: found by its input.
+        let seven = lines
+            .iter()
+            .find(|l| {
+                l["input"]
+                    .as_str()
+                    .is_some_and(|i| i.ends_with("digit07.png"))
+            })
+            .unwrap();
+        assert_eq!(seven["bits"].as_str().unwrap().len(), 16);
+        assert_eq!(seven["exact"], true, "{seven}");
     }
 }
 
@@ -236,8 +245,10 @@ fn evaluate_prints_the_table_and_writes_the_grid() {
     );
 }
 
+/// A bad image fails alone, as a photo does: it is named, the run goes on and exits 3, the
+/// other images are written and listed in the manifest, and no temporary file is left.
 #[test]
-fn wrong_image_size_names_the_file_and_leaves_no_output() {
+fn wrong_image_size_fails_that_image_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let inputs = digit_pngs(&tmp.path().join("in"), 3);
     image::GrayImage::new(32, 32)
@@ -245,17 +256,25 @@ fn wrong_image_size_names_the_file_and_leaves_no_output() {
         .unwrap();
     let out_dir = tmp.path().join("marked");
     let out = ["--random", "--out", out_dir.to_str().unwrap()];
-    let e = failure(&on_input("embed", &inputs, &checkpoint(), &out));
+    let e = input_failure(&on_input("embed", &inputs, &checkpoint(), &out));
     assert!(
         e.contains("big.png") && e.contains("32x32") && e.contains("expects 28x28"),
         "{e}"
     );
-    assert!(!out_dir.exists(), "no partial output");
-    assert!(
-        !files_in(tmp.path()).iter().any(|f| f.starts_with(".wmae")),
-        "{:?}",
-        files_in(tmp.path())
+    assert_eq!(
+        files_in(&out_dir),
+        ["digit00.png", "digit01.png", "digit02.png", "manifest.json"]
     );
+    let manifest = wmae::io::manifest::Manifest::load(&out_dir.join("manifest.json")).unwrap();
+    let listed: Vec<&str> = manifest.images.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(listed, ["digit00.png", "digit01.png", "digit02.png"]);
+    for dir in [tmp.path(), out_dir.as_path()] {
+        assert!(
+            !files_in(dir).iter().any(|f| f.starts_with(".wmae")),
+            "{:?}",
+            files_in(dir)
+        );
+    }
 }
 
 #[test]
@@ -286,7 +305,7 @@ fn unreadable_image_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("broken.png");
     std::fs::write(&bad, b"not a png at all").unwrap();
-    let e = failure(&on_input("extract", &bad, &checkpoint(), &[]));
+    let e = input_failure(&on_input("extract", &bad, &checkpoint(), &[]));
     assert!(
         e.contains("broken.png: not a readable PNG, JPEG, WebP or TIFF image"),
         "{e}"
@@ -379,6 +398,152 @@ fn npy_and_rgb_inputs() {
     let n = b.len();
     b[n - 4..].copy_from_slice(&2.5f32.to_le_bytes());
     std::fs::write(&bad, b).unwrap();
-    let e = failure(&on_input("extract", &bad, &checkpoint(), &[]));
+    let e = input_failure(&on_input("extract", &bad, &checkpoint(), &[]));
     assert!(e.contains("bad.npy: value 2.5"), "{e}");
+}
+
+/// The issue that made digits one path: a nested folder of digit PNGs embeds as a tree (the
+/// batch path said "no PNG or JPEG files"), its manifest lists each output at its path, and
+/// extract scores every image against its own entry even where two folders hold one file name
+/// with different bits.
+#[test]
+fn nested_folders_keep_their_paths_and_manifest_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    digit_pngs(&tree.join("a"), 4);
+    digit_pngs(&tree.join("b/deeper"), 4);
+    let marked = tmp.path().join("marked");
+    let ck = checkpoint();
+    run_ok(&on_input(
+        "embed",
+        &tree,
+        &ck,
+        &["--random", "--out", marked.to_str().unwrap()],
+    ));
+    let manifest = wmae::io::manifest::Manifest::load(&marked.join("manifest.json")).unwrap();
+    let files: Vec<&str> = manifest.images.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(files.len(), 8);
+    assert!(files.contains(&"a/digit01.png") && files.contains(&"b/deeper/digit01.png"));
+    let bits = |file: &str| {
+        manifest
+            .images
+            .iter()
+            .find(|e| e.file == file)
+            .unwrap()
+            .bits
+            .clone()
+    };
+    // Random bits differ between the two digit01.png (the chance they agree is 2^-16).
+    assert_ne!(bits("a/digit01.png"), bits("b/deeper/digit01.png"));
+    let text = run_ok(&on_input(
+        "extract",
+        &marked,
+        &ck,
+        &[
+            "--json",
+            "--manifest",
+            marked.join("manifest.json").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(exact_rate(&text), 1.0, "{text}");
+    // Given alone, a file is found by its name where only one entry has it, and refused where
+    // two do (its name does not say which bits it should carry).
+    let mut unique = marked.join("a/digit01.png");
+    std::fs::rename(&unique, marked.join("a/only-here.png")).unwrap();
+    let mut m = manifest;
+    for e in m.images.iter_mut().filter(|e| e.file == "a/digit01.png") {
+        e.file = "a/only-here.png".into();
+    }
+    let edited = tmp.path().join("edited.json");
+    std::fs::write(&edited, serde_json::to_string(&m).unwrap()).unwrap();
+    unique = marked.join("a/only-here.png");
+    let text = run_ok(&on_input(
+        "extract",
+        &unique,
+        &ck,
+        &["--json", "--manifest", edited.to_str().unwrap()],
+    ));
+    assert_eq!(exact_rate(&text), 1.0, "{text}");
+    let shared = marked.join("b/deeper/digit02.png");
+    std::fs::copy(&shared, tmp.path().join("digit02.png")).unwrap();
+    let e = input_failure(&on_input(
+        "extract",
+        &tmp.path().join("digit02.png"),
+        &ck,
+        &["--manifest", edited.to_str().unwrap()],
+    ));
+    assert!(e.contains("digit02.png: not listed in the manifest"), "{e}");
+}
+
+/// Arrays stream image by image: two shards of one .npy write their own manifests, which
+/// together score every image; an image and an array in one folder, and a .jpg and a .png of
+/// one name, are kept apart or refused, never written over each other.
+#[test]
+fn array_shards_write_one_manifest_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
+    let n = 10;
+    let header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n}, 28, 28), }}");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let full = format!("{header}{}\n", " ".repeat(pad));
+    bytes.extend_from_slice(&(full.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(full.as_bytes());
+    bytes.extend_from_slice(&split.images.data[..n * 784]);
+    let npy = tmp.path().join("ten.npy");
+    std::fs::write(&npy, bytes).unwrap();
+    let marked = tmp.path().join("marked");
+    let ck = checkpoint();
+    for shard in ["0/2", "1/2"] {
+        run_ok(&on_input(
+            "embed",
+            &npy,
+            &ck,
+            &[
+                "--random",
+                "--shard",
+                shard,
+                "--out",
+                marked.to_str().unwrap(),
+            ],
+        ));
+    }
+    let m0 = marked.join("manifest-shard-0-of-2.json");
+    let m1 = marked.join("manifest-shard-1-of-2.json");
+    let count = |m: &Path| wmae::io::manifest::Manifest::load(m).unwrap().images.len();
+    assert_eq!(count(&m0) + count(&m1), n);
+    assert!(!marked.join("manifest.json").exists());
+    let text = run_ok(&on_input(
+        "extract",
+        &marked,
+        &ck,
+        &[
+            "--json",
+            "--manifest",
+            m0.to_str().unwrap(),
+            "--manifest",
+            m1.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(json_lines(&text).len(), n + 1);
+    assert_eq!(exact_rate(&text), 1.0, "{text}");
+    // The marked array images read back from the array itself, too (#K names each).
+    let lines = json_lines(&run_ok(&on_input("extract", &npy, &ck, &["--json"])));
+    assert!(lines[..n]
+        .iter()
+        .any(|l| l["input"].as_str().unwrap().ends_with("ten.npy#9")));
+
+    // one.png and one.jpg would both be written as one.png: the second is refused.
+    let clash = tmp.path().join("clash");
+    digit_pngs(&clash, 1);
+    std::fs::copy(clash.join("digit00.png"), clash.join("digit00.jpg")).unwrap();
+    let out = tmp.path().join("clash-out");
+    let e = input_failure(&on_input(
+        "embed",
+        &clash,
+        &ck,
+        &["--random", "--out", out.to_str().unwrap()],
+    ));
+    assert!(e.contains("also written as digit00.png"), "{e}");
+    assert_eq!(files_in(&out), ["digit00.png", "manifest.json"]);
 }

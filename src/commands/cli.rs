@@ -62,7 +62,8 @@ pub enum Command {
     /// Train the watermark autoencoder (Adadelta, MSE or BCE on both heads) and write a run folder:
     /// config.toml, metrics.csv, TensorBoard events, last.ot and best.ot with their metadata.
     Train(TrainArgs),
-    /// Watermark images with given or random bits: 8-bit PNG files and a manifest of the bits.
+    /// Watermark images: digits with given or random bits (8-bit PNG files and a manifest of the
+    /// bits), photos with a BCH-coded payload.
     Embed(EmbedArgs),
     /// Read the watermark back as exact 0/1 bits (threshold 0.5 or Otsu) from watermarked images;
     /// without inputs, watermarks the embedded test digits with random bits and reads them back.
@@ -238,7 +239,8 @@ pub struct EmbedArgs {
     )]
     pub bits: Option<String>,
 
-    /// Fresh random bits for each image (reproducible with --seed).
+    /// Random bits for each image, drawn from --seed and the image's output name (so a resumed
+    /// or sharded run gives each image the bits an uninterrupted one would).
     #[arg(long, conflicts_with = "payload")]
     pub random: bool,
 
@@ -253,8 +255,9 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "Q", default_value_t = crate::codec::photo::DEFAULT_JPEG_QUALITY)]
     pub jpeg_quality: u8,
 
-    /// Folder for the watermarked files (digits: PNG files and manifest.json; photos: the same
-    /// file names and formats as the inputs).
+    /// Folder for the watermarked files (digits: PNG files and manifest.json, or
+    /// manifest-shard-I-of-N.json for a shard; photos: the same file names and formats as the
+    /// inputs). Files keep their path below their folder argument.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -271,8 +274,8 @@ pub struct EmbedArgs {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// Streaming over many files (photo models): where inputs come from, which share of them this
-/// process takes, and how results are reported.
+/// Streaming over many files: where inputs come from, which share of them this process takes,
+/// and how results are reported.
 #[derive(Debug, Args, Clone, Default)]
 pub struct StreamArgs {
     /// Also read input paths from this file, one per line (`-`: standard input); each output
@@ -362,15 +365,19 @@ pub struct ExtractArgs {
     #[arg(long, value_name = "BITS", conflicts_with = "manifest")]
     pub expect: Option<String>,
 
-    /// The manifest.json that `wmae embed` wrote: expected bits per image.
+    /// The manifest that `wmae embed` wrote (manifest.json, or one per shard): expected bits
+    /// per image, matched by the image's path below its folder argument, else by its file name
+    /// or its name without extension (a copy saved as .jpg). Repeat for several manifests.
     #[arg(long, value_name = "FILE")]
-    pub manifest: Option<PathBuf>,
+    pub manifest: Vec<PathBuf>,
 
-    /// One JSON object per image and one for the totals, instead of text.
+    /// One JSON object per image and, for digits, a last one with the totals, instead of text
+    /// (the same as --jsonl).
     #[arg(long)]
     pub json: bool,
 
-    /// Also write each binarized map as a PNG into this folder.
+    /// Digits: also write each binarized map as a 0/255 PNG into this folder (map-NAME.png,
+    /// at the image's path below its folder argument).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

@@ -4,7 +4,7 @@ pub mod attack;
 pub mod bench;
 pub mod cli;
 pub mod data;
-pub mod digit_stream;
+pub mod digits;
 pub mod embed;
 pub mod evaluate;
 pub mod export;

@@ -19,7 +19,9 @@ use crate::stream::{Input, Record, Worker};
 use crate::watermarker::photo::{psnr_from_mse, Change, PhotoModel, Search};
 use crate::watermarker::visibility;
 
-use super::streaming::{lock_output, read_input, skip_if_written, stream_run, worker_count};
+use super::streaming::{
+    lock_output, read_input, skip_if_written, stream_run, worker_count, InputKind,
+};
 
 /// The checkpoint `embed` uses: the given one, or the shipped photo or digit model.
 pub fn embed_checkpoint(args: &EmbedArgs) -> PathBuf {
@@ -50,7 +52,7 @@ pub fn extract_checkpoint(args: &ExtractArgs) -> PathBuf {
             && (args.inputs.is_empty()
                 || arrays
                 || args.expect.is_some()
-                || args.manifest.is_some());
+                || !args.manifest.is_empty());
         if digits {
             ModelKind::Digits
         } else {
@@ -402,9 +404,11 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     stream_run(
         &args.stream,
         &args.inputs,
+        InputKind::Photos,
         workers,
         global,
         Some(&args.out),
+        |_| {},
         |s, tallies| {
             format!(
             "embedded payload {} ({} data bits, BCH ({}, {}) correcting {} bits) into {} photo(s) \
@@ -491,7 +495,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     if args.inputs.is_empty() && args.stream.input_list.is_none() {
         bail!("a photo model reads photos: give the files or folders to read");
     }
-    if args.expect.is_some() || args.manifest.is_some() || args.out.is_some() {
+    if args.expect.is_some() || !args.manifest.is_empty() || args.out.is_some() {
         bail!(
             "--expect, --manifest and --out are for the digit models; photos print their payload"
         );
@@ -519,9 +523,11 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     stream_run(
         &stream_args,
         &args.inputs,
+        InputKind::Photos,
         workers,
         global,
         None,
+        |_| {},
         |s, tallies| format!("watermark found in {} of {} photo(s)", tallies.found, s.ok),
     )
 }

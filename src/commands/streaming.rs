@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::commands::cli::{GlobalArgs, StreamArgs};
-use crate::model::precision::Precision;
 use crate::stream::{self, Input, Inputs, Record, Status, Summary, Worker};
 
 /// What the records of a run add up to beyond their status.
@@ -19,15 +18,27 @@ pub struct Tallies {
     pub unverified: usize,
 }
 
+/// What a run reads its inputs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Photos: image files, each written back in its own format.
+    Photos,
+    /// Digits: image files and arrays of them (IDX, `.npy`), written as PNG.
+    Digits,
+}
+
 /// Runs `workers` over the inputs of `args` (writing under `out`, for embed), printing each
-/// record (its JSON line with `--jsonl`, else its text) and the summary; an error when any
-/// input failed.
+/// record (its JSON line with `--jsonl`, else its text) and the summary, and showing each
+/// record to `observe`; an error when any input failed.
+#[allow(clippy::too_many_arguments)]
 pub fn stream_run<W: Worker>(
     args: &StreamArgs,
     positional: &[PathBuf],
+    kind: InputKind,
     workers: Vec<W>,
     global: &GlobalArgs,
     out: Option<&Path>,
+    mut observe: impl FnMut(&Record),
     totals: impl FnOnce(&Summary, &Tallies) -> String,
 ) -> Result<()> {
     let choice = stream::shard::choose(args.shard.as_deref(), args.shards, |k| {
@@ -42,9 +53,15 @@ pub fn stream_run<W: Worker>(
         }
     }
     let mut inputs = Inputs::new(positional, args.input_list.as_deref())?;
+    if kind == InputKind::Digits {
+        inputs = inputs.digit_arrays();
+    }
     // A run that writes outputs: never two inputs to one output, never its own outputs as inputs.
     if let Some(out) = out {
         inputs = inputs.refuse_duplicate_keys().excluding(out);
+        if kind == InputKind::Digits {
+            inputs = inputs.png_keys();
+        }
     }
     let n_workers = workers.len();
     let jsonl = args.jsonl;
@@ -58,6 +75,7 @@ pub fn stream_run<W: Worker>(
             use std::io::Write;
             tallies.found += usize::from(record.fields.get("watermark") == Some(&true.into()));
             tallies.unverified += usize::from(record.fields.get("verified") == Some(&false.into()));
+            observe(record);
             let mut out = stdout.lock();
             // A closed stdout ends the process through SIGPIPE (see main), so errors are moot here.
             let _ = if jsonl {
@@ -143,18 +161,4 @@ pub fn lock_output(out: &Path, stream: &StreamArgs) -> Result<crate::runtime::fs
 /// thread of its own, so images run side by side rather than each op being split.
 pub fn worker_count() -> usize {
     tch::get_num_threads().max(1) as usize
-}
-
-/// Whether a digit-model command was asked to stream (any streaming option, or a scheduler's
-/// shard variables): it then goes through `super::digit_stream` instead of reading its inputs as
-/// one batch, so every task of a job array takes only its own shard.
-pub fn wants_streaming(stream: &StreamArgs, skip_existing: bool) -> bool {
-    std::env::var_os("SLURM_ARRAY_TASK_ID").is_some()
-        || std::env::var_os("JOB_COMPLETION_INDEX").is_some()
-        || stream.input_list.is_some()
-        || stream.shard.is_some()
-        || stream.shards.is_some()
-        || stream.jsonl
-        || skip_existing
-        || stream.precision != Precision::Fp32
 }

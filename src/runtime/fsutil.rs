@@ -123,11 +123,44 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// disk) removes its part file; part files of this output left by writers that died on this host
 /// are removed first. Flushed to disk before and after the rename.
 pub fn write_through_part_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_through_part_file_deferred(path, bytes, None)
+}
+
+/// [`write_through_part_file`], but the folder's flush is left to `pending` when given: a run
+/// writing thousands of files into one folder flushes it once, at the end
+/// ([`PendingFolders::flush`]), not after every file. Each file's data is still flushed before
+/// its rename, so a power cut before the folder's flush loses whole files, never a part of one.
+pub fn write_through_part_file_deferred(
+    path: &Path,
+    bytes: &[u8],
+    pending: Option<&PendingFolders>,
+) -> Result<()> {
     remove_dead_part_files(path);
     let mut part = PartWriter::create(path, &Writer::this())?;
     std::io::Write::write_all(&mut part.file, bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    part.commit()
+    part.commit(pending)
+}
+
+/// Folders that received renamed files whose flush to disk is still due.
+#[derive(Debug, Default)]
+pub struct PendingFolders(std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>);
+
+impl PendingFolders {
+    fn add(&self, dir: &Path) {
+        let mut dirs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !dirs.contains(dir) {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+
+    /// Flushes every folder noted so far, once each.
+    pub fn flush(&self) -> Result<()> {
+        let dirs = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut dirs: Vec<_> = dirs.into_iter().collect();
+        dirs.sort();
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
 }
 
 /// Who writes a part file: the host and the process, so no two live writers share one.
@@ -193,8 +226,9 @@ impl PartWriter {
         })
     }
 
-    /// Flushes the part file, renames it into place and flushes the folder.
-    fn commit(mut self) -> Result<()> {
+    /// Flushes the part file, renames it into place and flushes the folder (or notes it in
+    /// `pending`, to be flushed later).
+    fn commit(mut self, pending: Option<&PendingFolders>) -> Result<()> {
         let path = self.path.clone();
         sync_file(&self.file).with_context(|| format!("cannot write {}", path.display()))?;
         let part = self.part.clone().expect("an uncommitted part file");
@@ -205,11 +239,17 @@ impl PartWriter {
             )
         })?;
         self.part = None;
-        sync_dir(
-            path.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match pending {
+            Some(p) => {
+                p.add(dir);
+                Ok(())
+            }
+            None => sync_dir(dir),
+        }
     }
 }
 
@@ -247,26 +287,41 @@ fn name_hash(path: &Path) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes the part files of `path` whose writers are gone: processes on this host that no
-/// longer run (a killed run's debris). Part files of live writers, and of other hosts (whose
-/// processes cannot be seen from here), are left alone.
+/// Removes the part files whose writers are gone from `path`'s folder: processes on this host
+/// that no longer run (a killed run's debris). Part files of live writers, and of other hosts
+/// (whose processes cannot be seen from here), are left alone. A folder is scanned once per
+/// process, on its first output: scanning it again for each of its thousands of outputs would
+/// make a run's cost grow with the square of the folder's size.
 pub fn remove_dead_part_files(path: &Path) {
+    static SCANNED: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
+        std::sync::Mutex::new(None);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let prefix = format!("{}{}-", TEMP_PREFIX, name_hash(path));
+    {
+        let mut scanned = SCANNED.lock().unwrap_or_else(|e| e.into_inner());
+        if !scanned
+            .get_or_insert_with(Default::default)
+            .insert(dir.to_path_buf())
+        {
+            return;
+        }
+    }
     let suffix = format!("@{}.part", Writer::this().host);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // .wmae-<16 hex digits of the output's name>-<pid>@<host>.part
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
             .and_then(|n| n.strip_suffix(&suffix))
-            .and_then(|pid| pid.parse::<u32>().ok())
+            .and_then(|n| n.split_once('-'))
+            .filter(|(hash, _)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
         else {
             continue;
         };
@@ -365,10 +420,10 @@ mod tests {
         std::io::Write::write_all(&mut first.file, &a[..500]).unwrap();
         let mut second = PartWriter::create(&out, &Writer::on_this_host(u32::MAX - 2)).unwrap();
         std::io::Write::write_all(&mut second.file, &b).unwrap();
-        second.commit().unwrap();
+        second.commit(None).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b);
         std::io::Write::write_all(&mut first.file, &a[500..]).unwrap();
-        first.commit().unwrap();
+        first.commit(None).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), a);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "{left:?}");

@@ -22,6 +22,22 @@ pub struct Input {
     pub path: PathBuf,
     /// Its output path relative to `--out`, also what sharding hashes.
     pub key: PathBuf,
+    /// Which image of an array file (IDX or `.npy`) this input is; None for an image file.
+    pub item: Option<usize>,
+}
+
+impl Input {
+    /// The input as records name it: its path, with `#K` for the K-th image of an array file.
+    pub fn name(&self) -> PathBuf {
+        match self.item {
+            None => self.path.clone(),
+            Some(k) => {
+                let mut name = self.path.clone().into_os_string();
+                name.push(format!("#{k}"));
+                PathBuf::from(name)
+            }
+        }
+    }
 }
 
 /// An input that could not even be named: an unreadable folder, a bad list line. It becomes a
@@ -48,6 +64,13 @@ pub struct Inputs {
     /// Hashes of the keys given so far, kept only when several sources could give one key twice
     /// (8 bytes an input: the one cost that grows with the number of inputs).
     seen: Option<std::collections::HashSet<u64>>,
+    /// The extension every output takes (digits are written as PNG whatever they were read
+    /// from), so keys are the outputs' paths.
+    extension: Option<&'static str>,
+    /// Whether a file that is not an image (by its name) is an array of digits, one input per
+    /// image; and the array being expanded: its input, the next image and the count.
+    arrays: bool,
+    expanding: Option<(Input, usize, usize)>,
 }
 
 impl Inputs {
@@ -73,7 +96,18 @@ impl Inputs {
             line: 0,
             exclude: None,
             seen: None,
+            extension: None,
+            arrays: false,
+            expanding: None,
         })
+    }
+
+    /// For digit models: a file argument or list line that is not an image file by its name is
+    /// read as an array of 28x28 digits (IDX, plain or gzipped, or `.npy`), one input per image,
+    /// keyed `STEM-00012.png` (its 13th image).
+    pub fn digit_arrays(mut self) -> Inputs {
+        self.arrays = true;
+        self
     }
 
     /// Leaves `dir` out of the folder walks: `embed photos/ --out photos/marked/` must not read
@@ -93,7 +127,18 @@ impl Inputs {
         self
     }
 
-    fn check(&mut self, item: Item) -> Item {
+    /// Every key takes the extension `.png` (digit outputs are PNG files whatever they were read
+    /// from), and two inputs that would write one output (`a.jpg` and `a.png`) are refused.
+    pub fn png_keys(mut self) -> Inputs {
+        self.extension = Some("png");
+        self.seen = Some(Default::default());
+        self
+    }
+
+    fn check(&mut self, mut item: Item) -> Item {
+        if let (Some(ext), Ok(input)) = (self.extension, &mut item) {
+            input.key.set_extension(ext);
+        }
         let (Some(seen), Ok(input)) = (&mut self.seen, &item) else {
             return item;
         };
@@ -130,7 +175,11 @@ impl Inputs {
                     }
                     let path = PathBuf::from(std::ffi::OsString::from_vec(line));
                     return Some(match list_key(&path) {
-                        Some(key) => Ok(Input { path, key }),
+                        Some(key) => Ok(Input {
+                            path,
+                            key,
+                            item: None,
+                        }),
                         None => Err(InputError {
                             message: format!(
                                 "{} line {}: {}: a path with '..' (or no file name) cannot be \
@@ -158,8 +207,51 @@ impl Iterator for Inputs {
     type Item = Item;
 
     fn next(&mut self) -> Option<Item> {
-        let item = self.next_unchecked()?;
+        let item = match self.expanding.take() {
+            Some((input, next, len)) => {
+                if next + 1 < len {
+                    self.expanding = Some((input.clone(), next + 1, len));
+                }
+                Ok(array_item(&input, next))
+            }
+            None => match self.next_unchecked()? {
+                Ok(input) if self.arrays && !crate::io::data::walk::is_image_file(&input.path) => {
+                    match crate::io::data::images::DigitArray::open(&input.path) {
+                        Ok(array) if array.is_empty() => Err(InputError {
+                            message: format!("{}: the array holds no image", input.path.display()),
+                            path: input.path,
+                        }),
+                        Ok(array) => {
+                            if array.len() > 1 {
+                                self.expanding = Some((input.clone(), 1, array.len()));
+                            }
+                            Ok(array_item(&input, 0))
+                        }
+                        Err(e) => Err(InputError {
+                            message: format!("{e:#}"),
+                            path: input.path,
+                        }),
+                    }
+                }
+                other => other,
+            },
+        };
         Some(self.check(item))
+    }
+}
+
+/// The `k`-th image of the array file `input`, keyed `STEM-0000k.png` beside the array's key.
+fn array_item(input: &Input, k: usize) -> Input {
+    let stem = input
+        .key
+        .file_stem()
+        .map_or("image".into(), |s| s.to_string_lossy().into_owned());
+    // A gzipped IDX file (train-images-idx3-ubyte.gz) is named after the array, not the ".gz".
+    let stem = stem.strip_suffix(".gz").unwrap_or(&stem).to_string();
+    Input {
+        path: input.path.clone(),
+        key: input.key.with_file_name(format!("{stem}-{k:05}.png")),
+        item: Some(k),
     }
 }
 
@@ -183,6 +275,7 @@ impl Inputs {
                 Some(name) => Ok(Input {
                     key: PathBuf::from(name),
                     path: argument,
+                    item: None,
                 }),
                 None => Err(InputError {
                     message: format!("{}: not a file or folder", argument.display()),
@@ -256,6 +349,7 @@ impl Iterator for Walk {
             return Some(Ok(Input {
                 path: entry.into_path(),
                 key: rel,
+                item: None,
             }));
         }
         if self.found == 0 && !self.done {

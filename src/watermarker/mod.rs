@@ -152,67 +152,119 @@ impl DigitWatermarker {
     /// The 28x28 image carrying `bits` (one per bit of the layout), at `strength` (1: as
     /// trained; lower is fainter and less robust), rounded to 8 bits as a PNG stores it.
     pub fn embed(&self, image: &GrayImage, bits: &[bool], strength: f64) -> Result<GrayImage> {
+        let mut marked = self.embed_batch(std::slice::from_ref(image), &[bits], strength)?;
+        Ok(marked.remove(0))
+    }
+
+    /// [`DigitWatermarker::embed`] for several images in one forward pass, image `i` carrying
+    /// `words[i]`: the same images as one call each, faster.
+    pub fn embed_batch(
+        &self,
+        images: &[GrayImage],
+        words: &[&[bool]],
+        strength: f64,
+    ) -> Result<Vec<GrayImage>> {
         ensure!(
-            bits.len() == self.bit_count(),
-            "{} bits given; this model embeds {}",
-            bits.len(),
-            self.bit_count()
+            images.len() == words.len(),
+            "{} images and {} words",
+            images.len(),
+            words.len()
         );
+        if let Some(bad) = words.iter().find(|w| w.len() != self.bit_count()) {
+            bail!(
+                "{} bits given; this model embeds {}",
+                bad.len(),
+                self.bit_count()
+            );
+        }
         ensure!(
             strength.is_finite() && strength > 0.0,
             "strength {strength}: must be a number above 0"
         );
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
         let device = self.loaded.vs.device();
-        let bits: Vec<f32> = bits.iter().map(|&b| f32::from(u8::from(b))).collect();
-        let bits = Tensor::from_slice(&bits).reshape([1, -1]).to_device(device);
+        let bits: Vec<f32> = words
+            .iter()
+            .flat_map(|w| w.iter().map(|&b| f32::from(u8::from(b))))
+            .collect();
+        let bits = Tensor::from_slice(&bits)
+            .reshape([images.len() as i64, -1])
+            .to_device(device);
         let marked = inference::embed(
             &self.loaded.model,
             &self.loaded.meta.layout,
-            &image_tensor(image)?.to_device(device),
+            &images_tensor(images)?.to_device(device),
             &bits,
             strength,
-        );
-        Ok(crate::codec::gray::to_gray(
-            &marked.get(0).to_device(Device::Cpu),
-        ))
+        )
+        .to_device(Device::Cpu);
+        Ok((0..images.len() as i64)
+            .map(|i| crate::codec::gray::to_gray(&marked.get(i)))
+            .collect())
     }
 
     /// Reads the word of a 28x28 image and decides whether it carries a watermark.
     pub fn read(&self, image: &GrayImage) -> Result<DigitReading> {
+        Ok(self.read_batch(std::slice::from_ref(image))?.remove(0))
+    }
+
+    /// [`DigitWatermarker::read`] for several images in one forward pass.
+    pub fn read_batch(&self, images: &[GrayImage]) -> Result<Vec<DigitReading>> {
+        Ok(self
+            .read_scored(images, None)?
+            .into_iter()
+            .map(|r| DigitReading {
+                bits: r.bits.chars().map(|c| c == '1').collect(),
+                watermarked: r.watermarked,
+                agreement: r.agreement,
+                shift: r.shift,
+                unseparable: r.unseparable,
+            })
+            .collect())
+    }
+
+    /// Everything read from each image (its word, the detection, the binarized map and how it
+    /// was binarized) and, given the words the images should carry (one per image, 0.0 or 1.0
+    /// per bit), the scores against them; add the results to a [`recovery::Tally`] for totals.
+    pub fn read_scored(
+        &self,
+        images: &[GrayImage],
+        expected: Option<&[Vec<f32>]>,
+    ) -> Result<Vec<recovery::ImageResult>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
         let device = self.loaded.vs.device();
-        let maps = inference::extract(&self.loaded.model, &image_tensor(image)?.to_device(device));
-        let (mut results, _) = recovery::read_back(
+        let maps = inference::extract(
+            &self.loaded.model,
+            &images_tensor(images)?.to_device(device),
+        );
+        let (results, _) = recovery::read_back(
             &maps.to_kind(Kind::Float),
             &self.loaded.meta.layout,
             self.method,
             &self.detector,
-            &[String::new()],
-            None,
+            &[],
+            expected,
         )?;
-        let r = results.remove(0);
-        Ok(DigitReading {
-            bits: r.bits.chars().map(|c| c == '1').collect(),
-            watermarked: r.watermarked,
-            agreement: r.agreement,
-            shift: r.shift,
-            unseparable: r.unseparable,
-        })
+        Ok(results)
     }
 }
 
-/// A 28x28 grayscale image as a `(1,1,28,28)` tensor in [0, 1].
-fn image_tensor(image: &GrayImage) -> Result<Tensor> {
+/// 28x28 grayscale images as a `(N,1,28,28)` tensor in [0, 1].
+fn images_tensor(images: &[GrayImage]) -> Result<Tensor> {
     let side = IMAGE_SIDE as u32;
-    ensure!(
-        image.dimensions() == (side, side),
-        "image is {}x{} (width x height); the model expects {side}x{side}",
-        image.width(),
-        image.height()
-    );
-    let pixels: Vec<f32> = image
-        .as_raw()
-        .iter()
-        .map(|&b| f32::from(b) / 255.0)
-        .collect();
-    Ok(Tensor::from_slice(&pixels).reshape([1, 1, side as i64, side as i64]))
+    let mut pixels = Vec::with_capacity(images.len() * (side * side) as usize);
+    for image in images {
+        ensure!(
+            image.dimensions() == (side, side),
+            "image is {}x{} (width x height); the model expects {side}x{side}",
+            image.width(),
+            image.height()
+        );
+        pixels.extend(image.as_raw().iter().map(|&b| f32::from(b) / 255.0));
+    }
+    Ok(Tensor::from_slice(&pixels).reshape([images.len() as i64, 1, side as i64, side as i64]))
 }

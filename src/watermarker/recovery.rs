@@ -50,6 +50,89 @@ pub struct ImageResult {
     /// The binarized map, row-major 0/1 (not printed).
     #[serde(skip)]
     pub binary_map: Vec<u8>,
+    /// The pixel counts behind the scores, which totals over many images add up (not printed).
+    #[serde(skip)]
+    pub counts: Option<PixelCounts>,
+}
+
+/// One scored map's pixel counts against its true map.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PixelCounts {
+    /// Pixels 1 in both maps.
+    pub intersection: f64,
+    /// Pixels 1 in the binarized map.
+    pub predicted_ones: f64,
+    /// Pixels 1 in the true map.
+    pub true_ones: f64,
+    /// Pixels equal in both maps.
+    pub pixels_right: f64,
+    /// Expected bits that are 0.
+    pub zero_bits: f64,
+}
+
+/// Totals built up one image at a time, so a run of any length needs no list of its results.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    images: usize,
+    watermarked: usize,
+    agreement: f64,
+    unseparable: usize,
+    scored: usize,
+    exact: usize,
+    bit_errors: usize,
+    counts: PixelCounts,
+}
+
+impl Tally {
+    /// Adds one image's result.
+    pub fn add(&mut self, r: &ImageResult) {
+        self.images += 1;
+        self.watermarked += usize::from(r.watermarked);
+        self.agreement += r.agreement;
+        self.unseparable += usize::from(r.unseparable);
+        if let (Some(c), Some(errors)) = (r.counts, r.bit_errors) {
+            self.scored += 1;
+            self.exact += usize::from(errors == 0);
+            self.bit_errors += errors;
+            self.counts.intersection += c.intersection;
+            self.counts.predicted_ones += c.predicted_ones;
+            self.counts.true_ones += c.true_ones;
+            self.counts.pixels_right += c.pixels_right;
+            self.counts.zero_bits += c.zero_bits;
+        }
+    }
+
+    /// The totals of the images added, read with `layout` and decided by `detector`; scores
+    /// when every image was scored.
+    pub fn totals(&self, layout: &Layout, detector: &Detector) -> Totals {
+        let n = self.images;
+        let bits = layout.bit_count() as f64;
+        let scored = (n > 0 && self.scored == n).then(|| {
+            let total_bits = n as f64 * bits;
+            let c = &self.counts;
+            Scores {
+                bit_accuracy: 1.0 - self.bit_errors as f64 / total_bits,
+                all_zeros_accuracy: c.zero_bits / total_bits,
+                bit_errors: self.bit_errors,
+                bit_error_rate: self.bit_errors as f64 / total_bits,
+                exact_rate: self.exact as f64 / n as f64,
+                dice: dice(c.intersection, c.predicted_ones, c.true_ones),
+                pixel_accuracy: c.pixels_right
+                    / (n as f64 * (layout.height() * layout.width()) as f64),
+            }
+        });
+        Totals {
+            images: n,
+            bits_per_image: layout.bit_count() as usize,
+            watermarked: self.watermarked,
+            detection_threshold: detector.threshold,
+            null_false_positive_rate: detector.null_fpr_at_threshold,
+            calibration_images: detector.calibration.map(|c| c.images),
+            mean_agreement: self.agreement / n.max(1) as f64,
+            unseparable: self.unseparable,
+            scored,
+        }
+    }
 }
 
 /// Totals over all images.
@@ -139,32 +222,24 @@ pub fn read_back(
             exact: None,
             dice: None,
             binary_map: b.pixels,
+            counts: None,
         })
         .collect();
-    let mut totals = Totals {
-        images: n,
-        bits_per_image: layout.bit_count() as usize,
-        watermarked: results.iter().filter(|r| r.watermarked).count(),
-        detection_threshold: detector.threshold,
-        null_false_positive_rate: detector.null_fpr_at_threshold,
-        calibration_images: detector.calibration.map(|c| c.images),
-        mean_agreement: agreement.iter().sum::<f64>() / n.max(1) as f64,
-        unseparable: results.iter().filter(|r| r.unseparable).count(),
-        scored: None,
-    };
     if let Some(expected) = expected {
-        totals.scored = Some(score(&mut results, &binary_maps, layout, expected)?);
+        score(&mut results, &binary_maps, layout, expected)?;
     }
-    Ok((results, totals))
+    let mut tally = Tally::default();
+    results.iter().for_each(|r| tally.add(r));
+    Ok((results, tally.totals(layout, detector)))
 }
 
-/// Fills each result's scores against its expected bits and returns the totals.
+/// Fills each result's scores against its expected bits.
 fn score(
     results: &mut [ImageResult],
     binary_maps: &Tensor,
     layout: &Layout,
     expected: &[Vec<f32>],
-) -> Result<Scores> {
+) -> Result<()> {
     let n = results.len();
     if expected.len() != n
         || expected
@@ -193,19 +268,15 @@ fn score(
         r.bit_accuracy = Some(1.0 - errors[i] / bits);
         r.exact = Some(errors[i] == 0.0);
         r.dice = Some(dice(inter[i], predicted[i], truth[i]));
+        r.counts = Some(PixelCounts {
+            intersection: inter[i],
+            predicted_ones: predicted[i],
+            true_ones: truth[i],
+            pixels_right: pixels_right[i],
+            zero_bits: expected[i].iter().filter(|&&b| b == 0.0).count() as f64,
+        });
     }
-    let sum = |v: &[f64]| v.iter().sum::<f64>();
-    let total_bits = n as f64 * bits;
-    let zeros = flat.iter().filter(|&&b| b == 0.0).count() as f64;
-    Ok(Scores {
-        bit_accuracy: 1.0 - sum(&errors) / total_bits,
-        all_zeros_accuracy: zeros / total_bits,
-        bit_errors: sum(&errors) as usize,
-        bit_error_rate: sum(&errors) / total_bits,
-        exact_rate: results.iter().filter(|r| r.exact == Some(true)).count() as f64 / n as f64,
-        dice: dice(sum(&inter), sum(&predicted), sum(&truth)),
-        pixel_accuracy: sum(&pixels_right) / (n as f64 * (layout.height() * layout.width()) as f64),
-    })
+    Ok(())
 }
 
 /// The rows of a `(N, K)` tensor on the host.

@@ -39,6 +39,20 @@ pub fn failure(args: &[&str]) -> String {
     err
 }
 
+/// Runs wmae with `args`, in which some input must fail on its own: exit status 3 (the run
+/// went on; each failed input has its line), no panic. Returns stderr.
+pub fn input_failure(args: &[&str]) -> String {
+    let out = wmae(args);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "wmae {args:?} should fail an input (status 3): {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 /// The values of the column called `name` of a CSV text with a header row (metrics.csv).
 pub fn csv_column(csv: &str, name: &str) -> Vec<f64> {
     let mut lines = csv.lines();

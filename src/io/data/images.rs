@@ -65,12 +65,15 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Inputs> {
             }
         } else if is_image_file(path) {
             read_image_file(path, &mut inputs)?;
-        } else if path.extension().is_some_and(|e| e == "npy") {
-            read_npy(path, &mut inputs)?;
         } else if path.exists() {
-            let array = idx::read(path, Some(3))?;
-            check_side(path, array.dims[1], array.dims[2])?;
-            push_u8(&mut inputs, path, array.len(), &array.data);
+            let array = DigitArray::open(path)?;
+            for i in 0..array.len() {
+                inputs.names.push(format!("{}#{i}", path.display()));
+            }
+            match &array.pixels {
+                ArrayPixels::U8(v) => inputs.pixels.extend(v.iter().map(|&b| b as f32 / 255.0)),
+                ArrayPixels::F32(v) => inputs.pixels.extend_from_slice(v),
+            }
         } else {
             bail!("input {} does not exist", path.display());
         }
@@ -89,15 +92,6 @@ fn check_side(path: &Path, height: usize, width: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn push_u8(inputs: &mut Inputs, path: &Path, n: usize, bytes: &[u8]) {
-    for i in 0..n {
-        inputs.names.push(format!("{}#{i}", path.display()));
-    }
-    inputs
-        .pixels
-        .extend(bytes.iter().map(|&b| b as f32 / 255.0));
 }
 
 fn read_image_file(path: &Path, inputs: &mut Inputs) -> Result<()> {
@@ -121,7 +115,62 @@ fn read_image_file(path: &Path, inputs: &mut Inputs) -> Result<()> {
     Ok(())
 }
 
-fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
+/// The digits of one array file: an IDX file (rank 3, 28x28, plain or gzipped) or a `.npy`
+/// array (N,28,28) or (N,1,28,28) of floats in [0, 1] or u8.
+pub struct DigitArray {
+    len: usize,
+    pixels: ArrayPixels,
+}
+
+/// An array's pixels as stored: 8-bit, or floats in [0, 1].
+enum ArrayPixels {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+impl DigitArray {
+    /// Reads and checks an array file (its shape, type and values), naming it in every error.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.extension().is_some_and(|e| e == "npy") {
+            return read_npy(path);
+        }
+        let array = idx::read(path, Some(3))?;
+        check_side(path, array.dims[1], array.dims[2])?;
+        Ok(DigitArray {
+            len: array.len(),
+            pixels: ArrayPixels::U8(array.data),
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Image `i` as 8-bit grayscale (floats rounded to the nearest of 256 levels, as an 8-bit
+    /// file would store them).
+    pub fn image(&self, i: usize) -> Option<image::GrayImage> {
+        let n = SIDE * SIDE;
+        if i >= self.len {
+            return None;
+        }
+        let pixels = match &self.pixels {
+            ArrayPixels::U8(v) => v[i * n..(i + 1) * n].to_vec(),
+            ArrayPixels::F32(v) => v[i * n..(i + 1) * n]
+                .iter()
+                .map(|&x| (x * 255.0).round() as u8)
+                .collect(),
+        };
+        image::GrayImage::from_raw(SIDE as u32, SIDE as u32, pixels)
+    }
+}
+
+fn read_npy(path: &Path) -> Result<DigitArray> {
     let bytes =
         crate::runtime::fsutil::read_input_file(path, crate::runtime::fsutil::MAX_INPUT_BYTES)?;
     let npy = npyz::NpyFile::new(&bytes[..])
@@ -169,8 +218,10 @@ fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
             let v: Vec<u8> = npy
                 .into_vec()
                 .with_context(|| format!("{}: truncated data", path.display()))?;
-            push_u8(inputs, path, n, &v);
-            return Ok(());
+            return Ok(DigitArray {
+                len: n,
+                pixels: ArrayPixels::U8(v),
+            });
         }
         "f4" => npy
             .into_vec::<f32>()
@@ -193,9 +244,8 @@ fn read_npy(path: &Path, inputs: &mut Inputs) -> Result<()> {
     {
         bail!("{}: value {v} at flat index {i} is outside [0, 1] (float arrays must be scaled to [0,1])", path.display());
     }
-    for i in 0..n {
-        inputs.names.push(format!("{}#{i}", path.display()));
-    }
-    inputs.pixels.extend(values);
-    Ok(())
+    Ok(DigitArray {
+        len: n,
+        pixels: ArrayPixels::F32(values),
+    })
 }
