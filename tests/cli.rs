@@ -168,7 +168,9 @@ fn bench_prints_figures_as_json() {
         [
             ("train".into(), 8),
             ("infer".into(), 8),
-            ("infer".into(), 16)
+            ("infer".into(), 16),
+            ("embed+read".into(), 8),
+            ("embed+read".into(), 16)
         ]
     );
     assert!(figures

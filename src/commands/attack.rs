@@ -16,7 +16,6 @@ use crate::attack as attacks;
 use crate::codec::gray;
 use crate::codec::gray::quantize_8bit;
 use crate::commands::cli::{AttackArgs, GlobalArgs};
-use crate::io::checkpoint;
 use crate::io::data::dataset::{load_split, Split};
 use crate::io::data::images;
 use crate::learning::metrics::psnr_per_image;
@@ -24,8 +23,7 @@ use crate::message::binarize::{Method, DEFAULT_THRESHOLD};
 use crate::message::detect::Detector;
 use crate::message::layout::Layout;
 use crate::message::watermark;
-use crate::watermarker::inference;
-use crate::watermarker::recovery;
+use crate::watermarker::DigitWatermarker;
 
 /// One row of the table.
 #[derive(Debug, Serialize)]
@@ -52,9 +50,9 @@ pub(crate) fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
         bail!("--strength {a}: must lie in (0, 10]");
     }
     let device = global.device.resolve()?;
-    let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
-    let layout = loaded.meta.layout;
-    let detector = loaded.detector();
+    let model = DigitWatermarker::open(&args.checkpoint, device)?;
+    let layout = *model.layout();
+    let detector = *model.detector();
     let originals = if args.inputs.is_empty() {
         load_split(&args.data_dir, Split::Test)?.images_tensor(device)
     } else {
@@ -63,13 +61,11 @@ pub(crate) fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
             .to_device(device)
     };
     let n = originals.size()[0];
-    let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
     let score = |images: &Tensor, bits: &Tensor| -> Result<(f64, f64, f64)> {
-        let maps = inference::extract(&loaded.model, images);
+        let maps = model.extract_maps(images);
         let expected = Vec::<Vec<f32>>::try_from(bits.to_device(Device::Cpu))?;
         let method = Method::Threshold(DEFAULT_THRESHOLD);
-        let (_, totals) =
-            recovery::read_back(&maps, &layout, method, &detector, &names, Some(&expected))?;
+        let (_, totals) = model.read_maps(&maps, method, Some(&expected))?;
         let s = totals.scored.unwrap_or_default();
         Ok((
             s.bit_accuracy,
@@ -82,13 +78,7 @@ pub(crate) fn run(args: &AttackArgs, global: &GlobalArgs) -> Result<()> {
     let mut quality = Vec::new();
     for &strength in &args.strength {
         let bits = watermark::random_bits(&layout, n, device);
-        let watermarked = quantize_8bit(&inference::embed(
-            &loaded.model,
-            &layout,
-            &originals,
-            &bits,
-            strength,
-        ));
+        let watermarked = quantize_8bit(&model.embed_tensor(&originals, &bits, strength));
         quality.push((strength, mean(&psnr_per_image(&watermarked, &originals))));
         for (i, attack) in suite.iter().enumerate() {
             let attacked =

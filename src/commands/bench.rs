@@ -2,7 +2,9 @@
 //!
 //! Training: batch of random images and random 16-bit watermarks, dropout on, MSE on both heads
 //! (the seed's losses), backward, Adadelta step. Inference: embed + extract in eval mode without
-//! autograd. Each figure is the median images/s over `repeats` timed runs of `steps` steps, after
+//! autograd. At side 28, "embed+read": the shipped digit checkpoint through `DigitWatermarker`,
+//! 8-bit images embedded and read back with the shift search, as `embed` and `extract` run each
+//! batch (files left out). Each figure is the median images/s over `repeats` timed runs of `steps` steps, after
 //! `warmup` untimed steps. scripts/bench-reference.py measures the same in PyTorch eager mode.
 
 use std::time::Instant;
@@ -170,6 +172,10 @@ pub(crate) fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         }
     }
 
+    if args.side == crate::io::data::dataset::IMAGE_SIDE as i64 {
+        figures.extend(watermarker_figures(args, device)?);
+    }
+
     if args.json {
         let report = serde_json::json!({
             "tool": "wmae",
@@ -214,10 +220,66 @@ pub(crate) fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         );
         for f in &figures {
             println!(
-                "  {:<6} {:<5} batch {:>5}: {:>9.1} images/s",
+                "  {:<12} {:<5} batch {:>5}: {:>9.1} images/s",
                 f.what, f.precision, f.batch, f.images_per_s
             );
         }
     }
     Ok(())
+}
+
+/// Images/s of `DigitWatermarker::embed_batch` and `read_batch` with the `--checkpoint` model on
+/// random 8-bit digits: what `wmae embed` and `wmae extract` spend per batch besides files.
+fn watermarker_figures(args: &BenchArgs, device: Device) -> Result<Vec<Figure>> {
+    use crate::watermarker::DigitWatermarker;
+    let mut figures = Vec::new();
+    let mut precisions = args.precision.clone();
+    precisions.sort_by_key(|&p| p == Precision::Bf16);
+    precisions.dedup();
+    let mut model = DigitWatermarker::open(&args.checkpoint, device)?;
+    let side = args.side as u32;
+    for precision in precisions {
+        model.set_precision(precision)?;
+        for &batch in &args.infer_batch {
+            let images: Vec<image::GrayImage> = (0..batch)
+                .map(|i| {
+                    let pixels = (0..side * side)
+                        .map(|p| {
+                            (crate::runtime::splitmix::splitmix64(i as u64 * 7919 + p as u64) >> 56)
+                                as u8
+                        })
+                        .collect();
+                    image::GrayImage::from_raw(side, side, pixels).expect("side x side pixels")
+                })
+                .collect();
+            let words: Vec<Vec<bool>> = (0..batch as u64)
+                .map(|i| {
+                    (0..model.bit_count() as u64)
+                        .map(|b| crate::runtime::splitmix::splitmix64(i * 131 + b) & 1 == 1)
+                        .collect()
+                })
+                .collect();
+            let words: Vec<&[bool]> = words.iter().map(Vec::as_slice).collect();
+            let mut failed = None;
+            let runs = measure(device, batch, args, || {
+                let read = model
+                    .embed_batch(&images, &words, 1.0)
+                    .and_then(|marked| model.read_batch(&marked));
+                if let Err(e) = read {
+                    failed.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            figures.push(Figure {
+                what: "embed+read".into(),
+                precision: option_name(precision),
+                batch,
+                images_per_s: median(runs.clone()),
+                runs,
+            });
+        }
+    }
+    Ok(figures)
 }

@@ -534,4 +534,10 @@ pub struct BenchArgs {
     /// size).
     #[arg(long, value_name = "PIXELS", default_value_t = 28)]
     pub side: i64,
+
+    /// At side 28, also time what `embed` and `extract` do per batch with this digit
+    /// checkpoint, through the library's `DigitWatermarker`: 8-bit images in, 8-bit images out,
+    /// read back with the shift search (file reading and writing left out).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
+    pub checkpoint: PathBuf,
 }

@@ -12,13 +12,14 @@ use tch::{Kind, Tensor};
 
 use crate::codec::gray;
 use crate::commands::cli::{EvaluateArgs, GlobalArgs};
-use crate::io::checkpoint::{self, Loaded};
 use crate::io::data::dataset::{load_split, Split};
 use crate::learning::metrics::{psnr_per_image, roc_auc, ssim_per_image};
 use crate::message::binarize::{Method, DEFAULT_THRESHOLD};
+use crate::message::watermark::Layout;
 use crate::message::watermark::{BitSource, Mode, Purpose};
 use crate::watermarker::inference::{self, Storage};
-use crate::watermarker::recovery::{self, ImageResult};
+use crate::watermarker::recovery::ImageResult;
+use crate::watermarker::DigitWatermarker;
 
 #[derive(Debug, Serialize)]
 struct Quality {
@@ -61,9 +62,8 @@ fn mean(t: Tensor) -> f64 {
 /// sample grid.
 pub(crate) fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     let device = global.device.resolve()?;
-    let loaded = checkpoint::load_for_inference(&args.checkpoint, device)?;
-    let layout = loaded.meta.layout;
-    let detector = loaded.detector();
+    let model = DigitWatermarker::open(&args.checkpoint, device)?;
+    let layout = *model.layout();
     let split = load_split(&args.data_dir, Split::Test)?;
     let originals = split.images_tensor(device);
     let n = originals.size()[0];
@@ -72,10 +72,10 @@ pub(crate) fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
     for (mode, mode_name) in [(Mode::Fixed, "fixed"), (Mode::Random, "random")] {
         let bits = BitSource::new(layout, mode, global.seed, Purpose::Test, device).draw(n);
         let true_maps = layout.map_from_bits(&bits);
-        let float = inference::embed(&loaded.model, &layout, &originals, &bits, 1.0);
-        let float_maps = inference::extract(&loaded.model, &float);
+        let float = model.embed_tensor(&originals, &bits, 1.0);
+        let float_maps = model.extract_maps(&float);
         let watermarked = inference::store(&float, Storage::Png8);
-        let maps = inference::extract(&loaded.model, &watermarked);
+        let maps = model.extract_maps(&watermarked);
         let quality = Quality {
             mse: mean((&watermarked - &originals).square()),
             mae: mean((&watermarked - &originals).abs()),
@@ -90,16 +90,8 @@ pub(crate) fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
         )?;
         let labels = Vec::<f32>::try_from(bits.to_device(tch::Device::Cpu).flatten(0, -1))?;
         let expected = Vec::<Vec<f32>>::try_from(bits.to_device(tch::Device::Cpu))?;
-        let names: Vec<String> = (0..n).map(|i| format!("#{i}")).collect();
         let default = Method::Threshold(DEFAULT_THRESHOLD);
-        let (_, float_totals) = recovery::read_back(
-            &float_maps,
-            &layout,
-            default,
-            &detector,
-            &names,
-            Some(&expected),
-        )?;
+        let (_, float_totals) = model.read_maps(&float_maps, default, Some(&expected))?;
         let float_bit_accuracy = float_totals.scored.map_or(0.0, |s| s.bit_accuracy);
         let mut recovery = Vec::new();
         let methods = [
@@ -107,8 +99,7 @@ pub(crate) fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
             (Method::Otsu, "otsu".into()),
         ];
         for (method, method_name) in methods {
-            let (results, totals) =
-                recovery::read_back(&maps, &layout, method, &detector, &names, Some(&expected))?;
+            let (results, totals) = model.read_maps(&maps, method, Some(&expected))?;
             let s = totals.scored.clone().unwrap_or_default();
             recovery.push(Recovery {
                 watermark: mode_name,
@@ -124,7 +115,7 @@ pub(crate) fn run(args: &EvaluateArgs, global: &GlobalArgs) -> Result<()> {
             if mode == Mode::Random && method == default {
                 write_grid(
                     args,
-                    &loaded,
+                    &layout,
                     &originals,
                     &watermarked,
                     &true_maps,
@@ -207,14 +198,14 @@ fn print_table(args: &EvaluateArgs, n: i64, rows: &[Row]) {
 /// Rows of: original | watermarked | |difference| x10 | true map | extracted map | binarized map.
 fn write_grid(
     args: &EvaluateArgs,
-    loaded: &Loaded,
+    layout: &Layout,
     originals: &Tensor,
     watermarked: &Tensor,
     true_maps: &Tensor,
     maps: &Tensor,
     results: &[ImageResult],
 ) -> Result<()> {
-    let layout = loaded.meta.layout;
+    let layout = *layout;
     let (h, w) = (layout.height() as u32, layout.width() as u32);
     let samples = args.samples.clamp(1, results.len()) as u32;
     const GAP: u32 = 2;

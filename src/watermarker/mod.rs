@@ -253,6 +253,53 @@ impl DigitWatermarker {
     }
 }
 
+/// Tensor-level access, for measurements that need what an image file cannot hold: the float
+/// output before rounding, attacks applied to whole batches on the device (`wmae evaluate`,
+/// `wmae attack`). Images are `(N,1,28,28)` in [0, 1], bits `(N, bits)` of 0.0 and 1.0.
+impl DigitWatermarker {
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.loaded.vs.device()
+    }
+
+    /// The watermarked images, float and unrounded, carrying `bits` at `strength`.
+    pub fn embed_tensor(&self, images: &Tensor, bits: &Tensor, strength: f64) -> Tensor {
+        inference::embed(
+            &self.loaded.model,
+            &self.loaded.meta.layout,
+            images,
+            bits,
+            strength,
+        )
+    }
+
+    /// The extracted watermark maps `(N,1,28,28)` of `images`.
+    pub fn extract_maps(&self, images: &Tensor) -> Tensor {
+        inference::extract(&self.loaded.model, images)
+    }
+
+    /// Reads extracted `maps` binarized with `method` (whatever [`set_binarization`] chose for
+    /// images), scoring them against `expected` (one word per map) when given.
+    ///
+    /// [`set_binarization`]: DigitWatermarker::set_binarization
+    pub fn read_maps(
+        &self,
+        maps: &Tensor,
+        method: Method,
+        expected: Option<&[Vec<f32>]>,
+    ) -> Result<(Vec<recovery::ImageResult>, recovery::Totals)> {
+        let names: Vec<String> = (0..maps.size()[0]).map(|i| format!("#{i}")).collect();
+        recovery::read_back(
+            &maps.to_kind(Kind::Float),
+            &self.loaded.meta.layout,
+            method,
+            &self.detector,
+            &names,
+            expected,
+        )
+    }
+}
+
 /// 28x28 grayscale images as a `(N,1,28,28)` tensor in [0, 1].
 fn images_tensor(images: &[GrayImage]) -> Result<Tensor> {
     let side = IMAGE_SIDE as u32;
