@@ -8,7 +8,6 @@
 //! name, so a resumed or sharded run gives every image the bits an uninterrupted one would, and
 //! the manifest of a resumed run can name the bits of outputs it skipped.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +16,7 @@ use image::{GrayImage, ImageEncoder};
 
 use crate::commands::cli::{EmbedArgs, ExtractArgs, GlobalArgs, StreamArgs};
 use crate::io::data::images::DigitArray;
-use crate::io::manifest::{Manifest, ManifestEntry, MANIFEST_FORMAT, MANIFEST_NAME};
+use crate::io::manifest::{Manifest, ManifestEntry, ManifestIndex, MANIFEST_FORMAT, MANIFEST_NAME};
 use crate::message::binarize::Method;
 use crate::message::layout::Layout;
 use crate::message::watermark;
@@ -360,91 +359,17 @@ impl Expected {
         match self {
             Expected::None => Ok(None),
             Expected::All(bits) => Ok(Some(bits.clone())),
-            Expected::Listed(index) => index.bits(input).map(Some),
-        }
-    }
-}
-
-/// The entries of one or more manifests, found by an input's path below its folder argument
-/// (the path the output was written at), else by that path less its extension (a copy saved as
-/// .jpg), else by file name or file name less extension when only one entry has it.
-struct ManifestIndex {
-    layout: Layout,
-    files: Vec<PathBuf>,
-    by_path: HashMap<PathBuf, String>,
-    by_stem_path: HashMap<PathBuf, String>,
-    by_name: HashMap<String, Option<String>>,
-    by_stem: HashMap<String, Option<String>>,
-}
-
-impl ManifestIndex {
-    fn load(files: &[PathBuf], layout: &Layout) -> Result<Self> {
-        let mut index = ManifestIndex {
-            layout: *layout,
-            files: files.to_vec(),
-            by_path: HashMap::new(),
-            by_stem_path: HashMap::new(),
-            by_name: HashMap::new(),
-            by_stem: HashMap::new(),
-        };
-        for path in files {
-            let manifest = Manifest::load(path)?;
-            if manifest.layout != *layout {
-                bail!(
-                    "{}: its watermark layout differs from the checkpoint's",
-                    path.display()
-                );
-            }
-            for e in manifest.images {
-                // Checked now: a bad entry is the manifest's fault, named with it.
-                watermark::parse_bits(&e.bits, layout)
-                    .with_context(|| format!("{}: entry {}", path.display(), e.file))?;
-                let file = PathBuf::from(&e.file);
-                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-                let stem = file.file_stem().map(|n| n.to_string_lossy().into_owned());
-                index
-                    .by_stem_path
-                    .insert(file.with_extension(""), e.bits.clone());
-                index.by_path.insert(file, e.bits.clone());
-                // A name that two entries share says nothing: kept as None.
-                for (map, key) in [(&mut index.by_name, name), (&mut index.by_stem, stem)] {
-                    if let Some(key) = key {
-                        map.entry(key)
-                            .and_modify(|b| {
-                                if b.as_deref() != Some(e.bits.as_str()) {
-                                    *b = None
-                                }
-                            })
-                            .or_insert_with(|| Some(e.bits.clone()));
-                    }
-                }
+            Expected::Listed(index) => {
+                let Some(bits) = index.lookup(&input.key) else {
+                    bail!(
+                        "{}: not listed in the manifest {}",
+                        input.name().display(),
+                        index.describe()
+                    );
+                };
+                watermark::parse_bits(bits, index.layout()).map(Some)
             }
         }
-        Ok(index)
-    }
-
-    fn bits(&self, input: &Input) -> Result<Vec<f32>> {
-        let key = &input.key;
-        let name = key.file_name().map(|n| n.to_string_lossy().into_owned());
-        let stem = key.file_stem().map(|n| n.to_string_lossy().into_owned());
-        let found = self
-            .by_path
-            .get(key)
-            .or_else(|| self.by_stem_path.get(&key.with_extension("")))
-            .or_else(|| name.and_then(|n| self.by_name.get(&n)?.as_ref()))
-            .or_else(|| stem.and_then(|s| self.by_stem.get(&s)?.as_ref()));
-        let Some(bits) = found else {
-            bail!(
-                "{}: not listed in the manifest {}",
-                input.name().display(),
-                self.files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        };
-        watermark::parse_bits(bits, &self.layout)
     }
 }
 
@@ -498,6 +423,7 @@ impl ExtractWorker {
             record.set("expected", expected.clone());
             record.set("bit_errors", errors);
             record.set("exact", errors == 0);
+            record.set("bit_accuracy", r.bit_accuracy);
             record.set("dice", (dice * 1e4).round() / 1e4);
             record.text.push_str(&format!(
                 "  expected {expected}  errors {errors}  Dice {dice:.3}"

@@ -1,13 +1,13 @@
 //! The manifest `wmae embed` writes beside its PNG files: which checkpoint and watermark layout
 //! made them and the bits each file carries. `wmae extract --manifest` scores against it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::message::watermark::Layout;
+use crate::message::watermark::{self, Layout};
 
 /// The manifest format this wmae writes and reads; a manifest naming another is refused.
 pub const MANIFEST_FORMAT: &str = "wmae-manifest-1";
@@ -89,4 +89,137 @@ pub fn output_names(names: &[String]) -> Vec<String> {
             out
         })
         .collect()
+}
+
+/// The entries of one or more manifests, found by an image's path below its folder argument
+/// (the path its output was written at), else by that path less its extension (a copy saved as
+/// .jpg), else by file name or file name less extension where only one entry has it (a name two
+/// entries share does not say which bits are meant).
+pub struct ManifestIndex {
+    layout: Layout,
+    files: Vec<PathBuf>,
+    by_path: HashMap<PathBuf, String>,
+    by_stem_path: HashMap<PathBuf, String>,
+    by_name: HashMap<String, Option<String>>,
+    by_stem: HashMap<String, Option<String>>,
+}
+
+impl ManifestIndex {
+    /// Reads the manifests, refusing one whose layout is not `layout` or whose entry holds bad
+    /// bits (naming the manifest and the entry).
+    pub fn load(files: &[PathBuf], layout: &Layout) -> Result<Self> {
+        let mut index = ManifestIndex {
+            layout: *layout,
+            files: files.to_vec(),
+            by_path: HashMap::new(),
+            by_stem_path: HashMap::new(),
+            by_name: HashMap::new(),
+            by_stem: HashMap::new(),
+        };
+        for path in files {
+            let manifest = Manifest::load(path)?;
+            if manifest.layout != *layout {
+                bail!(
+                    "{}: its watermark layout differs from the checkpoint's",
+                    path.display()
+                );
+            }
+            for e in manifest.images {
+                watermark::parse_bits(&e.bits, layout)
+                    .with_context(|| format!("{}: entry {}", path.display(), e.file))?;
+                index.add(&e.file, &e.bits);
+            }
+        }
+        Ok(index)
+    }
+
+    fn add(&mut self, file: &str, bits: &str) {
+        let file = PathBuf::from(file);
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let stem = file.file_stem().map(|n| n.to_string_lossy().into_owned());
+        self.by_stem_path
+            .insert(file.with_extension(""), bits.to_string());
+        self.by_path.insert(file, bits.to_string());
+        for (map, key) in [(&mut self.by_name, name), (&mut self.by_stem, stem)] {
+            if let Some(key) = key {
+                map.entry(key)
+                    .and_modify(|b| {
+                        if b.as_deref() != Some(bits) {
+                            *b = None
+                        }
+                    })
+                    .or_insert_with(|| Some(bits.to_string()));
+            }
+        }
+    }
+
+    /// The bits listed for the image at `key` (its path below its folder argument).
+    pub fn lookup(&self, key: &Path) -> Option<&str> {
+        let name = key.file_name().map(|n| n.to_string_lossy().into_owned());
+        let stem = key.file_stem().map(|n| n.to_string_lossy().into_owned());
+        self.by_path
+            .get(key)
+            .or_else(|| self.by_stem_path.get(&key.with_extension("")))
+            .or_else(|| name.and_then(|n| self.by_name.get(&n)?.as_ref()))
+            .or_else(|| stem.and_then(|s| self.by_stem.get(&s)?.as_ref()))
+            .map(String::as_str)
+    }
+
+    /// The layout every entry's bits are in.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The manifest files, comma-separated, for messages.
+    pub fn describe(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(entries: &[(&str, &str)]) -> ManifestIndex {
+        let mut index = ManifestIndex {
+            layout: Layout::Block {
+                rows: 1,
+                cols: 2,
+                top: 0,
+                left: 0,
+                height: 28,
+                width: 28,
+            },
+            files: vec![],
+            by_path: HashMap::new(),
+            by_stem_path: HashMap::new(),
+            by_name: HashMap::new(),
+            by_stem: HashMap::new(),
+        };
+        for (file, bits) in entries {
+            index.add(file, bits);
+        }
+        index
+    }
+
+    #[test]
+    fn finds_by_path_then_stem_then_unique_names() {
+        let m = index(&[("a/x.png", "01"), ("b/c/x.png", "10"), ("b/y.png", "11")]);
+        let find = |k: &str| m.lookup(Path::new(k));
+        assert_eq!(find("a/x.png"), Some("01"));
+        assert_eq!(find("b/c/x.png"), Some("10"));
+        assert_eq!(find("b/c/x.jpg"), Some("10"), "a copy in another format");
+        assert_eq!(find("y.png"), Some("11"), "a unique name given alone");
+        assert_eq!(
+            find("other/y.webp"),
+            Some("11"),
+            "a unique stem given alone"
+        );
+        assert_eq!(find("x.png"), None, "two entries are named x.png");
+        assert_eq!(find("z.png"), None);
+    }
 }
