@@ -29,7 +29,7 @@ use super::streaming::{read_input, skip_if_written, stream_run, InputKind};
 
 /// Images a worker runs through the model at once, at most: 28x28 digits cost more in
 /// per-call overhead than in arithmetic, so one forward pass takes what the queue holds.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// One model per worker, in the precision asked for.
 fn load_models(

@@ -469,8 +469,13 @@ impl Layout {
         // (N, A, H*W) in stacking order: crop-major, then shifts row-major.
         let seen = Tensor::cat(&seen, 1);
         let valid = Tensor::cat(&valid, 1);
-        let corrected = (&seen + inverted * (seen.neg() * 2.0 + 1.0)) * &valid;
-        let ones_votes = corrected.matmul(onehot); // (N, A, bits)
+        // A pixel votes for 1 when it reads 1, or 0 where its bit is stored inverted:
+        // seen * (1 - 2 inv) + inv on the valid pixels. `seen` is already 0 wherever `valid` is
+        // (padding and undone crops are zeros), so the inversion folds into the vote matrices
+        // and the (N, A, H*W) stack goes through one product, with no elementwise pass over it.
+        let flip = onehot * (inverted.neg() * 2.0 + 1.0).unsqueeze(1); // (H*W, bits)
+        let stored_inverted = onehot * inverted.unsqueeze(1);
+        let ones_votes = seen.matmul(&flip) + valid.matmul(&stored_inverted); // (N, A, bits)
         let totals = valid.matmul(onehot); // (1, A, bits)
         let bits = (&ones_votes * 2.0).gt_tensor(&totals).to_kind(Kind::Float);
         let agreeing = ones_votes
