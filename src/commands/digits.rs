@@ -335,12 +335,16 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, checkpoint: &Path) -> Result
         crate::runtime::fsutil::write_atomically(&manifest_file, |f| {
             std::io::Write::write_all(f, json.as_bytes())
         })?;
-        if !args.stream.jsonl {
-            println!(
-                "bits of the {} output(s) in {}",
-                manifest.images.len(),
-                manifest_file.display()
-            );
+        let line = format!(
+            "bits of the {} output(s) in {}",
+            manifest.images.len(),
+            manifest_file.display()
+        );
+        // Standard output holds only the records with --jsonl.
+        if args.stream.jsonl {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
         }
     }
     folders.flush()?;
