@@ -12,9 +12,10 @@ fn main() -> anyhow::Result<()> {
     let marked = model.embed(&digit, &bits, 1.0)?;
     let reading = model.read(&marked)?;
     println!(
-        "read {:?}, watermarked: {}",
+        "read {:?}, watermarked: {} (false-positive rate {:.1e})",
         reading.bits == bits,
-        reading.watermarked
+        reading.watermarked,
+        reading.false_positive_rate
     );
     anyhow::ensure!(
         reading.watermarked && reading.bits == bits,

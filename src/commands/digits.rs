@@ -404,6 +404,10 @@ impl ExtractWorker {
         record.set("watermark", r.watermarked);
         record.set("bits", r.bits.clone());
         record.set("agreement", (r.agreement * 1e4).round() / 1e4);
+        record.set(
+            "false_positive_rate",
+            self.model.false_positive_rate(r.agreement),
+        );
         record.set("shift", r.shift.to_vec());
         record.set("threshold", (r.threshold * 1e4).round() / 1e4);
         record.set("separability", (r.separability * 1e4).round() / 1e4);

@@ -108,6 +108,35 @@ pub fn null_tail_at(counts: &[usize], a: usize) -> f64 {
     tail[a.min(tail.len() - 1)]
 }
 
+/// The null model of one layout: how likely a map that carries no watermark reads a word at
+/// least this well at its best alignment.
+#[derive(Debug, Clone)]
+pub struct NullModel {
+    tail: Vec<f64>,
+    total: usize,
+    shifts: usize,
+}
+
+impl NullModel {
+    /// The null model of `layout`'s cells, read at its number of alignments.
+    pub fn for_layout(layout: &Layout) -> Self {
+        let counts = layout.carrier_units();
+        Self {
+            total: counts.iter().sum(),
+            tail: null_tail(&counts),
+            shifts: layout.shift_count(),
+        }
+    }
+
+    /// The chance that an image without a watermark reaches `agreement` at one of the
+    /// alignments the reader tries (union bound over them; the agreement's count rounded down,
+    /// so never an understatement).
+    pub fn false_positive_rate(&self, agreement: f64) -> f64 {
+        let a = (agreement.clamp(0.0, 1.0) * self.total as f64 + 1e-9).floor() as usize;
+        (self.tail[a.min(self.tail.len() - 1)] * self.shifts as f64).min(1.0)
+    }
+}
+
 impl Detector {
     /// The rule for bits carried by `counts[k]` pixels each, read at `shifts` shifts, with the
     /// model's calibration when it has one.
@@ -140,5 +169,49 @@ impl Detector {
     /// Whether an image whose map agrees this much with its word is called watermarked.
     pub fn is_watermarked(&self, agreement: f64) -> bool {
         agreement >= self.threshold
+    }
+}
+
+#[cfg(test)]
+mod null_model_tests {
+    use super::*;
+
+    /// Per reading, the null model gives the rate the detector quotes at its threshold, falls
+    /// as the agreement rises, and is 1 for a map that agrees no better than chance.
+    #[test]
+    fn the_reading_rate_matches_the_detector_at_its_threshold() {
+        for layout in [
+            Layout::Spread {
+                bits: 16,
+                cell: 1,
+                key: 24301,
+                search: 2,
+                height: 28,
+                width: 28,
+            },
+            Layout::Spread {
+                bits: 16,
+                cell: 2,
+                key: 7,
+                search: 2,
+                height: 28,
+                width: 28,
+            },
+        ] {
+            let null = NullModel::for_layout(&layout);
+            let detector = Detector::for_layout(&layout, None);
+            let at = null.false_positive_rate(detector.threshold);
+            assert!(
+                (at - detector.null_fpr_at_threshold).abs() <= 1e-12 * at.max(1e-300),
+                "{at} against {}",
+                detector.null_fpr_at_threshold
+            );
+            assert_eq!(null.false_positive_rate(0.5), 1.0);
+            let rates: Vec<f64> = (50..=100)
+                .map(|p| null.false_positive_rate(p as f64 / 100.0))
+                .collect();
+            assert!(rates.windows(2).all(|w| w[1] <= w[0]), "{rates:?}");
+            assert!(rates[50] < 1e-30);
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! let marked = digits.embed(&image, &bits, 1.0)?;
 //! let reading = digits.read(&marked)?;
 //! assert!(reading.watermarked && reading.bits == bits);
+//! assert!(reading.false_positive_rate < 1e-9, "chance alone does not read this well");
 //! assert!(!digits.read(&image)?.watermarked, "a clean digit carries no watermark");
 //! // Or whatever the checkpoint holds:
 //! match Watermarker::open("checkpoints/photo.ot".as_ref(), tch::Device::Cpu)? {
@@ -43,7 +44,7 @@ use tch::{Device, Kind, Tensor};
 use crate::io::checkpoint::{self, Loaded};
 use crate::io::data::dataset::IMAGE_SIDE;
 use crate::message::binarize::Method;
-use crate::message::detect::Detector;
+use crate::message::detect::{Detector, NullModel};
 use crate::message::layout::Layout;
 use crate::model::precision::Precision;
 
@@ -86,6 +87,9 @@ pub struct DigitReading {
     pub shift: [i64; 2],
     /// Whether the map did not split into two levels (its bits are not to be trusted).
     pub unseparable: bool,
+    /// The chance that an image without a watermark agrees at least this much with some word
+    /// at some alignment, under the null model (independent cells).
+    pub false_positive_rate: f64,
 }
 
 impl DigitReading {
@@ -102,6 +106,7 @@ impl DigitReading {
 pub struct DigitWatermarker {
     loaded: Loaded,
     detector: Detector,
+    null: NullModel,
     method: Method,
 }
 
@@ -117,9 +122,11 @@ impl DigitWatermarker {
             );
         }
         let detector = loaded.detector();
+        let null = NullModel::for_layout(&loaded.meta.layout);
         Ok(Self {
             loaded,
             detector,
+            null,
             method: Method::Threshold(0.5),
         })
     }
@@ -147,6 +154,12 @@ impl DigitWatermarker {
     /// The model's detection rule.
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    /// The chance that an image without a watermark reads with at least `agreement` (see
+    /// [`DigitReading::false_positive_rate`]).
+    pub fn false_positive_rate(&self, agreement: f64) -> f64 {
+        self.null.false_positive_rate(agreement)
     }
 
     /// The 28x28 image carrying `bits` (one per bit of the layout), at `strength` (1: as
@@ -221,6 +234,7 @@ impl DigitWatermarker {
                 agreement: r.agreement,
                 shift: r.shift,
                 unseparable: r.unseparable,
+                false_positive_rate: self.false_positive_rate(r.agreement),
             })
             .collect())
     }
