@@ -1,8 +1,9 @@
 //! The streaming runner: inputs flow through a bounded queue to worker threads, each with its
 //! own copy of the model, and their records flow back to the caller as they finish. At most
-//! `2 x workers` inputs wait in the queue and one image is in each worker's hands, so memory does
-//! not grow with the number of inputs. A failing or panicking input becomes a failed record; the
-//! run goes on.
+//! `2 x workers x batch` inputs (paths) wait in the queue and one batch is in each worker's hands
+//! (one photo; up to 256 digits, see [`Worker::batch_size`]), so memory does not grow with the
+//! number of inputs. A failing input becomes a failed record, a panic fails its batch; the run
+//! goes on.
 
 use std::path::PathBuf;
 use std::time::Instant;
