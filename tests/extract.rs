@@ -547,3 +547,26 @@ fn array_shards_write_one_manifest_each() {
     assert!(e.contains("also written as digit00.png"), "{e}");
     assert_eq!(files_in(&out), ["digit00.png", "manifest.json"]);
 }
+
+/// People get a line for each of the first 50 images and the summary, not 2,000 lines; every
+/// image is in --jsonl.
+#[test]
+fn human_output_shows_the_first_images_and_the_summary() {
+    let idx = common::embedded_mnist().join("t10k-images-idx3-ubyte.gz");
+    let text = run_ok(&["--device", "cpu", "extract", idx.to_str().unwrap()]);
+    let per_image = text
+        .lines()
+        .filter(|l| l.contains("t10k-images-idx3-ubyte.gz#"))
+        .count();
+    assert_eq!(per_image, 50, "{text}");
+    assert!(text.contains("(1950 more image lines not shown"), "{text}");
+    assert!(text.contains("watermark found in 0 (0.00%)"), "{text}");
+    let jsonl = run_ok(&[
+        "--device",
+        "cpu",
+        "extract",
+        idx.to_str().unwrap(),
+        "--jsonl",
+    ]);
+    assert_eq!(jsonl.lines().count(), 2000);
+}

@@ -18,6 +18,9 @@ pub struct Tallies {
     pub unverified: usize,
 }
 
+/// Lines printed for the images of a digit run, at most (without `--jsonl`).
+const DIGIT_LINES: usize = 50;
+
 /// What a run reads its inputs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
@@ -67,6 +70,13 @@ pub fn stream_run<W: Worker>(
     let jsonl = args.jsonl;
     let stdout = std::io::stdout();
     let mut tallies = Tallies::default();
+    // A line per photo, but not per digit of a 60,000-image array: the first ones, then the
+    // summary (failures are always shown; --jsonl gives every image).
+    let max_lines = match kind {
+        InputKind::Photos => usize::MAX,
+        InputKind::Digits => DIGIT_LINES,
+    };
+    let mut lines = 0usize;
     let summary = stream::run::run(
         inputs,
         choice.as_ref().map(|c| c.shard),
@@ -84,11 +94,22 @@ pub fn stream_run<W: Worker>(
                 eprintln!("{}", record.text);
                 Ok(())
             } else {
-                writeln!(out, "{}", record.text)
+                lines += 1;
+                if lines <= max_lines {
+                    writeln!(out, "{}", record.text)
+                } else {
+                    Ok(())
+                }
             };
             let _ = out.flush();
         },
     );
+    if lines > max_lines {
+        println!(
+            "({} more image lines not shown; --jsonl gives one per image)",
+            lines - max_lines
+        );
+    }
     let line = format!(
         "{}; {}",
         totals(&summary, &tallies),
