@@ -116,6 +116,15 @@ fn payload_reads_after_crops_turns_and_a_mirror() {
     assert!(failed.is_empty(), "not read: {failed:#?}");
 }
 
+/// The wider reader trained with the embedder (checkpoints/photo-wide.ot, issue 17's stop 21
+/// experiment) reads the same cases.
+#[test]
+fn wide_payload_reads_after_crops_turns_and_a_mirror() {
+    let failed =
+        unread_after_crops_turns_and_a_mirror(&["--checkpoint", "checkpoints/photo-wide.ot"]);
+    assert!(failed.is_empty(), "not read: {failed:#?}");
+}
+
 /// The earlier residual model (16-px tile at 128 px) reads the same cases.
 #[test]
 fn residual_payload_reads_after_crops_turns_and_a_mirror() {
