@@ -338,6 +338,19 @@ fn missing_and_mismatched_checkpoints_are_named() {
     assert!(e.contains("unexpected variables [\"conv1.weight\"]"), "{e}");
 }
 
+/// An (n, 28, 28) array of `descr` ('<f4', '|u1') in NPY format 1.0, written by hand.
+fn npy(descr: &str, n: usize, data: &[u8]) -> Vec<u8> {
+    let header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n}, 28, 28), }}");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let full = format!("{header}{}\n", " ".repeat(pad));
+    bytes.extend_from_slice(&(full.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(full.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
 #[test]
 fn npy_and_rgb_inputs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -347,15 +360,8 @@ fn npy_and_rgb_inputs() {
         .iter()
         .map(|&b| b as f32 / 255.0)
         .collect();
-    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 28, 28), }";
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    let full = format!("{header}{}\n", " ".repeat(pad));
-    bytes.extend_from_slice(&(full.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(full.as_bytes());
-    for p in &pixels {
-        bytes.extend_from_slice(&p.to_le_bytes());
-    }
+    let data: Vec<u8> = pixels.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let bytes = npy("<f4", 3, &data);
     let npy = tmp.path().join("digits.npy");
     std::fs::write(&npy, bytes).unwrap();
     let marked = tmp.path().join("marked");
@@ -483,13 +489,7 @@ fn array_shards_write_one_manifest_each() {
     let tmp = tempfile::tempdir().unwrap();
     let split = load_split(&common::embedded_mnist(), Split::Test).unwrap();
     let n = 10;
-    let header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n}, 28, 28), }}");
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    let full = format!("{header}{}\n", " ".repeat(pad));
-    bytes.extend_from_slice(&(full.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(full.as_bytes());
-    bytes.extend_from_slice(&split.images.data[..n * 784]);
+    let bytes = npy("|u1", n, &split.images.data[..n * 784]);
     let npy = tmp.path().join("ten.npy");
     std::fs::write(&npy, bytes).unwrap();
     let marked = tmp.path().join("marked");

@@ -101,15 +101,65 @@ pub fn bits_for(layout: &Layout, seed: u64, key: &Path) -> Vec<f32> {
         .collect()
 }
 
-/// Runs `stage` once for a whole batch and books an equal share of its time on each record.
-fn time_shared<T>(records: &mut [&mut Record], name: &'static str, stage: impl FnOnce() -> T) -> T {
-    let started = std::time::Instant::now();
-    let out = stage();
-    let ms = started.elapsed().as_secs_f64() * 1e3 / records.len().max(1) as f64;
-    for r in records.iter_mut() {
-        r.stages.push((name, ms));
+/// The inputs of a batch that reach the model: their places in the batch, their images and
+/// what else each needs (the bits to embed, or to expect).
+struct Ready<X> {
+    at: Vec<usize>,
+    images: Vec<GrayImage>,
+    extra: Vec<X>,
+}
+
+impl<X> Ready<X> {
+    fn new() -> Self {
+        Ready {
+            at: Vec::new(),
+            images: Vec::new(),
+            extra: Vec::new(),
+        }
     }
-    out
+
+    fn push(&mut self, at: usize, image: GrayImage, extra: X) {
+        self.at.push(at);
+        self.images.push(image);
+        self.extra.push(extra);
+    }
+
+    /// Runs `model` once over the images, booking an equal share of its time as `stage` on
+    /// each of their records, and hands each output to `finish` with its record; a failed
+    /// model call fails every one of them.
+    fn run<O>(
+        &self,
+        records: &mut [Record],
+        results: &mut [Result<()>],
+        stage: &'static str,
+        model: impl FnOnce(&[GrayImage], &[X]) -> Result<Vec<O>>,
+        mut finish: impl FnMut(usize, &GrayImage, &X, O, &mut Record) -> Result<()>,
+    ) {
+        if self.at.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let outputs = model(&self.images, &self.extra);
+        let ms = started.elapsed().as_secs_f64() * 1e3 / self.at.len() as f64;
+        for &i in &self.at {
+            records[i].stages.push((stage, ms));
+        }
+        match outputs {
+            Ok(outputs) => {
+                for (k, output) in outputs.into_iter().enumerate() {
+                    let i = self.at[k];
+                    results[i] =
+                        finish(i, &self.images[k], &self.extra[k], output, &mut records[i]);
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                for &i in &self.at {
+                    results[i] = Err(anyhow::anyhow!("{why}"));
+                }
+            }
+        }
+    }
 }
 
 struct EmbedWorker {
@@ -192,8 +242,7 @@ impl Worker for EmbedWorker {
 
     fn process_batch(&mut self, inputs: &[Input], records: &mut [Record]) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = inputs.iter().map(|_| Ok(())).collect();
-        // (position, original, bits) of the inputs that reach the model.
-        let mut todo = Vec::new();
+        let mut ready = Ready::new();
         for (i, (input, record)) in inputs.iter().zip(records.iter_mut()).enumerate() {
             let out = self.out.join(&input.key);
             record.set_path("output", &out);
@@ -204,43 +253,26 @@ impl Worker for EmbedWorker {
                 continue;
             }
             match self.reader.read(input, record) {
-                Ok(image) => todo.push((i, image, bits)),
+                Ok(image) => ready.push(i, image, bits),
                 Err(e) => results[i] = Err(e),
             }
         }
-        if todo.is_empty() {
-            return results;
-        }
-        let images: Vec<GrayImage> = todo.iter().map(|t| t.1.clone()).collect();
-        let words: Vec<Vec<bool>> = todo
-            .iter()
-            .map(|t| t.2.iter().map(|&b| b == 1.0).collect())
-            .collect();
-        let word_refs: Vec<&[bool]> = words.iter().map(Vec::as_slice).collect();
-        let marked = {
-            let mut batch: Vec<&mut Record> = records
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| todo.iter().any(|t| t.0 == *i))
-                .map(|(_, r)| r)
-                .collect();
-            time_shared(&mut batch, "model", || {
-                self.model.embed_batch(&images, &word_refs, self.strength)
-            })
-        };
-        match marked {
-            Ok(marked) => {
-                for ((i, original, bits), marked) in todo.iter().zip(&marked) {
-                    results[*i] = self.write(&inputs[*i], original, marked, bits, &mut records[*i]);
-                }
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                for (i, ..) in &todo {
-                    results[*i] = Err(anyhow::anyhow!("{why}"));
-                }
-            }
-        }
+        ready.run(
+            records,
+            &mut results,
+            "model",
+            |images, bits| {
+                let words: Vec<Vec<bool>> = bits
+                    .iter()
+                    .map(|b| b.iter().map(|&b| b == 1.0).collect())
+                    .collect();
+                let words: Vec<&[bool]> = words.iter().map(Vec::as_slice).collect();
+                self.model.embed_batch(images, &words, self.strength)
+            },
+            |i, original, bits, marked, record| {
+                self.write(&inputs[i], original, &marked, bits, record)
+            },
+        );
         results
     }
 }
@@ -454,46 +486,27 @@ impl Worker for ExtractWorker {
 
     fn process_batch(&mut self, inputs: &[Input], records: &mut [Record]) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = inputs.iter().map(|_| Ok(())).collect();
-        let mut todo = Vec::new();
+        let mut ready = Ready::new();
         for (i, (input, record)) in inputs.iter().zip(records.iter_mut()).enumerate() {
             let read = self
                 .expected
                 .for_input(input)
                 .and_then(|bits| Ok((self.reader.read(input, record)?, bits)));
             match read {
-                Ok((image, bits)) => todo.push((i, image, bits)),
+                Ok((image, bits)) => ready.push(i, image, bits),
                 Err(e) => results[i] = Err(e),
             }
         }
-        if todo.is_empty() {
-            return results;
-        }
-        let images: Vec<GrayImage> = todo.iter().map(|t| t.1.clone()).collect();
-        let expected: Option<Vec<Vec<f32>>> = todo.iter().map(|t| t.2.clone()).collect();
-        let read = {
-            let mut batch: Vec<&mut Record> = records
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| todo.iter().any(|t| t.0 == *i))
-                .map(|(_, r)| r)
-                .collect();
-            time_shared(&mut batch, "search", || {
-                self.model.read_scored(&images, expected.as_deref())
-            })
-        };
-        match read {
-            Ok(read) => {
-                for ((i, ..), r) in todo.iter().zip(&read) {
-                    results[*i] = self.report(&inputs[*i], r, &mut records[*i]);
-                }
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                for (i, ..) in &todo {
-                    results[*i] = Err(anyhow::anyhow!("{why}"));
-                }
-            }
-        }
+        ready.run(
+            records,
+            &mut results,
+            "search",
+            |images, expected| {
+                let expected: Option<Vec<Vec<f32>>> = expected.iter().cloned().collect();
+                self.model.read_scored(images, expected.as_deref())
+            },
+            |i, _, _, read, record| self.report(&inputs[i], &read, record),
+        );
         results
     }
 }
