@@ -355,6 +355,12 @@ pub struct ExtractArgs {
     #[arg(long, value_enum, default_value_t = crate::watermarker::photo::Search::Full)]
     pub search: crate::watermarker::photo::Search,
 
+    /// Photos: how the pixels of the extracted map vote for their bit. weighted: by how sure
+    /// the extractor is of each pixel (its log-likelihood ratio against the threshold);
+    /// counted: one vote a pixel (wmae before stop 22). The false-positive rate is the same.
+    #[arg(long, value_enum, default_value_t = crate::watermarker::photo::Votes::Weighted)]
+    pub votes: crate::watermarker::photo::Votes,
+
     /// Photos: a private key file (at least 16 bytes, e.g. `head -c 32 /dev/urandom > wmae.key`;
     /// default: the file named by WMAE_KEY_FILE, if set). A payload embedded under a key reads
     /// only with that key: the public model alone neither reads it nor writes one that reads.

@@ -513,7 +513,7 @@ pub fn extract(args: &ExtractArgs, global: &GlobalArgs, checkpoint: &Path) -> Re
     )?
     .into_iter()
     .map(|model| ExtractWorker {
-        model,
+        model: model.with_votes(args.votes),
         method,
         search: args.search,
     })

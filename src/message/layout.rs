@@ -610,10 +610,30 @@ impl Layout {
         h: usize,
         w: usize,
     ) -> Option<Vec<TileReading>> {
+        self.tile_readings_weighted(binary, None, h, w)
+    }
+
+    /// [`Layout::tile_readings_host`] with a weight for each pixel's vote (`weights`, row-major
+    /// like `binary`, each >= 0; `None`: one vote a pixel). A bit reads 1 when the weights of its
+    /// pixels that read 1 outweigh those that read 0; the agreement is then a share of weight.
+    pub fn tile_readings_weighted(
+        &self,
+        binary: &[f32],
+        weights: Option<&[f32]>,
+        h: usize,
+        w: usize,
+    ) -> Option<Vec<TileReading>> {
         let Layout::Tile { bits, tile, .. } = *self else {
             return None;
         };
         assert_eq!(binary.len(), h * w, "a {h}x{w} map");
+        if let Some(weights) = weights {
+            assert_eq!(
+                weights.len(),
+                h * w,
+                "a weight for each pixel of the {h}x{w} map"
+            );
+        }
         let (tile, bits) = (tile as usize, bits as usize);
         let (slot_bit, slot_inverted) = self.tile_slots();
         // Ones and pixels seen at each tile position, over all tiles.
@@ -625,8 +645,9 @@ impl Layout {
                 if v.is_nan() {
                     continue;
                 }
-                ones[base + c % tile] += v;
-                counts[base + c % tile] += 1.0;
+                let weight = weights.map_or(1.0, |ws| ws[r * w + c]);
+                ones[base + c % tile] += weight * v;
+                counts[base + c % tile] += weight;
             }
         }
         let mut readings = Vec::with_capacity(tile * tile);
@@ -652,7 +673,7 @@ impl Layout {
                     .collect();
                 let agreeing: f32 = votes.iter().zip(&totals).map(|(&v, &t)| v.max(t - v)).sum();
                 let total: f32 = totals.iter().sum();
-                let unvoted = totals.iter().filter(|&&t| t == 0.0).count();
+                let unvoted = totals.iter().filter(|&&t| t <= 0.0).count();
                 readings.push(TileReading {
                     word,
                     agreement: f64::from(agreeing / total.max(1.0)),
@@ -793,5 +814,50 @@ mod tests {
                 "shift differs at search {search}"
             );
         }
+    }
+
+    /// Weighted votes, checked against counts made by hand: per tile position, three pixels of
+    /// weight 1 read the wrong value and one of weight 4 the right one. Counted, the three win;
+    /// weighted, the one does (4 against 3), and the agreement is 4 / 7 of the weight. Weights of
+    /// one give the counted reading.
+    #[test]
+    fn a_sure_pixel_outvotes_unsure_ones_when_votes_are_weighted() {
+        let layout = Layout::Tile {
+            bits: 8,
+            tile: 4,
+            key: 11,
+            height: 8,
+            width: 8,
+        };
+        let (slot_bit, slot_inverted) = layout.tile_slots();
+        let word: Vec<bool> = (0..8).map(|k| k % 3 == 0).collect();
+        // The map a pixel at tile position p shows for `word` (unshifted); unused slots read 0.
+        let clean = |p: usize| match slot_bit[p] {
+            Some(k) => f32::from(u8::from(word[k] != slot_inverted[p])),
+            None => 0.0,
+        };
+        // Tile copy 0 (top left) reads right with weight 4; the other three copies read wrong.
+        let (mut binary, mut weights) = (vec![0f32; 64], vec![0f32; 64]);
+        for r in 0..8 {
+            for c in 0..8 {
+                let p = (r % 4) * 4 + c % 4;
+                let sure = r < 4 && c < 4;
+                binary[r * 8 + c] = if sure { clean(p) } else { 1.0 - clean(p) };
+                weights[r * 8 + c] = if sure { 4.0 } else { 1.0 };
+            }
+        }
+        let weighted = layout
+            .tile_readings_weighted(&binary, Some(&weights), 8, 8)
+            .unwrap();
+        assert_eq!(weighted[0].word[..8], word[..]);
+        assert!((weighted[0].agreement - 4.0 / 7.0).abs() < 1e-6);
+        let counted = layout.tile_readings_host(&binary, 8, 8).unwrap();
+        let flipped: Vec<bool> = word.iter().map(|b| !b).collect();
+        assert_eq!(counted[0].word[..8], flipped[..]);
+        assert!((counted[0].agreement - 0.75).abs() < 1e-6);
+        let ones = layout
+            .tile_readings_weighted(&binary, Some(&[1.0; 64]), 8, 8)
+            .unwrap();
+        assert_eq!(ones, counted);
     }
 }
