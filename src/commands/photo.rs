@@ -16,7 +16,7 @@ use crate::message::key::Key;
 use crate::message::payload::Payload;
 use crate::model::precision::Precision;
 use crate::stream::{Input, Record, Worker};
-use crate::watermarker::photo::{psnr_from_mse, Change, PhotoModel, Search};
+use crate::watermarker::photo::{psnr_from_mse, Change, PhotoModel, Search, Votes};
 use crate::watermarker::visibility;
 
 use super::streaming::{
@@ -388,7 +388,10 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
         .map(|model| -> Result<EmbedWorker> {
             Ok(EmbedWorker {
                 map: model.watermark_map(&payload)?,
-                model,
+                // The read-back check counts one vote a pixel: a photo is embedded as strongly
+                // as before weighted votes, and `extract`'s weighted votes are the margin they
+                // add against attacks (weighted, the check would pass at lower strengths).
+                model: model.with_votes(Votes::Counted),
                 payload: payload.clone(),
                 out: args.out.clone(),
                 jpeg_quality: args.jpeg_quality,
