@@ -1,6 +1,6 @@
-//! The photo reader's weighted votes (`extract --votes weighted`, the default): each pixel of the
-//! extracted map votes for its bit with its log-likelihood ratio against the threshold, so pixels
-//! the extractor is unsure of count for little. Checked on a real photo of which only a strip
+//! The photo reader's weighted votes (`extract --votes weighted`): each pixel of the extracted map
+//! votes for its bit with its log-likelihood ratio against the threshold, so pixels the extractor
+//! is unsure of count for little. Checked on a real photo of which only a strip
 //! carries the watermark (the rest is the unmarked original, as when a marked photo is pasted
 //! into another): the unmarked part outvotes the marked strip less when votes are weighted.
 

@@ -355,10 +355,11 @@ pub struct ExtractArgs {
     #[arg(long, value_enum, default_value_t = crate::watermarker::photo::Search::Full)]
     pub search: crate::watermarker::photo::Search,
 
-    /// Photos: how the pixels of the extracted map vote for their bit. weighted: by how sure
-    /// the extractor is of each pixel (its log-likelihood ratio against the threshold);
-    /// counted: one vote a pixel (wmae before stop 22). The false-positive rate is the same.
-    #[arg(long, value_enum, default_value_t = crate::watermarker::photo::Votes::Weighted)]
+    /// Photos: how the pixels of the extracted map vote for their bit. counted: one vote a
+    /// pixel; weighted: by how sure the extractor is of each pixel (its log-likelihood ratio
+    /// against the threshold), which reads more after attacks with checkpoints/photo-wide.ot
+    /// and fewer with checkpoints/photo.ot. The false-positive rate is the same.
+    #[arg(long, value_enum, default_value_t = crate::watermarker::photo::Votes::Counted)]
     pub votes: crate::watermarker::photo::Votes,
 
     /// Photos: a private key file (at least 16 bytes, e.g. `head -c 32 /dev/urandom > wmae.key`;

@@ -388,9 +388,9 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
         .map(|model| -> Result<EmbedWorker> {
             Ok(EmbedWorker {
                 map: model.watermark_map(&payload)?,
-                // The read-back check counts one vote a pixel: a photo is embedded as strongly
-                // as before weighted votes, and `extract`'s weighted votes are the margin they
-                // add against attacks (weighted, the check would pass at lower strengths).
+                // The read-back check counts one vote a pixel, whatever `extract` is told: with
+                // weighted votes it would pass at lower strengths, and a photo would be embedded
+                // more weakly than `extract --votes counted` needs.
                 model: model.with_votes(Votes::Counted),
                 payload: payload.clone(),
                 out: args.out.clone(),
