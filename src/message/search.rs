@@ -21,7 +21,7 @@ pub const SYNC_ANGLES: [f64; 4] = [-10.0, -5.0, 5.0, 10.0];
 
 /// The tile periods (as multiples of the trained tile side) a lattice is looked for at: wide
 /// enough for crops keeping different shares of the two sides.
-pub const SYNC_PERIODS: (f64, f64) = (0.75, 1.35);
+pub const SYNC_PERIODS: (f64, f64) = (0.85, 1.65);
 
 /// How many of the lattices found (best first, over all levels) are read, each upright and
 /// mirrored.

@@ -417,7 +417,8 @@ mod tests {
 
     /// The best lattice found in `map` (periods 12 to 21.6) is the 16-px tile seen through `m`.
     fn assert_finds(map: &Tensor, m: [[f64; 2]; 2], case: &str) {
-        let found = lattices(map, 12.0, 21.6, 2);
+        let (lo, hi) = crate::message::search::SYNC_PERIODS;
+        let found = lattices(map, lo * 16.0, hi * 16.0, 2);
         assert!(!found.is_empty(), "{case}: no lattice");
         let got = found[0].matrix(16.0);
         for i in 0..2 {
@@ -432,12 +433,15 @@ mod tests {
 
     #[test]
     fn finds_a_stretched_and_turned_lattice() {
-        // Periods within the reader's window (0.75 to 1.35 tiles, narrower than a factor 2, so
-        // that a lattice's doubled vectors never compete with its own).
+        // Periods within the reader's window (0.85 to 1.65 tiles, narrower than a factor 2, so
+        // that a lattice's doubled vectors never compete with its own). 0.9 x 1.5: a crop
+        // keeping 90% of the width and 60% of the height, squashed square.
         for (sx, sy, degrees) in [
             (1.0, 1.0, 0.0),
             (1.25, 1.25, 0.0),
-            (0.8, 1.3, 0.0),
+            (0.9, 1.3, 0.0),
+            (0.9, 1.5, 0.0),
+            (1.6, 1.6, 0.0),
             (1.2, 1.2, 7.0),
             (0.9, 0.9, -12.0),
         ] {
