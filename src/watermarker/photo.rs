@@ -69,7 +69,7 @@ pub enum Votes {
     /// log-likelihood ratio, with outputs held within [`SURE_OUTPUT`] of 0 and 1. Pixels the
     /// extractor is unsure of count for little. Measured (docs/photos.md, stop 22): 3.6% more
     /// exact reads after attacks for `checkpoints/photo-wide.ot`, 2% fewer for
-    /// `checkpoints/photo.ot`, whose three-layer extractor is less sure where it is right.
+    /// `checkpoints/photo.ot` (more after JPEG, fewer after crops).
     Weighted,
 }
 
