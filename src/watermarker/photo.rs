@@ -302,7 +302,11 @@ impl PhotoModel {
             }
         }
         // `fine` is now the photo at twice the working size, which the lattice search squashes.
-        let whole_side = self.size;
+        // Its levels are fractions of the side the photo is read at (`lattice_candidates`): a
+        // lattice is read at the side it was found at. (Until stop 22 this was the working
+        // size, so on a photo read below it, such as a crop of a small photo, every lattice was
+        // read 256 / side times too large, and none decoded.)
+        let whole_side = self.side_for(photo);
         // Cropped, turned or unevenly stretched: the tile lattice found in the photo itself.
         if search == Search::Full {
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
