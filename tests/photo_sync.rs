@@ -62,9 +62,10 @@ fn read(file: &Path, extra: &[&str]) -> serde_json::Value {
 /// Embeds a payload into a generated photo with `model` (none: the default), then reads it back
 /// from crops keeping shares of each side that no list of scales holds (the reader before the
 /// lattice search read only 85% and 71%), a small turn and a mirror image: the cases that do not
-/// read. (Half-area, off-centre and uneven crops and turns of 7 degrees and more are read on
-/// some photos, not reliably on this one: see docs/photos.md.) The original must read as no
-/// watermark, with the false-positive rate of every word tried.
+/// read, or report an angle other than the one it was turned by. (Half-area, off-centre and
+/// uneven crops and turns of 7 degrees and more are read on some photos, not reliably on this
+/// one: see docs/photos.md.) The original must read as no watermark, with the false-positive
+/// rate of every word tried.
 fn unread_after_crops_turns_and_a_mirror(model: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let original = dir.path().join("p.png");
@@ -83,19 +84,26 @@ fn unread_after_crops_turns_and_a_mirror(model: &[&str]) -> Vec<String> {
     let out = wmae(&args);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let img = image::open(marked.join("p.png")).unwrap().to_rgb8();
-    let mut cases: Vec<(String, RgbImage)> = Vec::new();
+    // Each case with the angle the reader must report turning it back by (degrees, clockwise
+    // positive as the image's y axis points down), where it says.
+    let mut cases: Vec<(String, RgbImage, Option<f64>)> = Vec::new();
     for f in [0.95, 0.9, 0.8, 0.75] {
-        cases.push((format!("centre {f}"), crop(&img, f, f, 0.5, 0.5)));
+        cases.push((format!("centre {f}"), crop(&img, f, f, 0.5, 0.5), Some(0.0)));
     }
-    cases.push(("turned 3".into(), turn(&img, 3.0)));
-    cases.push(("mirror".into(), imageops::flip_horizontal(&img)));
+    cases.push(("turned 3".into(), turn(&img, 3.0), Some(-3.0)));
+    cases.push(("mirror".into(), imageops::flip_horizontal(&img), None));
     let mut failed = Vec::new();
-    for (name, attacked) in &cases {
+    for (name, attacked, angle) in &cases {
         let file = dir.path().join(format!("{}.png", name.replace(' ', "_")));
         attacked.save(&file).unwrap();
         let r = read(&file, model);
+        let reported = r["angle"].as_f64().unwrap_or(0.0);
         if r["text"] != "sync 5" {
             failed.push(format!("{name}: {r}"));
+        } else if angle.is_some_and(|a| (reported - a).abs() > 1.0) {
+            failed.push(format!(
+                "{name}: reported turned back by {reported}, not {angle:?}: {r}"
+            ));
         }
     }
     let clean = read(&original, model);
