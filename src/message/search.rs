@@ -27,15 +27,21 @@ pub const SYNC_PERIODS: (f64, f64) = (0.85, 1.65);
 /// mirrored.
 pub const SYNC_CANDIDATES: usize = 3;
 
+/// How many estimates of each lattice's geometry are read: refined over every copy of the tile,
+/// and as its autocorrelation's peaks put it.
+pub const SYNC_ESTIMATES: usize = 2;
+
 /// The sides the whole photo is read at: its own (the reader's `PhotoModel::side_for`) and, for a photo
 /// smaller than the working size, the working size too.
 pub const WHOLE_SIDES: usize = 2;
 
 /// How many words the full search decodes per photo at most: every tile shift at every offset,
-/// of the whole photo upright and mirrored at each of its sides, and of each lattice candidate
-/// upright and mirrored. Each is a chance for a clean photo to decode by luck.
+/// of the whole photo upright and mirrored at each of its sides, and of each estimate of each
+/// lattice candidate upright and mirrored. Each is a chance for a clean photo to decode by luck.
 pub fn readings(tile: i64) -> usize {
-    (tile * tile) as usize * OFFSETS.len() * (2 * WHOLE_SIDES + 2 * SYNC_CANDIDATES)
+    (tile * tile) as usize
+        * OFFSETS.len()
+        * (2 * WHOLE_SIDES + 2 * SYNC_CANDIDATES * SYNC_ESTIMATES)
 }
 
 /// Detection budget: a clean photo is read as a payload at most this often.

@@ -31,8 +31,8 @@ use crate::model::precision::Precision;
 use crate::watermarker::sync::Lattice;
 
 pub use crate::message::search::{
-    readings, MAX_FALSE_POSITIVE_RATE, OFFSETS, SYNC_ANGLES, SYNC_CANDIDATES, SYNC_LEVELS,
-    SYNC_PERIODS, WHOLE_SIDES,
+    readings, MAX_FALSE_POSITIVE_RATE, OFFSETS, SYNC_ANGLES, SYNC_CANDIDATES, SYNC_ESTIMATES,
+    SYNC_LEVELS, SYNC_PERIODS, WHOLE_SIDES,
 };
 
 /// How far `extract` looks for the watermark.
@@ -44,7 +44,7 @@ pub enum Search {
     #[default]
     Full,
     /// The whole photo, upright, at every offset and shift: photos as they were embedded (or
-    /// re-encoded or resized); a fifth of the words and no lattice search.
+    /// re-encoded or resized); an eighth of the words and no lattice search.
     Quick,
 }
 
@@ -311,26 +311,44 @@ impl PhotoModel {
         if search == Search::Full {
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
             let tile = self.tile() as f64;
-            for view in self.lattice_candidates(photo, &fine)? {
-                let found = view.in_photo(aspect);
-                // Read from the photo at level 1, not turned: the lattice's whole geometry is
-                // undone by the one warp (the squashed and turned view it was found in,
-                // resampled again, read 2 fewer of the 272 attacked test photos).
-                let fine = at_side(&fine, whole_side);
-                let Some(warped) = warp_to_tile(&fine, whole_side as f64, found, tile) else {
+            for (view, refined) in self.lattice_candidates(photo, &fine)? {
+                // A refined lattice is read from the photo at level 1, not turned: its whole
+                // geometry is undone by one warp (read from the squashed and turned view it was
+                // found in, resampled again, 2 fewer of the 272 attacked test photos read). The
+                // lattice as found is read as before stop 23, from its view.
+                let (side, fine, lattice, turn) = if refined {
+                    (
+                        whole_side,
+                        at_side(&fine, whole_side),
+                        view.in_photo(aspect),
+                        0.0,
+                    )
+                } else {
+                    let side = level_side(whole_side, view.level);
+                    let mut fine = at_side(&fine, side);
+                    if view.angle != 0.0 {
+                        fine = rotate(&fine, view.angle, aspect);
+                    }
+                    (side, fine, view.lattice, view.angle)
+                };
+                let Some(warped) = warp_to_tile(&fine, side as f64, lattice, tile) else {
                     continue;
                 };
-                let m = found.matrix(tile);
+                let m = lattice.matrix(tile);
                 let determinant = m[0][0] * m[1][1] - m[0][1] * m[1][0];
                 for mirrored in [false, true] {
                     let at = Place {
-                        scale: 1.0 / determinant.abs().sqrt(),
+                        scale: side as f64 / whole_side as f64 / determinant.abs().sqrt(),
                         mirrored,
                         // The tile's first axis in photo pixels (the squash scales x by
-                        // width / side and y by height / side).
-                        angle: (found.a.1 * f64::from(photo.height()))
-                            .atan2(found.a.0 * f64::from(photo.width()))
-                            .to_degrees(),
+                        // width / side and y by height / side), plus the turn made first:
+                        // turning the photo by -v shows its lattice turned by v more. (Until
+                        // stop 23 the turn was subtracted, so a lattice found in a turned view
+                        // reported twice that turn: 26.9 degrees for a 7-degree turn.)
+                        angle: (lattice.a.1 * f64::from(photo.height()))
+                            .atan2(lattice.a.0 * f64::from(photo.width()))
+                            .to_degrees()
+                            + turn,
                     };
                     if self.decode_offsets(&warped, method, at, &mut best)? {
                         return Ok(best.expect("a sure reading"));
@@ -364,7 +382,7 @@ impl PhotoModel {
     /// supported.
     /// `whole` is the photo's luma at twice the working size, which each level is squashed
     /// from (a 100-megapixel photo is then squashed from its pixels once, not once a level).
-    fn lattice_candidates(&self, photo: &Photo, whole: &Tensor) -> Result<Vec<View>> {
+    fn lattice_candidates(&self, photo: &Photo, whole: &Tensor) -> Result<Vec<(View, bool)>> {
         let tile = self.tile() as f64;
         let aspect = f64::from(photo.width()) / f64::from(photo.height());
         let periods = (SYNC_PERIODS.0 * tile, SYNC_PERIODS.1 * tile);
@@ -405,7 +423,7 @@ impl PhotoModel {
         // where its tile is nearest the trained size (where the extractor reads best).
         let mut distinct: Vec<View> = Vec::new();
         for view in found {
-            match distinct.iter_mut().find(|d| d.same_lattice(&view, aspect)) {
+            match distinct.iter_mut().find(|d| d.same_lattice(&view)) {
                 Some(d) if view.misfit(tile) < d.misfit(tile) => {
                     let strength = d.lattice.strength;
                     *d = view;
@@ -416,11 +434,23 @@ impl PhotoModel {
             }
         }
         distinct.truncate(SYNC_CANDIDATES);
-        // Only the lattices read are refined over their whole map: the search is the costly part.
-        for view in &mut distinct {
-            view.lattice = crate::watermarker::sync::refined(&maps[view.map], view.lattice, tile);
+        // Each lattice read is refined over its whole map, and read as refined, then as found
+        // ([`SYNC_ESTIMATES`]): the fold corrects the peaks' estimate on weak maps (a period 1 to
+        // 3.5% off), but a photo whose own texture repeats (waves, ripples) can pull the fold
+        // off a strong map's lattice that the peaks had right. The code tells which decodes.
+        let mut estimates = Vec::with_capacity(SYNC_ESTIMATES * distinct.len());
+        for view in distinct {
+            let refined = crate::watermarker::sync::refined(&maps[view.map], view.lattice, tile);
+            estimates.push((
+                View {
+                    lattice: refined,
+                    ..view
+                },
+                true,
+            ));
+            estimates.push((view, false));
         }
-        Ok(distinct)
+        Ok(estimates)
     }
 
     /// [`PhotoModel::decode_all`] at each of [`OFFSETS`] of `fine` (a luma at twice the size
@@ -641,14 +671,23 @@ impl View {
         }
     }
 
-    /// Whether two views show one lattice of the photo (within 3%).
-    fn same_lattice(&self, other: &View, aspect: f64) -> bool {
-        let (l, m) = (self.in_photo(aspect), other.in_photo(aspect));
+    /// The basis in working pixels of the photo squashed whole (level 1), as its view shows it.
+    fn at_full_level(&self) -> ((f64, f64), (f64, f64)) {
+        let (a, b, l) = (self.lattice.a, self.lattice.b, self.level);
+        ((a.0 / l, a.1 / l), (b.0 / l, b.1 / l))
+    }
+
+    /// Whether two views show one lattice of the photo (within 3% and 2 degrees).
+    fn same_lattice(&self, other: &View) -> bool {
+        if (self.angle - other.angle).abs() > 2.0 {
+            return false;
+        }
+        let ((a, b), (c, d)) = (self.at_full_level(), other.at_full_level());
         let near = |u: (f64, f64), v: (f64, f64)| {
             let scale = (u.0 * u.0 + u.1 * u.1).sqrt();
             ((u.0 - v.0).powi(2) + (u.1 - v.1).powi(2)).sqrt() < 0.03 * scale
         };
-        near(l.a, m.a) && near(l.b, m.b)
+        near(a, c) && near(b, d)
     }
 
     /// How far its tile is from the trained size `tile` (log ratio, both axes).
