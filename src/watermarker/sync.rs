@@ -121,12 +121,15 @@ pub fn lattices(map: &Tensor, min_period: f64, max_period: f64, count: usize) ->
 /// map, comes out most consistent. The autocorrelation's peaks fix a period to a fraction of a
 /// pixel over a few periods; a fold spans all of them, so an error of 1% (a sixth of a working
 /// pixel a period, two pixels by the tenth tile, enough to cost a crop its payload) lowers the
-/// fold's consistency plainly. The four basis coordinates are searched one at a time in steps of
-/// 1% of a period down to 0.06%. The tile's position does not matter: every shift is decoded.
+/// fold's consistency plainly. The two periods are searched on a grid, then the four basis
+/// coordinates one at a time in steps of 0.5% of a period down to 0.06%. The tile's position
+/// does not matter: every shift is decoded. A map with no pixels leaves `l` as it is.
 pub fn refined(map: &Tensor, l: Lattice, tile: f64) -> Lattice {
+    if map.numel() == 0 {
+        return l;
+    }
     let signs = centred_signs(map);
-    let size = signs.size();
-    let w = size[3] as usize;
+    let w = signs.size()[3] as usize;
     let Ok(values) = Vec::<f64>::try_from(signs.reshape([-1])) else {
         return l;
     };
@@ -666,6 +669,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn refining_against_an_empty_map_keeps_the_lattice() {
+        let l = Lattice {
+            a: (16.5, 0.2),
+            b: (-0.1, 15.8),
+            strength: 2.0,
+        };
+        for shape in [[1, 1, 0, 0], [1, 1, 0, 40], [1, 1, 40, 0]] {
+            let got = refined(&Tensor::zeros(shape, (Kind::Float, Device::Cpu)), l, 16.0);
+            assert_eq!(
+                (got.a, got.b, got.strength),
+                (l.a, l.b, l.strength),
+                "{shape:?}"
+            );
         }
     }
 
