@@ -311,7 +311,11 @@ impl PhotoModel {
         if search == Search::Full {
             let aspect = f64::from(photo.width()) / f64::from(photo.height());
             let tile = self.tile() as f64;
-            for (view, refined) in self.lattice_candidates(photo, &fine)? {
+            let estimates = self.lattice_candidates(photo, &fine)?;
+            // The photo at level 1, not turned: every refined lattice is read from it, so it is
+            // squashed once.
+            let level_one = at_side(&fine, whole_side);
+            for (view, refined) in estimates {
                 // A refined lattice is read from the photo at level 1, not turned: its whole
                 // geometry is undone by one warp (read from the squashed and turned view it was
                 // found in, resampled again, 2 fewer of the 272 attacked test photos read). The
@@ -319,7 +323,7 @@ impl PhotoModel {
                 let (side, fine, lattice, turn) = if refined {
                     (
                         whole_side,
-                        at_side(&fine, whole_side),
+                        level_one.shallow_clone(),
                         view.in_photo(aspect),
                         0.0,
                     )
