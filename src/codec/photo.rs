@@ -14,7 +14,6 @@
 //! viewer shows the watermarked photo exactly as it showed the original, and extraction reads the
 //! same pixel grid the watermark was written on.
 
-use std::borrow::Cow;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -23,14 +22,20 @@ use image::codecs::png::PngEncoder;
 use image::codecs::tiff::TiffEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{
-    DynamicImage, ExtendedColorType, GrayAlphaImage, GrayImage, ImageBuffer, ImageDecoder,
-    ImageEncoder, ImageFormat, ImageReader, Limits, Luma, LumaA, Rgb, RgbImage, Rgba, RgbaImage,
+    DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Limits,
 };
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
-use crate::codec::resample::{add_resized, dot, AaTaps, NoGain, RowGain, Sample, Taps};
+use crate::codec::resample::{dot, AaTaps};
 use crate::codec::webp::WebpKind;
-use crate::model::jnd::JndRows;
+
+// The pixel types and the macros over their samples come first: the other parts use them.
+#[macro_use]
+mod pixels;
+mod change;
+
+pub use change::JndLevels;
+pub use pixels::Pixels;
 
 /// Shortest side accepted, in pixels. Smaller images are icons or thumbnails rather than
 /// photos: squashed up to a working size such as 256 they would be magnified four times or
@@ -96,261 +101,6 @@ impl PhotoFormat {
     /// Whether the format is written with loss (so `--jpeg-quality` applies to it).
     pub fn is_lossy(self) -> bool {
         matches!(self, PhotoFormat::Jpeg | PhotoFormat::WebpLossy)
-    }
-}
-
-type Gray16Image = ImageBuffer<Luma<u16>, Vec<u16>>;
-type GrayAlpha16Image = ImageBuffer<LumaA<u16>, Vec<u16>>;
-type Rgb16Image = ImageBuffer<Rgb<u16>, Vec<u16>>;
-type Rgba16Image = ImageBuffer<Rgba<u16>, Vec<u16>>;
-
-/// A photo's pixels, in the colour type and bit depth it was stored with: 16-bit photos stay
-/// 16-bit, so the watermark is their only change.
-#[derive(Clone, PartialEq)]
-pub enum Pixels {
-    /// 8-bit gray.
-    Gray(GrayImage),
-    /// 8-bit gray with alpha.
-    GrayAlpha(GrayAlphaImage),
-    /// 8-bit RGB.
-    Rgb(RgbImage),
-    /// 8-bit RGB with alpha.
-    Rgba(RgbaImage),
-    /// 16-bit gray.
-    Gray16(Gray16Image),
-    /// 16-bit gray with alpha.
-    GrayAlpha16(GrayAlpha16Image),
-    /// 16-bit RGB.
-    Rgb16(Rgb16Image),
-    /// 16-bit RGB with alpha.
-    Rgba16(Rgba16Image),
-}
-
-/// `$body` with `$raw` bound to the pixels' interleaved samples, `&[u8]` or `&[u16]`.
-macro_rules! with_samples {
-    ($pixels:expr, $raw:ident => $body:expr) => {
-        match $pixels {
-            Pixels::Gray(i) => {
-                let $raw: &[u8] = i;
-                $body
-            }
-            Pixels::GrayAlpha(i) => {
-                let $raw: &[u8] = i;
-                $body
-            }
-            Pixels::Rgb(i) => {
-                let $raw: &[u8] = i;
-                $body
-            }
-            Pixels::Rgba(i) => {
-                let $raw: &[u8] = i;
-                $body
-            }
-            Pixels::Gray16(i) => {
-                let $raw: &[u16] = i;
-                $body
-            }
-            Pixels::GrayAlpha16(i) => {
-                let $raw: &[u16] = i;
-                $body
-            }
-            Pixels::Rgb16(i) => {
-                let $raw: &[u16] = i;
-                $body
-            }
-            Pixels::Rgba16(i) => {
-                let $raw: &[u16] = i;
-                $body
-            }
-        }
-    };
-}
-
-/// [`with_samples!`] with `$raw` mutable.
-macro_rules! with_samples_mut {
-    ($pixels:expr, $raw:ident => $body:expr) => {
-        match $pixels {
-            Pixels::Gray(i) => {
-                let $raw: &mut [u8] = i;
-                $body
-            }
-            Pixels::GrayAlpha(i) => {
-                let $raw: &mut [u8] = i;
-                $body
-            }
-            Pixels::Rgb(i) => {
-                let $raw: &mut [u8] = i;
-                $body
-            }
-            Pixels::Rgba(i) => {
-                let $raw: &mut [u8] = i;
-                $body
-            }
-            Pixels::Gray16(i) => {
-                let $raw: &mut [u16] = i;
-                $body
-            }
-            Pixels::GrayAlpha16(i) => {
-                let $raw: &mut [u16] = i;
-                $body
-            }
-            Pixels::Rgb16(i) => {
-                let $raw: &mut [u16] = i;
-                $body
-            }
-            Pixels::Rgba16(i) => {
-                let $raw: &mut [u16] = i;
-                $body
-            }
-        }
-    };
-}
-
-impl Pixels {
-    /// The pixels from a decoded image: 8 and 16 bits a sample are kept as they are.
-    fn from_image(image: DynamicImage) -> Option<Pixels> {
-        Some(match image {
-            DynamicImage::ImageLuma8(i) => Pixels::Gray(i),
-            DynamicImage::ImageLumaA8(i) => Pixels::GrayAlpha(i),
-            DynamicImage::ImageRgb8(i) => Pixels::Rgb(i),
-            DynamicImage::ImageRgba8(i) => Pixels::Rgba(i),
-            DynamicImage::ImageLuma16(i) => Pixels::Gray16(i),
-            DynamicImage::ImageLumaA16(i) => Pixels::GrayAlpha16(i),
-            DynamicImage::ImageRgb16(i) => Pixels::Rgb16(i),
-            DynamicImage::ImageRgba16(i) => Pixels::Rgba16(i),
-            _ => return None,
-        })
-    }
-
-    /// `(width, height)`.
-    pub fn dimensions(&self) -> (u32, u32) {
-        match self {
-            Pixels::Gray(i) => i.dimensions(),
-            Pixels::GrayAlpha(i) => i.dimensions(),
-            Pixels::Rgb(i) => i.dimensions(),
-            Pixels::Rgba(i) => i.dimensions(),
-            Pixels::Gray16(i) => i.dimensions(),
-            Pixels::GrayAlpha16(i) => i.dimensions(),
-            Pixels::Rgb16(i) => i.dimensions(),
-            Pixels::Rgba16(i) => i.dimensions(),
-        }
-    }
-
-    /// Whether the pixels are gray (with or without alpha), at either depth.
-    pub fn is_gray(&self) -> bool {
-        matches!(
-            self,
-            Pixels::Gray(_) | Pixels::GrayAlpha(_) | Pixels::Gray16(_) | Pixels::GrayAlpha16(_)
-        )
-    }
-
-    /// Whether the pixels carry an alpha channel.
-    pub fn has_alpha(&self) -> bool {
-        matches!(
-            self,
-            Pixels::GrayAlpha(_) | Pixels::Rgba(_) | Pixels::GrayAlpha16(_) | Pixels::Rgba16(_)
-        )
-    }
-
-    /// Bits a sample: 8 or 16.
-    pub fn bit_depth(&self) -> u8 {
-        match self {
-            Pixels::Gray(_) | Pixels::GrayAlpha(_) | Pixels::Rgb(_) | Pixels::Rgba(_) => 8,
-            _ => 16,
-        }
-    }
-
-    /// Samples per pixel, alpha included.
-    fn channels(&self) -> usize {
-        let colours = if self.is_gray() { 1 } else { 3 };
-        colours + usize::from(self.has_alpha())
-    }
-
-    /// The samples at 8 bits (16-bit ones rounded, `(v + 128) / 257`), interleaved as the colour
-    /// type has them: what an 8-bit display shows, and what the visibility scores compare.
-    pub fn eight_bit_samples(&self) -> Cow<'_, [u8]> {
-        match self {
-            Pixels::Gray(i) => Cow::Borrowed(i.as_raw()),
-            Pixels::GrayAlpha(i) => Cow::Borrowed(i.as_raw()),
-            Pixels::Rgb(i) => Cow::Borrowed(i.as_raw()),
-            Pixels::Rgba(i) => Cow::Borrowed(i.as_raw()),
-            Pixels::Gray16(i) => Cow::Owned(to_eight_bits(i)),
-            Pixels::GrayAlpha16(i) => Cow::Owned(to_eight_bits(i)),
-            Pixels::Rgb16(i) => Cow::Owned(to_eight_bits(i)),
-            Pixels::Rgba16(i) => Cow::Owned(to_eight_bits(i)),
-        }
-    }
-
-    /// The same pixels at 8 bits a sample ([`Pixels::eight_bit_samples`]), borrowed when they
-    /// already are.
-    pub fn to_eight_bit(&self) -> Cow<'_, Pixels> {
-        let (w, h) = self.dimensions();
-        let samples = || self.eight_bit_samples().into_owned();
-        let image = match self {
-            Pixels::Gray16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::Gray),
-            Pixels::GrayAlpha16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::GrayAlpha),
-            Pixels::Rgb16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::Rgb),
-            Pixels::Rgba16(_) => ImageBuffer::from_raw(w, h, samples()).map(Pixels::Rgba),
-            eight => return Cow::Borrowed(eight),
-        };
-        Cow::Owned(image.expect("as many 8-bit samples as 16-bit ones"))
-    }
-
-    /// The samples as bytes, 16-bit ones in native byte order (as the `image` encoders take them).
-    fn sample_bytes(&self) -> &[u8] {
-        with_samples!(self, raw => bytemuck::cast_slice(raw))
-    }
-
-    fn color_type(&self) -> ExtendedColorType {
-        match self {
-            Pixels::Gray(_) => ExtendedColorType::L8,
-            Pixels::GrayAlpha(_) => ExtendedColorType::La8,
-            Pixels::Rgb(_) => ExtendedColorType::Rgb8,
-            Pixels::Rgba(_) => ExtendedColorType::Rgba8,
-            Pixels::Gray16(_) => ExtendedColorType::L16,
-            Pixels::GrayAlpha16(_) => ExtendedColorType::La16,
-            Pixels::Rgb16(_) => ExtendedColorType::Rgb16,
-            Pixels::Rgba16(_) => ExtendedColorType::Rgba16,
-        }
-    }
-
-    /// BT.601 luma in [0, 1] of each pixel of row `y`, unrounded; alpha ignored.
-    fn luma_row(&self, y: usize, out: &mut Vec<f32>) {
-        let (w, c, gray) = (
-            self.dimensions().0 as usize,
-            self.channels(),
-            self.is_gray(),
-        );
-        with_samples!(self, raw => luma_of(&raw[y * w * c..(y + 1) * w * c], c, gray, out))
-    }
-}
-
-/// 16-bit samples rounded to 8 bits.
-fn to_eight_bits(raw: &[u16]) -> Vec<u8> {
-    raw.iter()
-        .map(|&v| ((u32::from(v) + 128) / 257) as u8)
-        .collect()
-}
-
-/// BT.601 luma in [0, 1] of each pixel of `raw` (whole pixels of `c` samples), unrounded.
-fn luma_of<T: Sample>(raw: &[T], c: usize, gray: bool, out: &mut Vec<f32>) {
-    out.clear();
-    if gray {
-        out.extend(raw.chunks_exact(c).map(|p| p[0].into() / T::MAX));
-    } else {
-        out.extend(
-            raw.chunks_exact(c).map(|p| {
-                (0.299 * p[0].into() + 0.587 * p[1].into() + 0.114 * p[2].into()) / T::MAX
-            }),
-        );
-    }
-}
-
-/// Debug output names the colour type and size, not millions of bytes.
-impl std::fmt::Debug for Pixels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (w, h) = self.dimensions();
-        write!(f, "{:?}({w}x{h})", self.color_type())
     }
 }
 
@@ -547,125 +297,6 @@ impl Photo {
         Ok(Tensor::from_slice(&squashed).view([1, 1, size, size]))
     }
 
-    /// This photo with `residual` added: `residual` is `(1,1,S,S)` in luma units ([0, 1] is the
-    /// full 8-bit range), resized bilinearly (align_corners false) to the photo's full size,
-    /// multiplied by `strength` and added to each colour channel alike (see the module comment:
-    /// this adds exactly that much luma), then clamped to [0, 255] and rounded to 8 bits. Alpha,
-    /// size, colour type, format and metadata are kept.
-    pub fn with_residual(&self, residual: &Tensor, strength: f64) -> Result<Photo> {
-        Ok(self.with_residual_and_mse(residual, strength)?.0)
-    }
-
-    /// [`Photo::with_residual`], and the mean squared error (8-bit units, over the colour
-    /// channels; alpha is never changed) of the result against this photo, found on the way.
-    ///
-    /// The resize is done row by row on the host, fused with the addition: the residual's two
-    /// source rows are blended once per output row, then each pixel blends two of that row's
-    /// values. The coordinates are PyTorch's for `upsample_bilinear2d(align_corners=False)`
-    /// (source = (dest + 0.5) x in / out - 0.5, clamped at 0), so the result is that resize up
-    /// to float rounding, with no full-size float image in memory.
-    pub fn with_residual_and_mse(&self, residual: &Tensor, strength: f64) -> Result<(Photo, f64)> {
-        if !strength.is_finite() {
-            bail!("watermark strength {strength}: must be a finite number");
-        }
-        self.add_resized_change(residual, strength * 255.0, None)
-    }
-
-    /// This photo with a perceptually shaped change: `pattern` `(1,1,S,S)` (in [-1,1]) resized
-    /// as in [`Photo::with_residual_and_mse`], times `gain`, times each pixel's just-noticeable
-    /// difference in levels (`crate::model::jnd`, from this photo's own luma at full resolution), added
-    /// to each colour channel alike. Returns the photo and the mean squared error over the colour
-    /// channels.
-    /// `jnd` is this photo's ([`Photo::jnd_levels`]), computed once for every strength tried.
-    pub fn with_shaped_pattern_and_mse(
-        &self,
-        pattern: &Tensor,
-        gain: f64,
-        jnd: &JndLevels,
-    ) -> Result<(Photo, f64)> {
-        if !gain.is_finite() {
-            bail!("watermark strength {gain}: must be a finite number");
-        }
-        if (jnd.width, jnd.eighths.len()) != (self.width() as usize, self.pixel_count()) {
-            bail!("{}: a JND map of another photo", self.path.display());
-        }
-        self.add_resized_change(pattern, gain, Some(jnd))
-    }
-
-    /// The photo's just-noticeable difference (`crate::model::jnd`) at every pixel, in eighths of a
-    /// level: a byte a pixel (100 MB at 100 megapixels, where floats would take 400), and
-    /// computing it is most of the cost of shaping a change, which the read-back check may
-    /// apply at several strengths.
-    pub fn jnd_levels(&self) -> JndLevels {
-        let (w, h) = (self.width() as usize, self.height() as usize);
-        let mut luma = Vec::with_capacity(w);
-        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
-            self.pixels.luma_row(y, &mut luma);
-            out.clear();
-            out.extend(luma.iter().map(|v| v * 255.0));
-        });
-        let mut eighths = Vec::with_capacity(w * h);
-        for y in 0..h {
-            // At most MAX_JND_LEVELS (30) levels: 240 eighths fit a byte.
-            eighths.extend(
-                rows.row(y)
-                    .iter()
-                    .map(|&j| (j * 8.0).round().clamp(0.0, 255.0) as u8),
-            );
-        }
-        JndLevels { width: w, eighths }
-    }
-
-    fn pixel_count(&self) -> usize {
-        self.width() as usize * self.height() as usize
-    }
-
-    /// `values` resized to the photo, times `scale` (and the JND when `shaped`), added to the
-    /// colours; the mean squared error over the colour channels (alpha is never changed).
-    fn add_resized_change(
-        &self,
-        residual: &Tensor,
-        strength: f64,
-        jnd: Option<&JndLevels>,
-    ) -> Result<(Photo, f64)> {
-        let size = residual.size();
-        let s = match size.as_slice() {
-            [1, 1, h, w] if h == w && *h > 0 => *h,
-            _ => bail!("residual of shape {size:?}: expected (1,1,S,S)"),
-        };
-        let residual = residual
-            .detach()
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_mul_scalar(strength)?
-            .f_contiguous()?;
-        let values = Vec::<f32>::try_from(residual.f_reshape([-1])?)?;
-        if values.iter().any(|v| !v.is_finite()) {
-            bail!("residual ({s}x{s}) holds NaN or infinite values");
-        }
-        let s = s as usize;
-        let (width, height) = self.pixels.dimensions();
-        let (w, h) = (width as usize, height as usize);
-        let columns = Taps::new(s, w);
-        let rows = Taps::new(s, h);
-
-        let mut out = self.clone();
-        let channels = out.pixels.channels();
-        let colours = if self.pixels.is_gray() { 1 } else { 3 };
-        let mut gain: Box<dyn RowGain + '_> = match jnd {
-            Some(levels) => Box::new(levels.rows()),
-            None => Box::new(NoGain),
-        };
-        let (squared_error, full_scale) = with_samples_mut!(&mut out.pixels, raw => (
-            add_change(channels, raw, &values, s, w, &rows, &columns, &mut *gain),
-            sample_max(raw),
-        ));
-        // In 8-bit levels, whatever the depth, so PSNR means the same for every photo.
-        let levels = f64::from(full_scale) / 255.0;
-        let mse = squared_error as f64 / (levels * levels) / (w * h * colours) as f64;
-        Ok((out, mse))
-    }
-
     /// Writes the photo to `path` in the format it was read in: PNG, TIFF and lossless WebP
     /// losslessly, JPEG and lossy WebP at `jpeg_quality` (1..=100, see [`DEFAULT_JPEG_QUALITY`];
     /// checked for every format, so a bad setting shows up whatever the input). Gray stays gray,
@@ -793,63 +424,6 @@ impl Photo {
     }
 }
 
-/// A photo's JND in eighths of a level, row-major ([`Photo::jnd_levels`]).
-pub struct JndLevels {
-    width: usize,
-    eighths: Vec<u8>,
-}
-
-impl JndLevels {
-    /// The rows in levels, one at a time, as [`add_resized`] asks for them.
-    fn rows(&self) -> JndLevelRows<'_> {
-        JndLevelRows {
-            levels: self,
-            row: vec![0.0; self.width],
-        }
-    }
-}
-
-struct JndLevelRows<'a> {
-    levels: &'a JndLevels,
-    row: Vec<f32>,
-}
-
-impl RowGain for JndLevelRows<'_> {
-    fn row(&mut self, y: usize) -> Option<&[f32]> {
-        let w = self.levels.width;
-        let eighths = &self.levels.eighths[y * w..(y + 1) * w];
-        for (r, &e) in self.row.iter_mut().zip(eighths) {
-            *r = f32::from(e) / 8.0;
-        }
-        Some(&self.row)
-    }
-}
-
-/// [`add_resized`] for a photo of `channels` channels (gray, gray+alpha, RGB, RGBA).
-#[allow(clippy::too_many_arguments)]
-fn add_change<T: Sample>(
-    channels: usize,
-    raw: &mut [T],
-    values: &[f32],
-    s: usize,
-    w: usize,
-    rows: &Taps,
-    columns: &Taps,
-    gain: &mut dyn RowGain,
-) -> u64 {
-    match channels {
-        1 => add_resized::<T, 1, 1>(raw, values, s, w, rows, columns, gain),
-        2 => add_resized::<T, 2, 1>(raw, values, s, w, rows, columns, gain),
-        3 => add_resized::<T, 3, 3>(raw, values, s, w, rows, columns, gain),
-        _ => add_resized::<T, 4, 3>(raw, values, s, w, rows, columns, gain),
-    }
-}
-
-/// The full-scale value of `raw`'s sample type (255 or 65535).
-fn sample_max<T: Sample>(_raw: &[T]) -> f32 {
-    T::MAX
-}
-
 fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
     if width.min(height) < MIN_SIDE {
         bail!(
@@ -891,6 +465,7 @@ pub fn decoder_limits() -> Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     #[test]
     fn size_limits_are_inclusive() {
@@ -903,66 +478,5 @@ mod tests {
         assert!(check_size(path, 5000, MIN_SIDE - 1).is_err());
         assert!(check_size(path, 10_000, 10_001).is_err());
         assert!(check_size(path, u32::MAX, u32::MAX).is_err());
-    }
-
-    /// A photo in memory: `width x height` RGB of a smooth gradient with ripples (flat and
-    /// textured parts, so the JND varies).
-    fn rippled_photo(width: u32, height: u32) -> Photo {
-        let pixels = RgbImage::from_fn(width, height, |x, y| {
-            let ripple = ((x as f32 * 0.7).sin() * (y as f32 * 0.3).cos() * 40.0)
-                * (x > width / 2) as u8 as f32;
-            let v = (20.0 + 200.0 * y as f32 / height as f32 + ripple).clamp(0.0, 255.0) as u8;
-            image::Rgb([v, v / 2, 255 - v])
-        });
-        Photo {
-            pixels: Pixels::Rgb(pixels),
-            format: PhotoFormat::Png,
-            path: PathBuf::from("rippled.png"),
-            conversions: Vec::new(),
-            icc_profile: None,
-            exif: None,
-        }
-    }
-
-    #[test]
-    fn jnd_levels_keep_the_jnd_to_a_sixteenth_of_a_level() {
-        let photo = rippled_photo(150, 200);
-        let levels = photo.jnd_levels();
-        let (w, h) = (150, 200);
-        let mut luma = Vec::new();
-        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
-            photo.pixels.luma_row(y, &mut luma);
-            out.clear();
-            out.extend(luma.iter().map(|v| v * 255.0));
-        });
-        let mut cached = levels.rows();
-        let (mut low, mut high) = (f32::MAX, 0f32);
-        for y in 0..h {
-            let exact = rows.row(y).to_vec();
-            let kept = RowGain::row(&mut cached, y).unwrap();
-            for (e, k) in exact.iter().zip(kept) {
-                assert!(
-                    (e - k).abs() <= 1.0 / 16.0 + 1e-6,
-                    "row {y}: {e} kept as {k}"
-                );
-                (low, high) = (low.min(*e), high.max(*e));
-            }
-        }
-        // The photo spans flat and textured parts: the map is not one value.
-        assert!(high > 2.0 * low, "JND from {low} to {high}");
-    }
-
-    #[test]
-    fn a_shaped_change_refuses_another_photos_jnd() {
-        let (photo, other) = (rippled_photo(150, 200), rippled_photo(200, 150));
-        let pattern = Tensor::ones([1, 1, 16, 16], (Kind::Float, Device::Cpu));
-        let error = photo
-            .with_shaped_pattern_and_mse(&pattern, 0.1, &other.jnd_levels())
-            .unwrap_err();
-        assert!(error.to_string().contains("another photo"), "{error}");
-        let (marked, mse) = photo
-            .with_shaped_pattern_and_mse(&pattern, 0.1, &photo.jnd_levels())
-            .unwrap();
-        assert!(mse > 0.0 && marked.pixels != photo.pixels);
     }
 }
