@@ -407,6 +407,14 @@ fn extreme_numbers_in_metadata_are_refused_naming_the_file_and_field() {
         ),
         (
             photo_model(),
+            config(
+                "jnd_fraction = 0.12",
+                "jnd_fraction = 0.12\njnd_flat_weight = 0".into(),
+            ),
+            "model.jnd_flat_weight = 0".into(),
+        ),
+        (
+            photo_model(),
             config("shift_max = 2", format!("shift_max = {max}")),
             format!("noise.shift_max = {max}"),
         ),

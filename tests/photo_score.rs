@@ -232,3 +232,73 @@ fn a_visibility_floor_outside_the_score_range_is_refused() {
     );
     assert!(!dir.path().join("digits/digit.png").exists());
 }
+
+/// Mean absolute change (levels, all colour samples) between two 8-bit RGB files, over the rows
+/// `rows` of the photo.
+fn mean_change(a: &Path, b: &Path, rows: std::ops::Range<u32>) -> f64 {
+    let (a, b) = (
+        image::open(a).unwrap().to_rgb8(),
+        image::open(b).unwrap().to_rgb8(),
+    );
+    let (mut sum, mut n) = (0f64, 0u64);
+    for y in rows {
+        for x in 0..a.width() {
+            for c in 0..3 {
+                let d = f64::from(a.get_pixel(x, y)[c]) - f64::from(b.get_pixel(x, y)[c]);
+                sum += d.abs();
+                n += 1;
+            }
+        }
+    }
+    sum / n as f64
+}
+
+/// `--flat-weight W` weighs the JND's luminance adaptation, which is all the JND a flat area
+/// has, by W: at one strength a flat sky's change doubles with W = 2, while the texture beside
+/// it, masked by its own contrast too, changes much less. The record says the weight used, and
+/// a weight outside [0.125, 8] is refused before anything is written.
+#[test]
+fn the_flat_weight_moves_the_change_between_flat_and_textured_areas() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("sky.png");
+    common::natural_photo(1200, 900, 31).save(&photo).unwrap();
+    let mut sky = Vec::new();
+    let mut land = Vec::new();
+    for weight in ["1", "2"] {
+        let out = dir.path().join(format!("w{weight}"));
+        let r = embed_record(
+            &photo,
+            &out,
+            &["--strength", "3", "--no-verify", "--flat-weight", weight],
+        );
+        assert_eq!(
+            r["flat_weight"].as_f64().unwrap(),
+            weight.parse::<f64>().unwrap()
+        );
+        let marked = out.join("sky.png");
+        // The sky is the top third of the photo, the landscape the rest.
+        sky.push(mean_change(&photo, &marked, 20..280));
+        land.push(mean_change(&photo, &marked, 400..880));
+    }
+    let (sky_ratio, land_ratio) = (sky[1] / sky[0], land[1] / land[0]);
+    println!("sky {sky:?} (x{sky_ratio:.2}), land {land:?} (x{land_ratio:.2})");
+    assert!(sky[0] > 0.2, "the sky changes at all: {sky:?}");
+    assert!((1.6..2.4).contains(&sky_ratio), "sky x{sky_ratio}");
+    assert!(land_ratio < sky_ratio - 0.3, "land x{land_ratio}, sky x{sky_ratio}");
+    for bad in ["0", "9", "-1", "NaN"] {
+        let out = dir.path().join("bad");
+        let run = common::wmae(&[
+            "embed",
+            photo.to_str().unwrap(),
+            "--payload",
+            "text:x",
+            "--out",
+            out.to_str().unwrap(),
+            &format!("--flat-weight={bad}"),
+        ]);
+        assert!(!run.status.success(), "--flat-weight {bad} was taken");
+        let err = common::stderr(&run);
+        assert!(err.contains("--flat-weight"), "{bad}: {err}");
+        assert!(!out.join("sky.png").exists());
+    }
+}

@@ -224,6 +224,13 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "SCORE", conflicts_with = "no_score")]
     pub visibility: Option<f64>,
 
+    /// Photos, shaped models: how strongly flat areas are marked against textured ones (the
+    /// JND's luminance adaptation times W; default: the model's `model.jnd_flat_weight`, 1 for
+    /// the shipped models). With --visibility, 2 scored better and read more after attacks than
+    /// 1 (docs/photos.md, stop 24); at one --strength it makes flat areas more visible.
+    #[arg(long, value_name = "W")]
+    pub flat_weight: Option<f64>,
+
     /// Photos: a private key file (at least 16 bytes, e.g. `head -c 32 /dev/urandom > wmae.key`;
     /// default: the file named by WMAE_KEY_FILE, if set). A payload embedded under a key reads
     /// only with that key: the public model alone neither reads it nor writes one that reads.

@@ -229,6 +229,9 @@ impl Worker for EmbedWorker {
         record.set("width", photo.width());
         record.set("height", photo.height());
         let change = record.time("model", || self.model.change_for_map(&photo, &self.map))?;
+        if matches!(change, Change::Shaped { .. }) {
+            record.set("flat_weight", self.model.flat_weight());
+        }
         let base = match self.visibility {
             Some(floor) => {
                 let s = self.strength_for_visibility(floor, &photo, &change, out, record)?;
@@ -373,6 +376,9 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
     if let Some(v) = args.visibility.filter(|v| !(*v > 0.0 && *v < 100.0)) {
         bail!("--visibility {v}: a SSIMULACRA2 score must lie in (0, 100); 85 is near invisible");
     }
+    if let Some(w) = args.flat_weight {
+        crate::learning::config::check_flat_weight(w, "--flat-weight")?;
+    }
     let checkpoint = embed_checkpoint(args);
     let models = load_models(
         &checkpoint,
@@ -391,7 +397,9 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
                 // The read-back check counts one vote a pixel, whatever `extract` is told: with
                 // weighted votes it would pass at lower strengths, and a photo would be embedded
                 // more weakly than `extract --votes counted` needs.
-                model: model.with_votes(Votes::Counted),
+                model: model
+                    .with_votes(Votes::Counted)
+                    .with_flat_weight(args.flat_weight),
                 payload: payload.clone(),
                 out: args.out.clone(),
                 jpeg_quality: args.jpeg_quality,

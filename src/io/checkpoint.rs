@@ -506,10 +506,10 @@ pub fn load_for_inference(path: &Path, device: tch::Device) -> Result<Loaded> {
     let architecture = Architecture::from_name(&meta.architecture).unwrap_or_default();
     let mut model = crate::model::WatermarkAutoencoder::build(&vs.root(), architecture, meta.head);
     if architecture.is_shaped() {
-        model.jnd_fraction = crate::learning::config::Config::parse(&meta.config)
-            .with_context(|| format!("{}: the config in its metadata", path.display()))?
-            .model
-            .jnd_fraction;
+        let config = crate::learning::config::Config::parse(&meta.config)
+            .with_context(|| format!("{}: the config in its metadata", path.display()))?;
+        model.jnd_fraction = config.model.jnd_fraction;
+        model.jnd_flat_weight = config.model.jnd_flat_weight;
     }
     load_model(path, &mut vs, &tensors)?;
     let parameters = crate::model::parameter_count(&vs);

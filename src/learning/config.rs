@@ -210,6 +210,9 @@ pub struct ModelConfig {
     /// `seed-jnd` only: the fraction of each pixel's just-noticeable difference the change
     /// reaches at full pattern (`crate::model::jnd`).
     pub jnd_fraction: f64,
+    /// `seed-jnd` only: the weight of flat areas against texture in the just-noticeable
+    /// difference (`crate::model::jnd`): 1 is the classic model.
+    pub jnd_flat_weight: f64,
 }
 
 impl Default for ModelConfig {
@@ -218,6 +221,7 @@ impl Default for ModelConfig {
             architecture: crate::model::Architecture::default(),
             head: Head::default(),
             jnd_fraction: crate::model::DEFAULT_JND_FRACTION,
+            jnd_flat_weight: crate::model::jnd::DEFAULT_FLAT_WEIGHT,
         }
     }
 }
@@ -243,6 +247,15 @@ pub struct LossConfig {
     /// pixel (1: the seed's plain mean; 49 = 784/16: block and background weigh the same).
     #[serde(default = "one")]
     pub block_weight: f64,
+}
+
+/// Checks a flat weight (`model.jnd_flat_weight`, `embed --flat-weight`), named `key` in the
+/// message: from an eighth to 8 times the classic model's luminance adaptation.
+pub fn check_flat_weight(weight: f64, key: &str) -> Result<()> {
+    if !(0.125..=8.0).contains(&weight) {
+        bail!("{key} = {weight}: must lie in [0.125, 8] (1 is the classic JND, 2 marks flat areas twice as strongly)");
+    }
+    Ok(())
 }
 
 fn one() -> f64 {
@@ -369,6 +382,7 @@ impl Config {
         if !(fraction > 0.0 && fraction <= 4.0) {
             bail!("model.jnd_fraction = {fraction}: must lie in (0, 4]");
         }
+        check_flat_weight(self.model.jnd_flat_weight, "model.jnd_flat_weight")?;
         match self.data.kind {
             DataKind::Idx => {
                 for (key, [start, end]) in [

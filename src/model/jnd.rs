@@ -15,7 +15,14 @@
 //!   26^2)`, where `T` is the 5x5 mean of the Sobel gradient magnitude (divided by 4, so a step
 //!   of `h` levels reads `h`): the mean makes the pixels beside an edge masked too;
 //! - the two combined as `LA + CM - 0.3 min(LA, CM)` (they overlap) and capped at
-//!   [`MAX_JND_LEVELS`].
+//!   [`MAX_JND_LEVELS`];
+//! - `LA` weighted by a flat weight (`model.jnd_flat_weight`, `embed --flat-weight`; 1 by
+//!   default): the share of the change that flat areas get against textured ones. Texture
+//!   masking is measured on 5x5 pixels, but the pattern it hides is many pixels wide, and the eye
+//!   (and SSIMULACRA2) sees a wide pattern through fine texture more than the classic model, made
+//!   for single-pixel changes, says. With the strength chosen per photo by its score
+//!   (`embed --visibility`), a weight of 2 scored better and read more after attacks than 1
+//!   (docs/photos.md, stop 24).
 //!
 //! Borders repeat their outermost pixel (replicate padding). The same map is computed two ways:
 //! [`jnd_map`] on tensors, for training patches at the working size, and [`JndRows`] on the host,
@@ -45,15 +52,21 @@ pub fn contrast_masking(t: f32) -> f32 {
     16.0 * t.powf(2.4) / (t * t + 26.0 * 26.0)
 }
 
-/// The JND (levels) of a pixel from its background luminance and texture.
-pub fn jnd_levels(background: f32, texture: f32) -> f32 {
-    let (la, cm) = (luminance_adaptation(background), contrast_masking(texture));
+/// The flat weight a model uses unless its config says otherwise: the classic model's.
+pub const DEFAULT_FLAT_WEIGHT: f64 = 1.0;
+
+/// The JND (levels) of a pixel from its background luminance and texture, its luminance
+/// adaptation weighted by `flat_weight`.
+pub fn jnd_levels(background: f32, texture: f32, flat_weight: f32) -> f32 {
+    let la = flat_weight * luminance_adaptation(background);
+    let cm = contrast_masking(texture);
     (la + cm - 0.3 * la.min(cm)).min(MAX_JND_LEVELS)
 }
 
 /// The JND map of luma images `(N,1,H,W)` in [0, 1], in the same units ([0, 1] is 255 levels), on
-/// the images' device. No gradient flows through it: it describes the cover image, not the mark.
-pub fn jnd_map(luma: &Tensor) -> Tensor {
+/// the images' device, the luminance adaptation weighted by `flat_weight`. No gradient flows
+/// through it: it describes the cover image, not the mark.
+pub fn jnd_map(luma: &Tensor, flat_weight: f64) -> Tensor {
     tch::no_grad(|| {
         let levels = luma.to_kind(Kind::Float) * 255.0;
         let background = box5(&levels);
@@ -75,7 +88,7 @@ pub fn jnd_map(luma: &Tensor) -> Tensor {
         let dark: Tensor =
             (1.0 - (background.clamp_min(0.0) / 127.0).sqrt()) * f64::from(DARK_RISE) + 3.0;
         let bright = (&background - 127.0) * (3.0 / 128.0) + 3.0;
-        let la = dark.where_self(&background.le(127.0), &bright);
+        let la = dark.where_self(&background.le(127.0), &bright) * flat_weight;
         let t2 = texture.square();
         let cm = texture.pow_tensor_scalar(2.4) * 16.0 / (t2 + 26.0 * 26.0);
         let jnd = &la + &cm - la.minimum(&cm) * 0.3;
@@ -96,6 +109,7 @@ pub struct JndRows<F: FnMut(usize, &mut Vec<f32>)> {
     luma_row: F,
     width: usize,
     height: usize,
+    flat_weight: f32,
     /// First row of `band`, and the band's JND rows.
     band_start: usize,
     band: Vec<f32>,
@@ -110,12 +124,14 @@ const BAND_ROWS: usize = 64;
 const BAND_FLOATS: usize = 16 << 20;
 
 impl<F: FnMut(usize, &mut Vec<f32>)> JndRows<F> {
-    /// `luma_row(y, out)` fills `out` with row `y`'s `width` luma values in levels.
-    pub fn new(width: usize, height: usize, luma_row: F) -> Self {
+    /// `luma_row(y, out)` fills `out` with row `y`'s `width` luma values in levels; the luminance
+    /// adaptation is weighted by `flat_weight`.
+    pub fn new(width: usize, height: usize, flat_weight: f64, luma_row: F) -> Self {
         Self {
             luma_row,
             width,
             height,
+            flat_weight: flat_weight as f32,
             band_start: 0,
             band: Vec::new(),
         }
@@ -134,7 +150,7 @@ impl<F: FnMut(usize, &mut Vec<f32>)> JndRows<F> {
     }
 
     fn compute_band(&mut self, y0: usize) {
-        let (w, h) = (self.width, self.height);
+        let (w, h, flat_weight) = (self.width, self.height, self.flat_weight);
         // The band's rows plus its 10 border rows of luma and gradient, within BAND_FLOATS.
         let rows = (BAND_FLOATS / w.max(1)).saturating_sub(10) / 3;
         let y1 = (y0 + rows.clamp(1, BAND_ROWS)).min(h);
@@ -179,7 +195,7 @@ impl<F: FnMut(usize, &mut Vec<f32>)> JndRows<F> {
                 t.iter_mut().zip(&hsum).for_each(|(a, s)| *a += s);
             }
             for ((o, &b), &t) in out.iter_mut().zip(&b).zip(&t) {
-                *o = jnd_levels(b / 25.0, t / 25.0);
+                *o = jnd_levels(b / 25.0, t / 25.0, flat_weight);
             }
         }
         self.band_start = y0;
@@ -226,7 +242,7 @@ mod tests {
         assert_eq!(contrast_masking(0.0), 0.0);
         // 16 * 26^2.4 / (2 * 26^2) = 8 * 26^0.4.
         assert!((contrast_masking(26.0) - 8.0 * 26f32.powf(0.4)).abs() < 1e-3);
-        assert_eq!(jnd_levels(127.0, 1000.0), MAX_JND_LEVELS);
+        assert_eq!(jnd_levels(127.0, 1000.0, 1.0), MAX_JND_LEVELS);
     }
 
     /// The host rows equal the tensor map on an image with flat areas, edges and noise, at a
@@ -248,22 +264,29 @@ mod tests {
             }
         }
         let tensor = Tensor::from_slice(&luma).view([1, 1, h as i64, w as i64]);
-        let expected = Vec::<f32>::try_from(jnd_map(&tensor).reshape([-1]) * 255.0).unwrap();
-        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
-            out.clear();
-            out.extend(luma[y * w..(y + 1) * w].iter().map(|v| v * 255.0));
-        });
-        for y in 0..h {
-            let row = rows.row(y).to_vec();
-            for x in 0..w {
-                let (a, b) = (row[x], expected[y * w + x]);
-                assert!((a - b).abs() < 1e-3, "({y},{x}): host {a}, tensor {b}");
+        let mut flat_at = Vec::new();
+        for flat_weight in [1.0, 2.0] {
+            let expected =
+                Vec::<f32>::try_from(jnd_map(&tensor, flat_weight).reshape([-1]) * 255.0).unwrap();
+            let mut rows = JndRows::new(w, h, flat_weight, |y, out: &mut Vec<f32>| {
+                out.clear();
+                out.extend(luma[y * w..(y + 1) * w].iter().map(|v| v * 255.0));
+            });
+            for y in 0..h {
+                let row = rows.row(y).to_vec();
+                for x in 0..w {
+                    let (a, b) = (row[x], expected[y * w + x]);
+                    assert!((a - b).abs() < 1e-3, "({y},{x}): host {a}, tensor {b}");
+                }
             }
+            // Noise masks more than the flat area beside it.
+            assert!(expected[100 * w + 25] > expected[100 * w + 3]);
+            flat_at.push(expected[5 * w + 3]);
         }
-        // Flat bright area: luminance adaptation only, 3 (0.8*255 - 127)/128 + 3.
-        let flat = expected[5 * w + 3];
-        assert!((flat - (3.0 * (0.8 * 255.0 - 127.0) / 128.0 + 3.0)).abs() < 1e-3);
-        // Noise masks more than the flat area beside it.
-        assert!(expected[100 * w + 25] > expected[100 * w + 3]);
+        // Flat bright area: luminance adaptation only, 3 (0.8*255 - 127)/128 + 3, times the
+        // flat weight.
+        let la = 3.0 * (0.8 * 255.0 - 127.0) / 128.0 + 3.0;
+        assert!((flat_at[0] - la).abs() < 1e-3, "{flat_at:?}");
+        assert!((flat_at[1] - 2.0 * la).abs() < 1e-3, "{flat_at:?}");
     }
 }

@@ -232,6 +232,9 @@ pub struct WatermarkAutoencoder {
     pub architecture: Architecture,
     /// `seed-jnd` only: the fraction of each pixel's JND the change reaches at full pattern.
     pub jnd_fraction: f64,
+    /// `seed-jnd` only: the weight of flat areas against texture in the JND
+    /// (`crate::model::jnd`).
+    pub jnd_flat_weight: f64,
     /// Training only the extractor (`train.freeze_embedder`): the embedder then runs as at
     /// inference (no dropout), so the extractor learns the very pattern photos will carry.
     pub frozen_embedder: bool,
@@ -254,6 +257,7 @@ impl WatermarkAutoencoder {
             },
             architecture,
             jnd_fraction: super::DEFAULT_JND_FRACTION,
+            jnd_flat_weight: super::jnd::DEFAULT_FLAT_WEIGHT,
             frozen_embedder: false,
         }
     }
@@ -291,7 +295,7 @@ impl WatermarkAutoencoder {
         let train = train && !self.frozen_embedder;
         if self.architecture.is_shaped() {
             let change = self.pattern_t(image, watermark_map, train)
-                * crate::model::jnd::jnd_map(image)
+                * crate::model::jnd::jnd_map(image, self.jnd_flat_weight)
                 * self.jnd_fraction;
             return (image + change).clamp(0.0, 1.0);
         }

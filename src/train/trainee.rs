@@ -34,6 +34,7 @@ impl Trainee {
         let mut model =
             WatermarkAutoencoder::build(&vs.root(), config.model.architecture, config.model.head);
         model.jnd_fraction = config.model.jnd_fraction;
+        model.jnd_flat_weight = config.model.jnd_flat_weight;
         if config.train.freeze_embedder {
             model.freeze_embedder();
         }

@@ -91,6 +91,8 @@ pub struct PhotoModel {
     key: Option<Key>,
     /// How the map's pixels vote.
     votes: Votes,
+    /// The JND's flat weight, where it overrides the model's (`model.jnd_flat_weight`).
+    flat_weight: Option<f64>,
 }
 
 /// What reading a photo gave.
@@ -149,6 +151,7 @@ impl PhotoModel {
             code,
             key: None,
             votes: Votes::default(),
+            flat_weight: None,
         })
     }
 
@@ -162,6 +165,19 @@ impl PhotoModel {
     pub fn with_votes(mut self, votes: Votes) -> Self {
         self.votes = votes;
         self
+    }
+
+    /// Shapes a `seed-jnd` model's change with this flat weight (`crate::model::jnd`) instead of
+    /// the model's own; None keeps the model's.
+    pub fn with_flat_weight(mut self, flat_weight: Option<f64>) -> Self {
+        self.flat_weight = flat_weight;
+        self
+    }
+
+    /// The JND's flat weight the change is shaped with (a `seed-jnd` model's).
+    pub fn flat_weight(&self) -> f64 {
+        self.flat_weight
+            .unwrap_or(self.loaded.model.jnd_flat_weight)
     }
 
     /// The BCH code that protects the model's payload.
@@ -230,6 +246,7 @@ impl PhotoModel {
                 Change::Shaped {
                     pattern: model.pattern_t(&luma, map, false).to_device(Device::Cpu),
                     jnd_fraction: model.jnd_fraction,
+                    flat_weight: self.flat_weight(),
                     jnd: OnceCell::new(),
                 }
             } else {
@@ -604,6 +621,8 @@ pub enum Change {
         pattern: Tensor,
         /// The fraction of each pixel's JND the change reaches at full pattern.
         jnd_fraction: f64,
+        /// The JND's weight of flat areas against texture.
+        flat_weight: f64,
         /// The photo's JND, computed once at the first strength applied.
         jnd: OnceCell<JndLevels>,
     },
@@ -618,11 +637,12 @@ impl Change {
             Change::Shaped {
                 pattern,
                 jnd_fraction,
+                flat_weight,
                 jnd,
             } => photo.with_shaped_pattern_and_mse(
                 pattern,
                 strength * jnd_fraction,
-                jnd.get_or_init(|| photo.jnd_levels()),
+                jnd.get_or_init(|| photo.jnd_levels(*flat_weight)),
             ),
         }
     }

@@ -58,11 +58,11 @@ impl Photo {
     /// The photo's just-noticeable difference (`crate::model::jnd`) at every pixel, in eighths of a
     /// level: a byte a pixel (100 MB at 100 megapixels, where floats would take 400), and
     /// computing it is most of the cost of shaping a change, which the read-back check may
-    /// apply at several strengths.
-    pub fn jnd_levels(&self) -> JndLevels {
+    /// apply at several strengths. Flat areas are weighted by `flat_weight` against texture.
+    pub fn jnd_levels(&self, flat_weight: f64) -> JndLevels {
         let (w, h) = (self.width() as usize, self.height() as usize);
         let mut luma = Vec::with_capacity(w);
-        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
+        let mut rows = JndRows::new(w, h, flat_weight, |y, out: &mut Vec<f32>| {
             self.pixels.luma_row(y, &mut luma);
             out.clear();
             out.extend(luma.iter().map(|v| v * 255.0));
@@ -218,10 +218,10 @@ mod tests {
     #[test]
     fn jnd_levels_keep_the_jnd_to_a_sixteenth_of_a_level() {
         let photo = rippled_photo(150, 200);
-        let levels = photo.jnd_levels();
+        let levels = photo.jnd_levels(1.0);
         let (w, h) = (150, 200);
         let mut luma = Vec::new();
-        let mut rows = JndRows::new(w, h, |y, out: &mut Vec<f32>| {
+        let mut rows = JndRows::new(w, h, 1.0, |y, out: &mut Vec<f32>| {
             photo.pixels.luma_row(y, &mut luma);
             out.clear();
             out.extend(luma.iter().map(|v| v * 255.0));
@@ -248,11 +248,11 @@ mod tests {
         let (photo, other) = (rippled_photo(150, 200), rippled_photo(200, 150));
         let pattern = Tensor::ones([1, 1, 16, 16], (Kind::Float, Device::Cpu));
         let error = photo
-            .with_shaped_pattern_and_mse(&pattern, 0.1, &other.jnd_levels())
+            .with_shaped_pattern_and_mse(&pattern, 0.1, &other.jnd_levels(1.0))
             .unwrap_err();
         assert!(error.to_string().contains("another photo"), "{error}");
         let (marked, mse) = photo
-            .with_shaped_pattern_and_mse(&pattern, 0.1, &photo.jnd_levels())
+            .with_shaped_pattern_and_mse(&pattern, 0.1, &photo.jnd_levels(1.0))
             .unwrap();
         assert!(mse > 0.0 && marked.pixels != photo.pixels);
     }
