@@ -6,7 +6,8 @@ and PSNR, then applies the attacks of issue 17 with Pillow and counts the photos
 payload `extract` reads back (full search).
 
 Usage: .venv/bin/python scripts/photo_frontier.py --checkpoint checkpoints/photo.ot \
-           [--strength 1] [--visibility SCORE] [--photos data/photos/test] [--out runs/frontier]
+           [--strength 1] [--visibility SCORE] [--flat-weight W] [--photos data/photos/test]
+           [--out runs/frontier]
            [--threads 2]
 Prints a Markdown line per attack and writes OUT/summary.json.
 """
@@ -82,11 +83,13 @@ def main():
     p.add_argument("--threads", default="2")
     p.add_argument("--wmae", default="target/release/wmae")
     p.add_argument("--visibility", help="embed --visibility SCORE instead of one strength")
+    p.add_argument("--flat-weight", help="embed --flat-weight W (default: the model's)")
     a = p.parse_args()
     marked, attacked = os.path.join(a.out, "marked"), os.path.join(a.out, "attacked")
     os.makedirs(attacked, exist_ok=True)
     common = ["--threads", a.threads]
     extra = ["--visibility", a.visibility] if a.visibility else []
+    extra += ["--flat-weight", a.flat_weight] if a.flat_weight else []
     embedded = run(a.wmae, *common, "embed", a.photos, "--payload", f"hex:{PAYLOAD}", "--out",
                    marked, "--checkpoint", a.checkpoint, "--strength", a.strength, "--jsonl",
                    *extra)
@@ -113,7 +116,7 @@ def main():
         "ssimulacra2_at_least_80": sum(x >= 80 for x in s2),
         "ssimulacra2_at_least_85": sum(x >= 85 for x in s2),
         "psnr_mean": sum(r["psnr"] for r in ok) / len(ok),
-        "visibility": a.visibility,
+        "visibility": a.visibility, "flat_weight": a.flat_weight,
         "raised": sum(r["strength"] > r.get("visibility_strength", float(a.strength))
                       for r in ok),
         "read": counts, "per_photo": embedded,
