@@ -66,6 +66,8 @@ import onnxruntime  # noqa: E402
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
 from skimage.metrics import structural_similarity  # noqa: E402
 
+from photo_butteraugli import visibility  # noqa: E402
+
 cv2.setNumThreads(args.threads)
 try:
     # imwatermark's rivaGan module imports torch at load time (it only shuffles arrays with it),
@@ -369,30 +371,6 @@ def ssim(a, b):
                                        sigma=1.5, use_sample_covariance=False))
 
 
-def visibility(rgb, marked, scratch):
-    """SSIMULACRA2 (worst of the centre and flattest 512x512 windows, from `wmae score`) and
-    butteraugli's max-norm on the same two windows (the larger counts)."""
-    a, b = os.path.join(scratch, "vis-a.png"), os.path.join(scratch, "vis-b.png")
-    Image.fromarray(rgb).save(a)
-    Image.fromarray(marked).save(b)
-    done = subprocess.run([args.wmae_binary, "score", a, b, "--json"], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"wmae score: {done.stderr.strip()}")
-    score = json.loads(done.stdout)
-    fx, fy, ww, wh = score["flattest_window"]
-    h, w = rgb.shape[:2]
-    worst = 0.0
-    for x, y in {((w - ww) // 2, (h - wh) // 2), (fx, fy)}:
-        Image.fromarray(rgb[y:y + wh, x:x + ww]).save(a)
-        Image.fromarray(marked[y:y + wh, x:x + ww]).save(b)
-        done = subprocess.run(["butteraugli_main", a, b], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"butteraugli_main: {done.stderr.strip()[-200:]}")
-        worst = max(worst, float(done.stdout.split()[0]))
-    return score["ssimulacra2"], worst
-
-
 def rng_for(seed, rel, *more):
     # Seeded by the photo's path, not its position, so a payload does not change when photos are
     # added; every method gets the same payload (for the same length) and the same noise.
@@ -435,7 +413,8 @@ def run(photos, root, methods, attacks):
                 continue
             rec["psnr"], rec["ssim"] = psnr(rgb, marked), ssim(rgb, marked)
             if not args.no_visibility:
-                rec["ssimulacra2"], rec["butteraugli"] = visibility(rgb, marked, scratch)
+                rec["ssimulacra2"], rec["butteraugli"] = visibility(rgb, marked, scratch,
+                                                                       args.wmae_binary)
             rec["attacks"] = {}
             for i, (name, attack) in enumerate(attacks.items()):
                 out = {}
