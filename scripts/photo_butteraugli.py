@@ -11,6 +11,7 @@ a line each (SSIMULACRA2 of `wmae score`, butteraugli), then the means and the w
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ def main():
     p.add_argument("marked")
     p.add_argument("--wmae", default="target/release/wmae")
     a = p.parse_args()
+    if shutil.which("butteraugli_main") is None:
+        sys.exit("butteraugli_main not found: apt-get install libjxl-devtools (Debian)")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in sorted(os.listdir(a.marked)):
