@@ -284,7 +284,10 @@ fn the_flat_weight_moves_the_change_between_flat_and_textured_areas() {
     println!("sky {sky:?} (x{sky_ratio:.2}), land {land:?} (x{land_ratio:.2})");
     assert!(sky[0] > 0.2, "the sky changes at all: {sky:?}");
     assert!((1.6..2.4).contains(&sky_ratio), "sky x{sky_ratio}");
-    assert!(land_ratio < sky_ratio - 0.3, "land x{land_ratio}, sky x{sky_ratio}");
+    assert!(
+        land_ratio < sky_ratio - 0.3,
+        "land x{land_ratio}, sky x{sky_ratio}"
+    );
     for bad in ["0", "9", "-1", "NaN"] {
         let out = dir.path().join("bad");
         let run = common::wmae(&[
