@@ -304,4 +304,43 @@ fn the_flat_weight_moves_the_change_between_flat_and_textured_areas() {
         assert!(err.contains("--flat-weight"), "{bad}: {err}");
         assert!(!out.join("sky.png").exists());
     }
+    // A model whose change no JND shapes, and a digit model, refuse the weight, not ignore it.
+    let residual = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/photo-residual.ot");
+    let out = dir.path().join("residual");
+    let run = common::wmae(&[
+        "embed",
+        photo.to_str().unwrap(),
+        "--payload",
+        "text:x",
+        "--out",
+        out.to_str().unwrap(),
+        "--checkpoint",
+        residual.to_str().unwrap(),
+        "--flat-weight",
+        "2",
+    ]);
+    assert!(
+        !run.status.success(),
+        "the residual model took --flat-weight"
+    );
+    let err = common::stderr(&run);
+    assert!(
+        err.contains("--flat-weight") && err.contains("photo-residual.ot"),
+        "{err}"
+    );
+    assert!(!out.join("sky.png").exists());
+    let digit = dir.path().join("digit.png");
+    image::GrayImage::new(28, 28).save(&digit).unwrap();
+    let run = common::wmae(&[
+        "embed",
+        digit.to_str().unwrap(),
+        "--random",
+        "--out",
+        dir.path().join("digits").to_str().unwrap(),
+        "--flat-weight",
+        "2",
+    ]);
+    assert!(!run.status.success(), "a digit model took --flat-weight");
+    assert!(common::stderr(&run).contains("--flat-weight"));
+    assert!(!dir.path().join("digits/digit.png").exists());
 }

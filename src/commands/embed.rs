@@ -23,6 +23,12 @@ pub(crate) fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
              --strength"
         );
     }
+    if args.flat_weight.is_some() {
+        anyhow::bail!(
+            "--flat-weight shapes a photo model's change (with --payload); digit models have no \
+             JND"
+        );
+    }
     let checkpoint = super::photo::embed_checkpoint(args);
     super::digits::embed(args, global, &checkpoint)
 }

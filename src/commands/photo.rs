@@ -386,6 +386,13 @@ pub fn embed(args: &EmbedArgs, global: &GlobalArgs, spec: &str) -> Result<()> {
         args.stream.precision,
         args.key.as_deref(),
     )?;
+    if args.flat_weight.is_some() && !models[0].is_shaped() {
+        bail!(
+            "--flat-weight: {} is not a perceptually shaped model (its change is not scaled by a \
+             JND); it takes --strength alone",
+            checkpoint.display()
+        );
+    }
     let payload = Payload::parse(spec, models[0].code().data_bits())?;
     let code = models[0].code().clone();
     let _lock = lock_output(&args.out, &args.stream)?;

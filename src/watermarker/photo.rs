@@ -176,6 +176,11 @@ impl PhotoModel {
         self
     }
 
+    /// Whether the model's change is shaped by the photo's JND (`seed-jnd`), not one residual.
+    pub fn is_shaped(&self) -> bool {
+        self.loaded.model.architecture.is_shaped()
+    }
+
     /// The JND's flat weight the change is shaped with (a `seed-jnd` model's).
     pub fn flat_weight(&self) -> f64 {
         self.flat_weight
