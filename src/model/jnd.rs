@@ -18,11 +18,9 @@
 //!   [`MAX_JND_LEVELS`];
 //! - `LA` weighted by a flat weight (`model.jnd_flat_weight`, `embed --flat-weight`; 1 by
 //!   default): the share of the change that flat areas get against textured ones. Texture
-//!   masking is measured on 5x5 pixels, but the pattern it hides is many pixels wide, and the eye
-//!   (and SSIMULACRA2) sees a wide pattern through fine texture more than the classic model, made
-//!   for single-pixel changes, says. With the strength chosen per photo by its score
-//!   (`embed --visibility`), a weight of 2 scored better and read more after attacks than 1
-//!   (docs/photos.md, stop 24).
+//!   masking is measured on 5x5 pixels, but the pattern it hides is many pixels wide. With the
+//!   strength chosen per photo by its score (`embed --visibility`), a weight of 2 scored better
+//!   by SSIMULACRA2 and butteraugli and read more after attacks than 1 (docs/photos.md, stop 24).
 //!
 //! Borders repeat their outermost pixel (replicate padding). The same map is computed two ways:
 //! [`jnd_map`] on tensors, for training patches at the working size, and [`JndRows`] on the host,
