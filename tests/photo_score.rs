@@ -85,7 +85,7 @@ fn the_default_model_leaves_a_flat_sky_clean() {
     let photo = dir.path().join("sky.png");
     common::natural_photo(1200, 900, 31).save(&photo).unwrap();
     let (worst, flattest) = embed_scores(&photo, &dir.path().join("shaped"), &[]);
-    let residual = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/photo-residual.ot");
+    let residual = residual_checkpoint();
     let (r_worst, r_flattest) = embed_scores(
         &photo,
         &dir.path().join("residual"),
@@ -213,24 +213,31 @@ fn a_visibility_floor_outside_the_score_range_is_refused() {
     assert!(!run.status.success());
     assert!(common::stderr(&run).contains("--no-score"));
     // Digits carry plain bits at --strength: the floor is refused, not ignored.
-    let digit = dir.path().join("digit.png");
-    image::GrayImage::new(28, 28).save(&digit).unwrap();
-    let run = common::wmae(&[
-        "embed",
-        digit.to_str().unwrap(),
-        "--random",
-        "--out",
-        dir.path().join("digits").to_str().unwrap(),
-        "--visibility",
-        "85",
-    ]);
-    assert!(!run.status.success());
-    let err = common::stderr(&run);
+    let err = digit_embed_error(dir.path(), &["--visibility", "85"]);
     assert!(
         err.contains("--visibility") && err.contains("--payload"),
         "{err}"
     );
-    assert!(!dir.path().join("digits/digit.png").exists());
+}
+
+/// The error `wmae embed --random` gives a 28x28 digit with the photo-only `flag` (it must fail
+/// and write nothing).
+fn digit_embed_error(dir: &Path, flag: &[&str]) -> String {
+    let digit = dir.join("digit.png");
+    image::GrayImage::new(28, 28).save(&digit).unwrap();
+    let out = dir.join("digits");
+    let mut args = vec![
+        "embed",
+        digit.to_str().unwrap(),
+        "--random",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flag);
+    let run = common::wmae(&args);
+    assert!(!run.status.success(), "a digit model took {flag:?}");
+    assert!(!out.join("digit.png").exists());
+    common::stderr(&run)
 }
 
 /// Mean absolute change (levels, all colour samples) between two 8-bit RGB files, over the rows
@@ -305,7 +312,7 @@ fn the_flat_weight_moves_the_change_between_flat_and_textured_areas() {
         assert!(!out.join("sky.png").exists());
     }
     // A model whose change no JND shapes, and a digit model, refuse the weight, not ignore it.
-    let residual = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/photo-residual.ot");
+    let residual = residual_checkpoint();
     let out = dir.path().join("residual");
     let run = common::wmae(&[
         "embed",
@@ -329,18 +336,11 @@ fn the_flat_weight_moves_the_change_between_flat_and_textured_areas() {
         "{err}"
     );
     assert!(!out.join("sky.png").exists());
-    let digit = dir.path().join("digit.png");
-    image::GrayImage::new(28, 28).save(&digit).unwrap();
-    let run = common::wmae(&[
-        "embed",
-        digit.to_str().unwrap(),
-        "--random",
-        "--out",
-        dir.path().join("digits").to_str().unwrap(),
-        "--flat-weight",
-        "2",
-    ]);
-    assert!(!run.status.success(), "a digit model took --flat-weight");
-    assert!(common::stderr(&run).contains("--flat-weight"));
-    assert!(!dir.path().join("digits/digit.png").exists());
+    let err = digit_embed_error(dir.path(), &["--flat-weight", "2"]);
+    assert!(err.contains("--flat-weight"), "{err}");
+}
+
+/// The earlier residual photo model, whose change no JND shapes.
+fn residual_checkpoint() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/photo-residual.ot")
 }

@@ -408,6 +408,18 @@ fn box_mean(x: &Tensor, window: i64) -> Tensor {
 mod tests {
     use super::*;
 
+    /// A `side x side` map of uniform noise in [0, 1), drawn from `state` (splitmix64), which it
+    /// advances: a map's part that is the photo's own response, not the tile.
+    pub(super) fn noise_map(side: i64, state: &mut u64) -> Tensor {
+        let noise: Vec<f32> = (0..side * side)
+            .map(|_| {
+                *state = crate::runtime::splitmix::splitmix64(*state);
+                (*state >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect();
+        Tensor::from_slice(&noise).view([1, 1, side, side])
+    }
+
     /// A `side x side` map of a random `tile x tile` pattern of 0/1 seen through an affine map
     /// (tile pixels to map pixels), bilinear.
     pub(super) fn tiled_map(side: i64, tile: i64, m: [[f64; 2]; 2], seed: u64) -> Tensor {
@@ -492,13 +504,7 @@ mod tests {
             let (s, c) = f64::to_radians(degrees).sin_cos();
             let m = [[c * sx, -s * sx], [s * sx, c * sx]];
             let tiled = tiled_map(256, 16, m, 5);
-            let noise: Vec<f32> = (0..256 * 256)
-                .map(|_| {
-                    noise_state = crate::runtime::splitmix::splitmix64(noise_state);
-                    (noise_state >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect();
-            let map = tiled * 0.5 + Tensor::from_slice(&noise).view([1, 1, 256, 256]) * 0.5;
+            let map = tiled * 0.5 + noise_map(256, &mut noise_state) * 0.5;
             assert_finds(&map, m, &format!("{sx} {degrees}"));
         }
     }

@@ -141,7 +141,7 @@ impl Fold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watermarker::sync::tests::tiled_map;
+    use crate::watermarker::sync::tests::{noise_map, tiled_map};
     use tch::{Device, Kind};
 
     #[test]
@@ -159,13 +159,7 @@ mod tests {
             let (s, c) = f64::to_radians(degrees).sin_cos();
             let m = [[c * sx, -s * sy], [s * sx, c * sy]];
             let tiled = tiled_map(200, 16, m, 9);
-            let noise: Vec<f32> = (0..200 * 200)
-                .map(|_| {
-                    noise_state = crate::runtime::splitmix::splitmix64(noise_state);
-                    (noise_state >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect();
-            let map = tiled * 0.3 + Tensor::from_slice(&noise).view([1, 1, 200, 200]) * 0.7;
+            let map = tiled * 0.3 + noise_map(200, &mut noise_state) * 0.7;
             let off = Lattice {
                 a: (16.0 * m[0][0] * ex, 16.0 * m[1][0] * ex),
                 b: (16.0 * m[0][1] * ey, 16.0 * m[1][1] * ey),
